@@ -1,0 +1,149 @@
+"""Crash-safe file writes and the on-disk layout of a prepared dataset.
+
+Every file is written to a temporary name in the same folder and moved into place with
+``os.replace``, so an interrupted run leaves either the old file or the new one, never half of one.
+
+Layout of ``<out>/<name>/``:
+
+- ``<name>.inter`` -- RecBole atomic interactions: ``user_id:token  item_id:token  timestamp:float
+  position:float`` (no timestamp column when the source has none), users' events in chronological
+  order; ``position`` is the 0-based index in the user's sequence and is the plugin's ``TIME_FIELD``.
+- ``<name>.items.tsv`` -- one row per item (``item_id``, ``text``, ``image_url``); its row order
+  is the row order of every feature matrix.
+- ``<name>.<modality>.npy`` -- float32 ``[n_items, dim]``, with the manifest
+  ``<name>.<modality>.npy.json`` beside it.
+"""
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+
+ITEMS_COLUMNS = ("item_id", "text", "image_url")
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success move it onto ``path``, else delete it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes_atomic(path, data):
+    """Write ``data`` (bytes) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def write_json_atomic(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def save_npy_atomic(path, array):
+    """Save a numpy array to ``path`` (``.npy`` format) atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def sha256_file(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inter_path(folder, name):
+    return os.path.join(folder, f"{name}.inter")
+
+
+def items_path(folder, name):
+    return os.path.join(folder, f"{name}.items.tsv")
+
+
+def feature_path(folder, name, modality):
+    return os.path.join(folder, f"{name}.{modality}.npy")
+
+
+def manifest_path(npy_path):
+    return npy_path + ".json"
+
+
+def write_inter(path, inter):
+    """Write interactions (user_id, item_id, timestamp, position) as a RecBole ``.inter`` file.
+
+    The timestamp column is left out when no event has one (e.g. Clothing).
+    """
+    columns = ["user_id", "item_id", "timestamp", "position"]
+    if inter["timestamp"].isna().all():
+        columns.remove("timestamp")
+    frame = inter[columns].copy()
+    frame.columns = [f"{c}:token" if c.endswith("_id") else f"{c}:float" for c in columns]
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, float_format="%.17g")
+
+
+def _clean_cell(value):
+    """A table cell without tabs or line breaks ('' for missing)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return " ".join(str(value).split())
+
+
+def write_items(path, items):
+    """Write the item table (columns item_id, text, image_url) as a plain tab-separated file."""
+    lines = ["\t".join(ITEMS_COLUMNS)]
+    for row in items[list(ITEMS_COLUMNS)].itertuples(index=False):
+        lines.append("\t".join(_clean_cell(value) for value in row))
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def read_items(path):
+    """Read an item table written by :func:`write_items` (all columns str, '' for missing)."""
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    return pd.DataFrame(rows, columns=header, dtype=str)
+
+
+def read_manifest(npy_path):
+    """The manifest of a feature matrix, or None when it does not exist."""
+    path = manifest_path(npy_path)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_features(npy_path, features, *, encoder, items_file, source_sha256, n_zero_rows, extra=None):
+    """Save a float32 feature matrix, then its manifest (the manifest marks the step as done)."""
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    save_npy_atomic(npy_path, features)
+    manifest = {
+        "encoder": encoder,
+        "dim": int(features.shape[1]),
+        "n_items": int(features.shape[0]),
+        "items_file": os.path.basename(items_file),
+        "source_sha256": source_sha256,
+        "n_zero_rows": int(n_zero_rows),
+        "dtype": "float32",
+    }
+    manifest.update(extra or {})
+    write_json_atomic(manifest_path(npy_path), manifest)
+    return manifest

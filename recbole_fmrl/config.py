@@ -1,0 +1,134 @@
+"""The plugin's RecBole ``Config``: plugin models first, plugin YAML defaults, numpy-2 safe."""
+
+import enum
+import os
+from pathlib import Path
+
+import numpy as np
+import recbole
+import torch
+from recbole.config import Config as RecBoleConfig
+
+from recbole_fmrl.errors import PluginError
+
+RECBOLE_PROPERTIES_DIR = Path(recbole.__file__).resolve().parent / "properties"
+# From a checkout: <repo>/properties. From a wheel: setup.cfg installs it as recbole_fmrl/properties.
+PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"
+if not PROPERTIES_DIR.is_dir():
+    PROPERTIES_DIR = Path(__file__).resolve().parent / "properties"
+
+
+def plugin_model_names():
+    """Names of the models this plugin provides (``recbole_fmrl.model.__all__``)."""
+    from recbole_fmrl import model
+
+    return list(model.__all__)
+
+
+def get_model(name):
+    """The model class called ``name``: the plugin's first, then RecBole's.
+
+    RecBole's own lookup fails on unknown names with an unrelated ``ModuleNotFoundError``
+    (its exlib models import lightgbm/xgboost); this turns every failure into one clear line.
+    """
+    from recbole_fmrl import model as plugin_models
+
+    if name in plugin_models.__all__:
+        return getattr(plugin_models, name)
+    from recbole.utils import get_model as recbole_get_model
+
+    try:
+        return recbole_get_model(name)
+    except (ValueError, ImportError, AttributeError):
+        raise PluginError(
+            f"unknown model '{name}': not a plugin model ({', '.join(plugin_model_names())}) "
+            "nor a RecBole 1.2.1 model"
+        ) from None
+
+
+class Config(RecBoleConfig):
+    """RecBole's Config, extended like RecBole-GNN's.
+
+    * ``model`` may name a plugin model (fMRLRec, LRURec, FMLPRec) or any RecBole model;
+    * defaults are read from RecBole's YAML, then ``properties/overall.yaml``,
+      ``properties/model/<Model>.yaml`` and ``properties/dataset/<dataset>.yaml``;
+    * the command line is NOT read implicitly (``run_recbole_fmrl.py`` passes its
+      ``--key=value`` pairs as ``config_dict``), so library calls are reproducible;
+    * ``compatibility_settings`` works on numpy 2.
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
+        for file in config_file_list or []:
+            if not os.path.isfile(file):
+                raise PluginError(f"config file not found: {file}")
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def compatibility_settings(self):
+        """RecBole still uses the numpy aliases removed in numpy 2 (np.float, np.bool, ...)."""
+        for alias, target in {
+            "bool": bool, "int": int, "float": float, "complex": complex,
+            "object": object, "str": str, "long": int, "unicode": str,
+        }.items():
+            if alias not in np.__dict__:
+                setattr(np, alias, target)
+
+    def _load_cmd_line(self):
+        return {}
+
+    def _load_config_files(self, file_list):
+        try:
+            return super()._load_config_files(file_list)
+        except Exception as err:  # yaml errors: name the file
+            raise PluginError(f"cannot read config file {file_list}: {err}".splitlines()[0]) from None
+
+    def _get_model_and_dataset(self, model, dataset):
+        model = model if model is not None else self.external_config_dict.get("model")
+        dataset = dataset if dataset is not None else self.external_config_dict.get("dataset")
+        if model is None:
+            raise PluginError("no model given: pass --model=<name>")
+        if dataset is None:
+            raise PluginError("no dataset given: pass --dataset=<name>")
+        model_class = get_model(model) if isinstance(model, str) else model
+        return model_class.__name__, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        """Precedence, lowest first: RecBole's defaults, the plugin's overall.yaml, RecBole's
+        dataset YAML (e.g. ml-100k's columns), the plugin's model YAML, the plugin's dataset YAML."""
+        super()._load_internal_config_dict(model, model_class, dataset)
+        recbole_dataset_file = RECBOLE_PROPERTIES_DIR / "dataset" / f"{dataset}.yaml"
+        for file in (
+            PROPERTIES_DIR / "overall.yaml",
+            recbole_dataset_file,
+            PROPERTIES_DIR / "model" / f"{model}.yaml",
+            PROPERTIES_DIR / "dataset" / f"{dataset}.yaml",
+        ):
+            if file.is_file():
+                loaded = self._update_internal_config_dict(file) or {}
+                if file.parent.name == "dataset":
+                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+
+    def overrides(self):
+        """The user's settings (files, dict, command line) as plain values, to rebuild this Config."""
+        return to_primitive(self.external_config_dict)
+
+    def to_dict(self):
+        """Every final setting as plain Python values (safe for ``torch.load(weights_only=True)``)."""
+        return to_primitive(self.final_config_dict)
+
+
+def to_primitive(value):
+    """Convert config values (enums, devices, numpy scalars, tuples) into plain Python types."""
+    if isinstance(value, dict):
+        return {str(k): to_primitive(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_primitive(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.device):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+

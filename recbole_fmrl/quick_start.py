@@ -1,0 +1,126 @@
+"""Train, validate with early stopping, test the best checkpoint: RecBole's ``run_recbole`` for the plugin."""
+
+import json
+import sys
+import time
+from logging import getLogger
+
+import torch
+from recbole.data import data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from recbole_fmrl.config import Config, to_primitive
+from recbole_fmrl.utils import create_dataset, get_model, get_trainer
+
+REPORTED_METRICS = ("ndcg@5", "recall@5", "ndcg@10", "recall@10")
+
+
+def build(model, dataset, config_file_list=None, config_dict=None):
+    """Config, logger, dataset, data loaders and an initialised model, as RecBole builds them."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    logger.info(set_color("trainable parameters", "blue") + f": {count_parameters(model):,}")
+    return config, model, (train_data, valid_data, test_data)
+
+
+def count_parameters(model):
+    """Trainable parameters; masked-out fMRL entries (structurally zero) are not counted."""
+    if hasattr(model, "count_parameters"):
+        return model.count_parameters()
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def evaluate_sizes(trainer, model, test_data, show_progress=False):
+    """Test metrics at every nested size m in M (models with ``mrl_hidden_sizes`` only)."""
+    sizes = {}
+    for size in model.mrl_hidden_sizes:
+        model.eval_size = size
+        sizes[size] = dict(trainer.evaluate(test_data, load_best_model=False, show_progress=show_progress))
+    model.eval_size = model.mrl_hidden_sizes[-1]
+    return sizes
+
+
+def format_table(rows, first_column):
+    """Rows ``{label: {metric: value}}`` as an aligned text table of the reported metrics."""
+    header = f"{first_column:>10} " + " ".join(f"{m:>10}" for m in REPORTED_METRICS)
+    lines = [header]
+    for label, metrics in rows.items():
+        lines.append(f"{label!s:>10} " + " ".join(f"{metrics.get(m, float('nan')):>10.4f}" for m in REPORTED_METRICS))
+    return "\n".join(lines)
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, resume=None, callback=None):
+    """Train ``model`` on ``dataset``, test the best checkpoint and return every result.
+
+    Returns a dict with ``best_valid_result``, ``test_result``, ``sizes`` (per nested size, for
+    fMRL models), ``epochs_run``, ``best_epoch``, ``wall_time``, ``num_params`` and ``checkpoint``.
+    ``callback(epoch, valid_score)`` runs after every validation (Ray Tune reports through it).
+    """
+    started = time.time()
+    config, model, (train_data, valid_data, test_data) = build(model, dataset, config_file_list, config_dict)
+    logger = getLogger()
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    if resume:
+        trainer.resume_checkpoint(resume)
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
+        )
+    except KeyboardInterrupt:
+        logger.warning(f"interrupted: resume with --resume={trainer.last_model_file}")
+        raise
+    test_result = dict(trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"]))
+    sizes = {}
+    if hasattr(model, "mrl_hidden_sizes"):
+        sizes = evaluate_sizes(trainer, model, test_data, config["show_progress"])
+        logger.info(set_color("test result per size", "yellow") + ":\n" + format_table(sizes, "size"))
+
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": float(best_valid_score),
+        "best_valid_result": to_primitive(best_valid_result or {}),
+        "test_result": to_primitive(test_result),
+        "sizes": to_primitive(sizes),
+        "epochs_run": len(trainer.valid_history),
+        "best_epoch": trainer.best_epoch,
+        "wall_time": round(time.time() - started, 2),
+        "num_params": count_parameters(model),
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "config": config.overrides(),
+    }
+    if saved:
+        with open(trainer.saved_model_file[: -len(".pth")] + ".results.json", "w") as f:
+            json.dump(result, f, indent=1)
+    logger.info(
+        set_color("best valid", "yellow") + ":\n" + format_table({"valid": result["best_valid_result"]}, "")
+    )
+    logger.info(set_color("test result", "yellow") + ":\n" + format_table({"test": test_result}, ""))
+    return result
+
+
+def load_checkpoint(path):
+    """A checkpoint or export written by the plugin (``weights_only=True``: no pickled objects)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def main_guarded(main):
+    """Run ``main()``; a :class:`PluginError` becomes ``error: <message>`` and exit status 2."""
+    from recbole_fmrl.errors import PluginError
+
+    try:
+        return main()
+    except PluginError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Build .venv in the repo from nothing (`make install` runs it when setup.cfg or this file changed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# torch/torchvision first, pinned: pip takes these wheels from local disk on the CI image.
+pip install torch==2.14.1 torchvision==0.29.1
+# RecBole 1.2.1 pins ray<=2.6.3, which crashes on numpy 2: install it without its pins;
+# its real requirements are declared in setup.cfg and installed with the plugin below.
+pip install --no-deps recbole==1.2.1
+pip install -e '.[dev]'
+touch .venv/.installed

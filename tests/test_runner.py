@@ -1,0 +1,76 @@
+"""The plugin's runner on RecBole's own models: config, training, safe checkpoints, resume, errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recbole_fmrl.config import Config
+from recbole_fmrl.quick_start import run
+from recbole_fmrl.utils import get_model
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_recbole_models_resolve_to_recbole_and_config_is_numpy2_safe(tiny_config):
+    from recbole.model.sequential_recommender import SASRec
+
+    config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config)
+    assert config.model_class is SASRec
+    assert config["valid_metric"] == "NDCG@10" and config["topk"] == [5, 10]
+    assert config["train_neg_sample_args"] is None
+
+
+@pytest.mark.parametrize("model", ["SASRec", "BERT4Rec"])
+def test_recbole_model_trains_and_checkpoint_loads_weights_only(tiny_config, model):
+    result = run(model, "tiny", config_dict=tiny_config)
+    test = result["test_result"]
+    assert set(test) == {"ndcg@5", "ndcg@10", "recall@5", "recall@10"}
+    assert all(0.0 <= v <= 1.0 for v in test.values())
+    assert test["recall@10"] >= test["recall@5"]
+    assert result["epochs_run"] == 2 and result["best_epoch"] in (0, 1)
+    for path in (result["checkpoint"], result["checkpoint"].replace(".pth", "-last.pth")):
+        checkpoint = torch.load(path, weights_only=True)
+        assert checkpoint["model"] == model and checkpoint["config"]["dataset"] == "tiny"
+        assert checkpoint["config"]["MODEL_TYPE"] == "SEQUENTIAL"
+
+
+def test_resume_continues_from_last_checkpoint(tiny_config):
+    first = run("SASRec", "tiny", config_dict={**tiny_config, "epochs": 1})
+    last = first["checkpoint"].replace(".pth", "-last.pth")
+    resumed = run("SASRec", "tiny", config_dict={**tiny_config, "epochs": 3}, resume=last)
+    assert resumed["epochs_run"] == 3  # one epoch before the resume, two after
+    assert resumed["checkpoint"] == first["checkpoint"]  # the best file of the same run
+    assert torch.load(last, weights_only=True)["epoch"] == 2
+
+
+def run_cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, str(REPO / "run_recbole_fmrl.py"), *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model=NoSuchModel", "--dataset=tiny"], "error: unknown model 'NoSuchModel'"),
+        (["--model=SASRec", "--dataset=nowhere"], "error: unknown dataset 'nowhere'"),
+        (["--model=SASRec", "--dataset=empty"], "empty.inter not found"),
+        (["--model=SASRec", "--dataset=tiny", "--config_files=missing.yaml"], "config file not found: missing.yaml"),
+    ],
+)
+def test_bad_input_gives_one_line(tiny_config, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    done = run_cli(*args, f"--data_path={tmp_path}", cwd=tmp_path)
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_get_model_unknown_name_is_clear():
+    from recbole_fmrl.errors import PluginError
+
+    with pytest.raises(PluginError, match="unknown model 'lightgbm_please'"):
+        get_model("lightgbm_please")
