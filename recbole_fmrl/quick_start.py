@@ -21,8 +21,8 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
     logger.info(config)
-    dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])

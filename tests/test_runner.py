@@ -20,7 +20,7 @@ def test_recbole_models_resolve_to_recbole_and_config_is_numpy2_safe(tiny_config
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config)
     assert config.model_class is SASRec
     assert config["valid_metric"] == "NDCG@10" and config["topk"] == [5, 10]
-    assert config["train_neg_sample_args"] is None
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # CE: no negative sampling
 
 
 @pytest.mark.parametrize("model", ["SASRec", "BERT4Rec"])

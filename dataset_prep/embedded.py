@@ -1,0 +1,53 @@
+"""The four paper datasets shipped inside the package, written out on first use.
+
+``ensure_embedded_dataset(name, data_path)`` turns the embedded tables into RecBole atomic files
+under ``<data_path>/<name>/`` (plus, for Beauty, text features of the real titles encoded once with
+the packaged all-MiniLM-L6-v2 and kept there), so ``beauty``, ``sports``, ``toys`` and ``clothing``
+work offline with no preparation step.
+"""
+
+import logging
+import os
+import time
+
+from dataset_prep import atomic
+from dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, prepare_dataset
+from dataset_prep.encoders import PACKAGED_MINILM
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED = frozenset({"beauty", "sports", "toys", "clothing"})
+WITH_TEXT = frozenset({"beauty"})
+"""Embedded datasets that have item text (Beauty titles) and so get ``<name>.text.npy``."""
+
+
+def _is_complete(folder, name):
+    """Whether the atomic files (and, where there is text, the text features) are in place."""
+    if not os.path.exists(atomic.inter_path(folder, name)):
+        return False
+    if name in WITH_TEXT:
+        npy = atomic.feature_path(folder, name, "text")
+        return os.path.exists(npy) and atomic.read_manifest(npy) is not None
+    return True
+
+
+def ensure_embedded_dataset(name, data_path):
+    """Write the embedded dataset ``name`` to ``<data_path>/<name>/`` unless it is already there.
+
+    ``data_path`` is the root that holds one folder per dataset (RecBole's ``data_path`` before it
+    appends the dataset name). Returns True when files were written, False when ``name`` is not
+    embedded or its files already exist; existing files are never overwritten.
+    """
+    if name not in EMBEDDED:
+        return False
+    folder = os.path.join(data_path, name)
+    if _is_complete(folder, name):
+        return False
+    import torch
+
+    started = time.perf_counter()
+    prepare_dataset(name, data_path, tables_dir=EMBEDDED_TABLES_DIR, text=name in WITH_TEXT,
+                    images=False, text_encoder=PACKAGED_MINILM, batch_size=128,
+                    device="cuda" if torch.cuda.is_available() else "cpu")
+    logger.info("embedded dataset %s written to %s in %.1f s", name, folder, time.perf_counter() - started)
+    return True

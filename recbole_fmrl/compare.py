@@ -1,0 +1,346 @@
+"""Paper-shaped experiments on one dataset: Table 2 (models), Figure 3 (sizes), Figure 4 (parameters)
+and Table 3 (modality ablation).
+
+    python -m recbole_fmrl.compare --dataset beauty \\
+        [--models SASRec,BERT4Rec,FMLPRec,LRURec,fMRLRec] [--config_files "a.yaml b.yaml"] \\
+        [--ablation "text,image;text;image;id"] [--params] [--force] [--out results] [--key=value ...]
+    python -m recbole_fmrl.compare --dataset beauty --sizes-from saved/fMRLRec-....results.json
+    python -m recbole_fmrl.compare --dataset beauty --params [--params-sizes 128,256,512,1024,2048]
+
+Every model runs through ``recbole_fmrl.quick_start.run`` with the same config files and
+``--key=value`` overrides, hence the same seed, split and evaluator. Each finished run is cached as
+``<out>/<dataset>/runs/<label>.json``; a later call reuses it when its settings (config files and
+overrides) are unchanged, unless ``--force``. Written under ``<out>/<dataset>/``:
+
+* ``comparison.md`` / ``comparison.csv`` — Table 2: N@5 R@5 N@10 R@10 on test (best bold, second
+  underlined in the md) and, per model, overrides, epochs run, best epoch, wall time, parameters, commit;
+* ``sizes.csv`` / ``sizes.png`` — Figure 3, whenever fMRLRec runs (or from ``--sizes-from``);
+* ``ablation.md`` / ``ablation.csv`` — Table 3, one fMRLRec run per modality set of ``--ablation``;
+  a set whose features the dataset lacks gets the row ``not available: <reason>``;
+* ``params.csv`` / ``params.png`` — Figure 4 (``--params``), counted on freshly built fMRLRec models.
+"""
+
+import argparse
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from recbole_fmrl import reports
+from recbole_fmrl.errors import FeatureFileError, PluginError
+from recbole_fmrl.quick_start import REPORTED_METRICS, main_guarded
+
+DEFAULT_MODELS = ("SASRec", "BERT4Rec", "FMLPRec", "LRURec", "fMRLRec")
+DEFAULT_ABLATION = "text,image;text;image;id"
+MODALITY_NAMES = ("text", "image", "id")
+DETAIL_COLUMNS = ("epochs_run", "best_epoch", "wall_time", "num_params", "git_commit")
+
+logger = reports.progress_logger("compare")
+
+
+def default_runner(*args, **kwargs):
+    """``quick_start.run``, looked up at call time (tests replace it)."""
+    from recbole_fmrl.quick_start import run
+
+    return run(*args, **kwargs)
+
+
+def parse_value(text):
+    """A ``--key=value`` value read as YAML (``[text,image]``, ``0.5``, ``true``); what YAML leaves a
+    string (e.g. ``1e-4``) RecBole's Config converts further."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None and text.strip() not in ("~", "null", "None") else value
+
+
+def parse_overrides(extra):
+    """``--key=value`` arguments as a dict (values parsed by :func:`parse_value`)."""
+    overrides = {}
+    for arg in extra:
+        key, sep, value = arg[2:].partition("=")
+        if not arg.startswith("--") or not sep or not key:
+            raise PluginError(f"unrecognised argument '{arg}': use --key=value")
+        overrides[key] = parse_value(value)
+    return overrides
+
+
+def parse_modality_sets(text):
+    """``"text,image;text;id"`` -> ``[["text", "image"], ["text"], ["id"]]`` (checked)."""
+    sets = []
+    for part in text.split(";"):
+        names = [name.strip() for name in part.split(",") if name.strip()]
+        if not names:
+            continue
+        unknown = [name for name in names if name not in MODALITY_NAMES]
+        if unknown:
+            raise PluginError(f"unknown modality {unknown[0]!r} in --ablation: choose among {', '.join(MODALITY_NAMES)}")
+        if len(set(names)) != len(names):
+            raise PluginError(f"modality set {part!r} in --ablation names a modality twice")
+        sets.append(names)
+    if not sets:
+        raise PluginError(f"--ablation {text!r} names no modality set (e.g. {DEFAULT_ABLATION!r})")
+    return sets
+
+
+def modality_label(modalities):
+    return "+".join(modalities)
+
+
+# --------------------------------------------------------------------------- runs (cached)
+
+
+def cached_run(label, model, dataset, config_files, overrides, out_dir, force=False, runner=None):
+    """Run ``model`` (or reuse ``<out_dir>/runs/<label>.json`` when its settings match) and return
+    the run record: quick_start.run()'s result plus ``label``, ``settings``, ``git_commit``,
+    ``finished``. Raises FeatureFileError when the dataset lacks the model's features."""
+    runner = runner or default_runner
+    path = Path(out_dir) / "runs" / f"{label}.json"
+    settings = {"model": model, "dataset": dataset, "config_files": list(config_files), "overrides": overrides}
+    if path.is_file() and not force:
+        try:
+            record = reports.read_json(path)
+        except (OSError, ValueError):
+            record = None
+            logger.warning(f"{label}: unreadable cache {path}; running again")
+        if record is not None and record.get("settings") == settings:
+            logger.info(f"{label}: done before, skipped (cached in {path}; --force runs it again)")
+            return record
+        if record is not None:
+            logger.info(f"{label}: settings differ from the cached run {path}; running again")
+    logger.info(f"{label}: training {model} on {dataset} ...")
+    started = time.time()
+    result = runner(model, dataset, list(config_files) or None, json.loads(json.dumps(overrides)))
+    record = {
+        "label": label,
+        "settings": settings,
+        "git_commit": reports.git_commit(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **result,
+    }
+    reports.atomic_write_json(path, record)
+    test = record.get("test_result", {})
+    logger.info(
+        f"{label}: finished in {time.time() - started:.1f} s, {record.get('epochs_run')} epochs, "
+        + " ".join(f"{m}={test.get(m, float('nan')):.4f}" for m in REPORTED_METRICS)
+    )
+    return record
+
+
+def run_or_unavailable(label, model, dataset, config_files, overrides, out_dir, force, runner):
+    """:func:`cached_run`, or the string ``"not available: <reason>"`` if features are missing."""
+    try:
+        return cached_run(label, model, dataset, config_files, overrides, out_dir, force, runner)
+    except FeatureFileError as err:
+        logger.warning(f"{label}: not available: {err}")
+        return f"not available: {err}"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _details(record):
+    settings = record.get("settings", {})
+    overrides = settings.get("overrides", {})
+    return {
+        **{column: record.get(column) for column in DETAIL_COLUMNS},
+        "config_files": " ".join(settings.get("config_files", [])),
+        "overrides": json.dumps(overrides, sort_keys=True),
+    }
+
+
+def results_table(rows, first_column):
+    """CSV header and rows for ``rows = [(label, record or "not available: …")]``."""
+    header = [first_column, *REPORTED_METRICS, *DETAIL_COLUMNS, "config_files", "overrides", "status"]
+    table = []
+    for label, record in rows:
+        if isinstance(record, str):
+            table.append([label, *([None] * (len(header) - 2)), record])
+            continue
+        test = record.get("test_result", {})
+        details = _details(record)
+        table.append([label, *(test.get(m) for m in REPORTED_METRICS), *(details[c] for c in header[5:-1]), "ok"])
+    return header, table
+
+
+def _escape(text):
+    return str(text).replace("|", "\\|")
+
+
+def write_results_tables(rows, out_dir, stem, first_column, title):
+    """``<stem>.csv`` and ``<stem>.md``: the paper-shaped metric table and the run details."""
+    out_dir = Path(out_dir)
+    header, table = results_table(rows, first_column)
+    reports.write_csv(out_dir / f"{stem}.csv", header, table)
+    metric_rows = [(label, record if isinstance(record, str) else record.get("test_result", {})) for label, record in rows]
+    lines = [f"# {title}", "", "Test set, full ranking; best per column in **bold**, second <u>underlined</u>.", ""]
+    lines.append(reports.metric_table_markdown(metric_rows, first_column))
+    details = [(label, _details(record)) for label, record in rows if not isinstance(record, str)]
+    if details:
+        lines += ["## Runs", "", f"| {first_column} | epochs run | best epoch | wall time (s) | parameters | commit | config files | overrides |"]
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for label, d in details:
+            params = f"{d['num_params']:,}" if isinstance(d["num_params"], int) else d["num_params"]
+            lines.append(
+                f"| {label} | {d['epochs_run']} | {d['best_epoch']} | {d['wall_time']} | {params} | "
+                f"{d['git_commit']} | {_escape(d['config_files']) or '–'} | `{_escape(d['overrides'])}` |"
+            )
+        lines.append("")
+    reports.atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines))
+
+
+def write_sizes_from_record(record, out_dir, dataset):
+    sizes = record.get("sizes") or {}
+    if not sizes:
+        raise PluginError(f"run of {record.get('model', '?')} has no per-size results ('sizes' is empty)")
+    rows = reports.write_sizes(sizes, out_dir, title=f"{record.get('model', 'fMRLRec')} on {dataset}")
+    logger.info(f"per-size results ({len(rows)} sizes) written to {Path(out_dir) / 'sizes.csv'} and sizes.png")
+    return rows
+
+
+# --------------------------------------------------------------------------- the experiments
+
+
+def compare(dataset, models, config_files=(), overrides=None, out="results", force=False, runner=None):
+    """Table 2: run every model in ``models``; write comparison.md/.csv (and sizes.* for fMRLRec).
+    Returns ``{model: record or "not available: …"}``."""
+    from recbole_fmrl.utils import get_model
+
+    overrides = dict(overrides or {})
+    for model in models:
+        get_model(model)  # unknown names fail before anything runs
+    out_dir = Path(out) / dataset
+    results = {}
+    for i, model in enumerate(models, 1):
+        logger.info(f"({i}/{len(models)}) {model}")
+        results[model] = run_or_unavailable(model, model, dataset, config_files, overrides, out_dir, force, runner)
+    write_results_tables(list(results.items()), out_dir, "comparison", "Model", f"Model comparison on {dataset} (Table 2)")
+    logger.info(f"comparison written to {out_dir / 'comparison.md'} and comparison.csv")
+    for model, record in results.items():
+        if not isinstance(record, str) and record.get("sizes"):
+            write_sizes_from_record(record, out_dir, dataset)
+    return results
+
+
+def ablation(dataset, modality_sets, config_files=(), overrides=None, out="results", force=False, runner=None):
+    """Table 3: one fMRLRec run per modality set; writes ablation.md/.csv. Returns ``{label: …}``."""
+    out_dir = Path(out) / dataset
+    results = {}
+    for i, modalities in enumerate(modality_sets, 1):
+        label = modality_label(modalities)
+        logger.info(f"({i}/{len(modality_sets)}) fMRLRec with modalities {label}")
+        settings = {**(overrides or {}), "modalities": list(modalities)}
+        results[label] = run_or_unavailable(
+            f"fMRLRec-{label}", "fMRLRec", dataset, config_files, settings, out_dir, force, runner
+        )
+    write_results_tables(list(results.items()), out_dir, "ablation", "Modalities", f"fMRLRec modality ablation on {dataset} (Table 3)")
+    logger.info(f"ablation written to {out_dir / 'ablation.md'} and ablation.csv")
+    return results
+
+
+def parse_feature_dims(text):
+    dims = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise PluginError(f"--feature-dims expects modality=width pairs, e.g. text=1024,image=1152; got {part!r}")
+        dims[name.strip()] = int(value)
+    return dims
+
+
+def parse_sizes(text, option):
+    try:
+        sizes = [int(s) for s in text.replace(",", " ").split()]
+    except ValueError:
+        raise PluginError(f"{option} expects integers, e.g. 128,256,512; got {text!r}") from None
+    if not sizes or any(s <= 0 for s in sizes) or sorted(set(sizes)) != sizes:
+        raise PluginError(f"{option} must be strictly increasing positive integers, got {text!r}")
+    return sizes
+
+
+def parameters(dataset, full_sizes, config_files=(), overrides=None, out="results", item_num=None,
+               feature_dims=None, independent="nested"):
+    """Figure 4 on freshly built fMRLRec models; writes params.csv/.png and returns the rows."""
+    overrides = {k: v for k, v in (overrides or {}).items() if k not in ("hidden_size", "mrl_hidden_sizes", "eval_size")}
+    logger.info(f"counting parameters of fMRLRec for D in {full_sizes} ({independent} independent models)")
+    rows = reports.parameter_rows(dataset, full_sizes, item_num, feature_dims, list(config_files) or None,
+                                  overrides, independent)
+    out_dir = Path(out) / dataset
+    reports.write_params(rows, out_dir, title=f"fMRLRec parameters ({dataset} config)")
+    for row in rows:
+        paper = row["paper_figure4"]
+        logger.info(
+            f"D={row['D']}: series {row['series']:,} vs independent {row['independent']:,}: saving "
+            f"{100 * row['saving_rate']:.2f}%; paper convention {100 * row['paper_saving']:.2f}%"
+            + (f" (paper: {paper:.2f}%)" if paper is not None else "")
+        )
+    logger.info(f"parameters written to {out_dir / 'params.csv'} and params.png")
+    return rows
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_fmrl.compare", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    )
+    parser.add_argument("--dataset", "-d", help="dataset name (folder under data_path, or an embedded one)")
+    parser.add_argument("--models", default=None, help=f"comma-separated models (default when nothing else is asked: {','.join(DEFAULT_MODELS)})")
+    parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every run")
+    parser.add_argument("--force", action="store_true", help="run again even if a cached run exists")
+    parser.add_argument("--out", default="results", help="output folder (results/<dataset>/...)")
+    parser.add_argument("--ablation", default=None, metavar="SETS",
+                        help=f"modality sets for fMRLRec, ';'-separated, e.g. {DEFAULT_ABLATION!r}")
+    parser.add_argument("--sizes-from", default=None, metavar="RUN.json",
+                        help="write sizes.csv/png from a run result JSON (runs/fMRLRec.json or saved/*.results.json)")
+    parser.add_argument("--params", action="store_true", help="write params.csv/png (Figure 4) from built models")
+    parser.add_argument("--params-sizes", default="128,256,512,1024,2048", help="full sizes D; series M = [first … D]")
+    parser.add_argument("--params-independent", choices=("nested", "single"), default="nested",
+                        help="independent size-m model: fMRLRec with M = [first … m] (nested) or M = [m] (single)")
+    parser.add_argument("--feature-dims", default="text=1024,image=1152",
+                        help="feature widths used by --params (the paper's bge-large and SigLIP so400m)")
+    parser.add_argument("--item-num", type=int, default=None, help="items for --params' ID table (default: the paper dataset's)")
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = parse_overrides(extra)
+    config_files = args.config_files.split()
+    for file in config_files:
+        if not Path(file).is_file():
+            raise PluginError(f"config file not found: {file}")
+    did_something = False
+    if args.sizes_from:
+        try:
+            record = reports.read_json(args.sizes_from)
+        except (OSError, ValueError) as err:
+            raise PluginError(f"cannot read --sizes-from {args.sizes_from}: {err}") from None
+        dataset = args.dataset or record.get("dataset")
+        if not dataset:
+            raise PluginError("pass --dataset: the run file names no dataset")
+        write_sizes_from_record(record, Path(args.out) / dataset, dataset)
+        did_something = True
+    if not args.dataset:
+        if did_something:
+            return 0
+        raise PluginError("no dataset given: pass --dataset=<name>")
+    models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
+    if not models and not (args.ablation or args.params or args.sizes_from):
+        models = list(DEFAULT_MODELS)
+    if args.params:
+        parameters(args.dataset, parse_sizes(args.params_sizes, "--params-sizes"), config_files, overrides, args.out,
+                   args.item_num, parse_feature_dims(args.feature_dims), args.params_independent)
+    modality_sets = parse_modality_sets(args.ablation) if args.ablation else None
+    if models:
+        compare(args.dataset, models, config_files, overrides, args.out, args.force)
+    if modality_sets:
+        ablation(args.dataset, modality_sets, config_files, overrides, args.out, args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    main_guarded(main)

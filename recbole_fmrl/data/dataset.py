@@ -1,0 +1,152 @@
+"""RecBole's sequential dataset plus per-item multimodal feature matrices.
+
+A feature file is a float32 ``.npy`` matrix ``[n_items, dim]`` with a JSON manifest beside it
+(``<file>.npy.json``: ``encoder``, ``dim``, ``n_items``, ``items_file``, ``source_sha256``,
+``n_zero_rows``). Row ``r`` belongs to the item on line ``r + 1`` of ``items_file`` (a
+tab-separated table with an ``item_id`` column, next to the matrix). Files are named in the config
+by modality, relative to the dataset folder: ``feature_files: {text: beauty.text.npy}``.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from recbole.data.dataset import SequentialDataset
+from recbole.utils import FeatureType
+
+from recbole_fmrl.errors import FeatureFileError
+
+
+def read_feature_file(path):
+    """Open a feature matrix (memory-mapped) and the item ids of its rows, checking the manifest.
+
+    Returns ``(matrix, item_ids, manifest)``; raises :class:`FeatureFileError` naming the file.
+    """
+    manifest_file = path + ".json"
+    if not os.path.isfile(path):
+        raise FeatureFileError(f"feature file not found: {path}")
+    if not os.path.isfile(manifest_file):
+        raise FeatureFileError(f"feature manifest not found: {manifest_file} (needed for {path})")
+    try:
+        with open(manifest_file, encoding="utf-8") as f:
+            manifest = json.load(f)
+        dim, items_name = int(manifest["dim"]), manifest["items_file"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FeatureFileError(f"bad feature manifest {manifest_file}: {exc!r}") from exc
+    try:
+        matrix = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise FeatureFileError(f"unreadable feature file {path}: {exc}") from exc
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise FeatureFileError(
+            f"feature file {path} has shape {tuple(matrix.shape)} but its manifest says dim {dim}")
+    item_ids = _read_item_ids(os.path.join(os.path.dirname(path), items_name), path)
+    if len(item_ids) != matrix.shape[0]:
+        raise FeatureFileError(
+            f"feature file {path} has {matrix.shape[0]} rows but its items file lists {len(item_ids)} items")
+    return matrix, item_ids, manifest
+
+
+def _read_item_ids(items_file, path):
+    """The ``item_id`` column of an items table, in row order (unique)."""
+    if not os.path.isfile(items_file):
+        raise FeatureFileError(f"items file not found: {items_file} (row order of {path})")
+    with open(items_file, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if "item_id" not in header:
+            raise FeatureFileError(f"items file {items_file} has no item_id column")
+        column = header.index("item_id")
+        item_ids = [line.rstrip("\n").split("\t")[column] for line in f]
+    if len(set(item_ids)) != len(item_ids):
+        raise FeatureFileError(f"items file {items_file} lists an item more than once")
+    return item_ids
+
+
+class MultimodalSequentialDataset(SequentialDataset):
+    """``SequentialDataset`` whose items also have feature matrices per modality (text, image).
+
+    Used for every sequential model of the plugin, so all of them get identical splits.
+    """
+
+    def __init__(self, config):
+        self._item_feature_cache = {}  # shared by the train/valid/test copies
+        super().__init__(config)
+
+    def _fill_nan(self):
+        """RecBole's imputation, assigning results instead of chained in-place ``fillna``
+        (which pandas 3's copy-on-write turns into a silent no-op)."""
+        for feat_name in self.feat_name_list:
+            feat = getattr(self, feat_name)
+            for field in feat:
+                ftype = self.field2type[field]
+                if ftype == FeatureType.TOKEN:
+                    feat[field] = feat[field].fillna(value=0)
+                elif ftype == FeatureType.FLOAT:
+                    feat[field] = feat[field].fillna(value=feat[field].mean())
+                else:
+                    dtype = np.int64 if ftype == FeatureType.TOKEN_SEQ else np.float64
+                    feat[field] = feat[field].apply(
+                        lambda x: np.array([], dtype=dtype) if isinstance(x, float) else x)
+
+    def feature_file(self, modality):
+        """Path of the feature file configured for ``modality`` (``feature_files`` in the config)."""
+        files = self.config["feature_files"] or {}
+        if modality not in files:
+            raise FeatureFileError(
+                f"no feature file for modality '{modality}' of dataset '{self.dataset_name}': set "
+                f"feature_files: {{{modality}: <file.npy>}} (relative to {self.dataset_path})")
+        return os.path.join(self.dataset_path, files[modality])
+
+    def item_features(self, modality):
+        """Float32 tensor ``[item_num, dim]`` of ``modality``, row = RecBole's internal item id.
+
+        Row 0 (padding) is zeros. Loaded on first call and cached.
+        """
+        if modality not in self._item_feature_cache:
+            self._item_feature_cache[modality] = self._load_item_features(modality)
+        return self._item_feature_cache[modality]
+
+    def _load_item_features(self, modality):
+        started = time.perf_counter()
+        path = self.feature_file(modality)
+        matrix, item_ids, manifest = read_feature_file(path)
+        row_of = {item_id: row for row, item_id in enumerate(item_ids)}
+        tokens = self.field2id_token[self.iid_field][1:]  # id 0 is [PAD]
+        missing = [token for token in tokens if token not in row_of]
+        extra = set(item_ids) - self._inter_file_items(set(tokens))
+        if missing or extra:
+            example = (missing or sorted(extra))[0]
+            raise FeatureFileError(
+                f"feature file {path} does not match the items of dataset '{self.dataset_name}': "
+                f"{len(missing)} dataset items have no row, {len(extra)} rows are for unknown items "
+                f"(e.g. {example})")
+        rows = np.fromiter((row_of[token] for token in tokens), dtype=np.int64, count=len(tokens))
+        features = np.zeros((self.item_num, matrix.shape[1]), dtype=np.float32)
+        features[1:] = matrix[rows]
+        bad = ~np.isfinite(features).all(axis=1)
+        if bad.any():
+            raise FeatureFileError(
+                f"feature file {path} has {int(bad.sum())} rows with NaN/inf values "
+                f"(e.g. item {self.field2id_token[self.iid_field][int(np.argmax(bad))]})")
+        self.logger.info(
+            f"{modality} features: {path} [{self.item_num - 1} items x {features.shape[1]}] "
+            f"({manifest.get('encoder')}, {manifest.get('n_zero_rows', 0)} zero rows) "
+            f"loaded in {time.perf_counter() - started:.2f} s")
+        return torch.from_numpy(features)
+
+    def _inter_file_items(self, loaded_items):
+        """Items of ``<dataset>.inter`` (RecBole may have filtered some out of ``loaded_items``)."""
+        inter_file = os.path.join(self.dataset_path, f"{self.dataset_name}.inter")
+        column = f"{self.iid_field}:token"
+        if not os.path.isfile(inter_file):
+            return loaded_items
+        sep = self.config["field_separator"]
+        with open(inter_file, encoding=self.config["encoding"]) as f:
+            if column not in f.readline().rstrip("\n").split(sep):
+                return loaded_items
+        frame = pd.read_csv(inter_file, sep=sep, usecols=[column], dtype=str,
+                            encoding=self.config["encoding"])
+        return set(frame[column]) | loaded_items

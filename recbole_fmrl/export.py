@@ -1,0 +1,71 @@
+"""Export the standalone size-m model from a trained fMRLRec checkpoint (paper §3.2: the size-m
+slice of every weight is an independent size-m model).
+
+    python -m recbole_fmrl.export saved/fMRLRec-....pth --size 64 --out fMRLRec-64.pth
+"""
+
+import argparse
+import os
+from logging import getLogger
+
+from recbole_fmrl.config import Config
+from recbole_fmrl.errors import PluginError
+from recbole_fmrl.quick_start import build, count_parameters, load_checkpoint, main_guarded
+from recbole_fmrl.trainer import atomic_save
+
+
+def read_checkpoint(path):
+    """A checkpoint or export written by the plugin; one clear line if it is missing."""
+    if not os.path.isfile(path):
+        raise PluginError(f"checkpoint not found: {path}")
+    return load_checkpoint(path)
+
+
+def build_trained(checkpoint):
+    """Config, data loaders and the model with the checkpoint's weights, as they were trained."""
+    config, model, loaders = build(checkpoint["model"], checkpoint["dataset"], config_dict=checkpoint["overrides"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return config, model, loaders
+
+
+def export(checkpoint_path, size, out_path):
+    """Write the size-``size`` model of ``checkpoint_path`` to ``out_path``; returns its parameter count."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    config, model, (train_data, _, _) = build_trained(checkpoint)
+    sizes = getattr(model, "mrl_hidden_sizes", None)
+    if sizes is None:
+        raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes to export")
+    if size not in sizes:
+        raise PluginError(f"--size {size} is not one of the trained sizes {list(sizes)}")
+    overrides = {**checkpoint["overrides"], **model.sliced_config(size)}
+    small_model = type(model)(Config(config["model"], config["dataset"], config_dict=overrides), train_data._dataset)
+    small_model.load_state_dict(model.sliced_state_dict(size))
+    export_state = {
+        "model": checkpoint["model"],
+        "dataset": checkpoint["dataset"],
+        "overrides": overrides,
+        "config": {**checkpoint["config"], **overrides},
+        "size": size,
+        "num_params": count_parameters(small_model),
+        "source_checkpoint": os.path.abspath(checkpoint_path),
+        "state_dict": small_model.state_dict(),
+    }
+    atomic_save(export_state, out_path)
+    getLogger().info(
+        f"exported size {size} of {checkpoint_path} to {out_path}: {export_state['num_params']:,} parameters "
+        f"(full model: {count_parameters(model):,})"
+    )
+    return export_state["num_params"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--size", type=int, required=True, help="a size m in the model's mrl_hidden_sizes")
+    parser.add_argument("--out", required=True, help="output file (.pth)")
+    args = parser.parse_args()
+    export(args.checkpoint, args.size, args.out)
+
+
+if __name__ == "__main__":
+    main_guarded(main)

@@ -1,0 +1,194 @@
+"""fMRLRec: Wang, Yue, Zeng, Wang, McAuley, "Train Once, Deploy Anywhere: Matryoshka
+Representation Learning for Multimodal Recommendation" (arXiv 2409.16627)."""
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from torch import nn
+
+from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers import (
+    LRUEncoder,
+    check_nested_sizes,
+    count_parameters,
+    doubling_sizes,
+    sliced_state_dict,
+)
+
+FEATURE_MODALITIES = ("text", "image")
+MODALITIES = FEATURE_MODALITIES + ("id",)
+
+
+class MultimodalItemEncoder(nn.Module):
+    """Item representations ``E = W·concat(text, image) + b`` (eq. 7) from frozen feature tables.
+
+    With modality ``id`` a learned ID embedding is added, i.e. the one-hot item ID is one more
+    concatenated input of the same linear map; ``id`` alone is the paper's ID-only ablation.
+    """
+
+    def __init__(self, features, n_items, use_id, sizes):
+        super().__init__()
+        self.sizes = list(sizes)
+        dim = self.sizes[-1]
+        if features:
+            table = torch.cat([table.float() for table in features], dim=-1)
+            self.register_buffer("features", table, persistent=False)  # frozen, not saved
+            self.projection = nn.Linear(table.size(-1), dim)
+        else:
+            self.features, self.projection = None, None
+        self.id_embedding = nn.Embedding(n_items, dim, padding_idx=0) if use_id else None
+        if use_id:
+            nn.init.trunc_normal_(self.id_embedding.weight, std=0.02, a=-0.04, b=0.04)
+
+    def forward(self, items=None):
+        """Representations of ``items`` (any shape of ids) or, if None, of the whole catalogue."""
+        representation = 0
+        if self.projection is not None:
+            features = self.features if items is None else self.features[items]
+            representation = self.projection(features)
+        if self.id_embedding is not None:
+            ids = self.id_embedding.weight if items is None else self.id_embedding(items)
+            representation = representation + ids
+        return representation
+
+    def sliced_parameters(self, index):
+        size = self.sizes[index]
+        params = {}
+        if self.projection is not None:
+            params["projection.weight"] = self.projection.weight[:size]
+            params["projection.bias"] = self.projection.bias[:size]
+        if self.id_embedding is not None:
+            params["id_embedding.weight"] = self.id_embedding.weight[:, :size]
+        return params
+
+
+class fMRLRec(SequentialRecommender):
+    r"""fMRLRec (arXiv 2409.16627): multimodal item projection (eq. 7), LRU blocks made of fMRL
+    layers (eq. 4-5) so that every size m in M = ``mrl_hidden_sizes`` is a sub-model, scores
+    ``h[:m] · E[:, :m]ᵀ`` (eq. 13) and the loss summed over all sizes (eq. 14).
+
+    ``eval_size`` selects the size used by ``predict``/``full_sort_predict``;
+    ``sliced_state_dict(m)`` with ``sliced_config(m)`` export the standalone size-m model, and
+    ``init_state``/``step`` update a user's representation one item at a time.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.hidden_size = config["hidden_size"]
+        if not isinstance(self.hidden_size, int) or isinstance(self.hidden_size, bool) or self.hidden_size < 1:
+            raise ConfigError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
+        sizes = config["mrl_hidden_sizes"]
+        self.mrl_hidden_sizes = check_nested_sizes(
+            doubling_sizes(self.hidden_size) if sizes is None else sizes, self.hidden_size
+        )
+        self.modalities = self._check_modalities(config["modalities"])
+        if config["loss_type"] != "CE":
+            raise ConfigError(f"fMRLRec is trained with the CE loss (eq. 14), got loss_type={config['loss_type']!r}")
+
+        features = [dataset.item_features(m) for m in self.modalities if m in FEATURE_MODALITIES]
+        self.item_encoder = MultimodalItemEncoder(
+            features, self.n_items, "id" in self.modalities, self.mrl_hidden_sizes
+        )
+        self.input_dropout = nn.Dropout(config["hidden_dropout_prob"])
+        self.encoder = LRUEncoder(
+            self.mrl_hidden_sizes,
+            n_layers=config["n_layers"],
+            ffn_expansion=config["ffn_expansion"],
+            hidden_dropout=config["hidden_dropout_prob"],
+            lru_dropout=config["attn_dropout_prob"],
+            r_min=config["r_min"],
+            r_max=config["r_max"],
+        )
+        self.eval_size = config["eval_size"]
+
+    @staticmethod
+    def _check_modalities(modalities):
+        if isinstance(modalities, str):
+            modalities = [modalities]
+        if not isinstance(modalities, (list, tuple)) or not modalities:
+            raise ConfigError(f"modalities must be a non-empty list among {list(MODALITIES)}, got {modalities!r}")
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown:
+            raise ConfigError(f"unknown modalities {unknown}; choose among {list(MODALITIES)}")
+        if len(set(modalities)) != len(modalities):
+            raise ConfigError(f"modalities has duplicates: {list(modalities)}")
+        return list(modalities)
+
+    @property
+    def eval_size(self):
+        """The size m in M used by ``predict`` and ``full_sort_predict`` (None sets D)."""
+        return self._eval_size
+
+    @eval_size.setter
+    def eval_size(self, size):
+        size = self.hidden_size if size is None else size
+        if size not in self.mrl_hidden_sizes:
+            raise ConfigError(f"eval_size must be one of mrl_hidden_sizes {self.mrl_hidden_sizes}, got {size!r}")
+        self._eval_size = int(size)
+
+    def encode(self, item_seq):
+        """Hidden states of every position, [B, L, D]; position t only reads items ≤ t."""
+        embedded = self.input_dropout(self.item_encoder(item_seq))
+        return self.encoder(embedded, item_seq != 0)
+
+    def forward(self, item_seq, item_seq_len):
+        """User representation at the last real position, [B, D]."""
+        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)
+
+    def init_state(self, batch_size):
+        """Zero recurrent state for ``batch_size`` users, [n_layers, B, 2D]."""
+        return self.encoder.init_state(batch_size)
+
+    def step(self, item_ids, state):
+        """Consume one item per user in O(1): returns (user representation [B, D], new state).
+
+        Equal to ``encode`` at that position; the size-m representation is ``hidden[:, :m]``.
+        """
+        embedded = self.input_dropout(self.item_encoder(item_ids))
+        return self.encoder.step(embedded, state, item_ids != 0)
+
+    def nested_logits(self, seq_output, item_table):
+        """Scores at every size, [K, B, n_items]: ``logits_m = Σ_{blocks ≤ m} h_block · E_blockᵀ``.
+
+        One product per block (together the FLOPs of one full-size product), prefix-summed.
+        """
+        bounds = zip([0] + self.mrl_hidden_sizes[:-1], self.mrl_hidden_sizes)
+        partial = torch.stack([seq_output[:, a:b] @ item_table[:, a:b].T for a, b in bounds])
+        return partial.cumsum(dim=0)
+
+    def calculate_loss(self, interaction):
+        """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores."""
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        logits = self.nested_logits(seq_output, self.item_encoder())
+        targets = interaction[self.POS_ITEM_ID].repeat(logits.size(0))
+        return F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum") / seq_output.size(0)
+
+    def predict(self, interaction):
+        size = self.eval_size
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        test_item_emb = self.item_encoder(interaction[self.ITEM_ID])
+        return (seq_output[:, :size] * test_item_emb[:, :size]).sum(dim=1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        size = self.eval_size
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return seq_output[:, :size] @ self.item_encoder()[:, :size].T  # [B, n_items]
+
+    def _size_index(self, size):
+        if size not in self.mrl_hidden_sizes:
+            raise ConfigError(f"size must be one of mrl_hidden_sizes {self.mrl_hidden_sizes}, got {size!r}")
+        return self.mrl_hidden_sizes.index(size)
+
+    def count_parameters(self):
+        """Trainable parameters, not counting the structurally zero fMRL entries."""
+        return count_parameters(self)
+
+    def sliced_config(self, size):
+        """Config overrides of the standalone size-``size`` fMRLRec."""
+        index = self._size_index(size)
+        return {"hidden_size": size, "mrl_hidden_sizes": self.mrl_hidden_sizes[: index + 1], "eval_size": size}
+
+    def sliced_state_dict(self, size):
+        """State dict of the standalone size-``size`` fMRLRec (load it into a model built with
+        ``sliced_config(size)``); it scores exactly like this model at ``eval_size = size``."""
+        return sliced_state_dict(self, self._size_index(size))

@@ -1,0 +1,174 @@
+"""The fMRL operator and nested LayerNorm of fMRLRec (Wang et al., arXiv 2409.16627, §3.2).
+
+For nested sizes M = [m_1 < ... < m_K = D], every layer here maps the first m_j input dimensions to
+the first m_j (or k·m_j) output dimensions without reading anything beyond them, so the size-m_j
+model is literally a slice of the full one (eq. 3-5) and can be exported with :func:`sliced_state_dict`.
+"""
+
+import numbers
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_fmrl.errors import ConfigError
+
+
+def check_nested_sizes(sizes, full_size=None, name="mrl_hidden_sizes"):
+    """Return ``sizes`` as a list of ints if it is a valid Matryoshka list, else raise ConfigError.
+
+    Valid: a non-empty list of positive integers, strictly increasing, ending at ``full_size``
+    (when given).
+    """
+    expected = "a strictly increasing list of positive integers" + (
+        f" ending at hidden_size={full_size}" if full_size is not None else ""
+    )
+    if not isinstance(sizes, (list, tuple)) or not sizes:
+        raise ConfigError(f"{name} must be {expected}, got {sizes!r}")
+    if any(not isinstance(m, numbers.Integral) or isinstance(m, bool) or m <= 0 for m in sizes):
+        raise ConfigError(f"{name} must be {expected}, got {list(sizes)!r}")
+    sizes = [int(m) for m in sizes]
+    if any(b <= a for a, b in zip(sizes, sizes[1:])):
+        raise ConfigError(f"{name} must be {expected} (nested), got {sizes}")
+    if full_size is not None and sizes[-1] != full_size:
+        raise ConfigError(f"{name} must be {expected}, got {sizes} (last is {sizes[-1]})")
+    return sizes
+
+
+def doubling_sizes(full_size, smallest=8):
+    """Default nested sizes [8, 16, 32, ..., full_size] (the paper's doubling series)."""
+    sizes = []
+    size = smallest
+    while size < full_size:
+        sizes.append(size)
+        size *= 2
+    return sizes + [full_size]
+
+
+def sliced_state_dict(module, index):
+    """State dict of the size-``M[index]`` model nested inside ``module`` (fMRLRec §3.2, eq. 3).
+
+    Every submodule that owns parameters must be covered by a ``sliced_parameters(index)`` method of
+    itself or of its parent, returning its state-dict entries (relative names) at that size. Tensors
+    are copied, so saving the result stores only the small model.
+    """
+    sliced = {}
+    for prefix, submodule in module.named_modules():
+        if hasattr(submodule, "sliced_parameters"):
+            for name, tensor in submodule.sliced_parameters(index).items():
+                sliced[f"{prefix}.{name}" if prefix else name] = tensor.detach().clone()
+    uncovered = module.state_dict().keys() - sliced.keys()
+    if uncovered:
+        raise TypeError(f"no slicing rule for {sorted(uncovered)}")
+    return sliced
+
+
+def count_parameters(module):
+    """Trainable parameters of ``module``, not counting the structurally zero fMRL entries."""
+    total = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return total - sum(int(layer.zero_mask.sum()) for layer in module.modules() if isinstance(layer, FMRLLinear))
+
+
+class FMRLLinear(nn.Module):
+    """fMRL operator (eq. 4-5): one linear layer holding K nested linear maps.
+
+    Output block j (rows ``out_sizes[j-1]:out_sizes[j]``) reads only ``input[:in_sizes[j]]``, i.e. the
+    concatenation over j of ``W_j[:, :in_sizes[j]] @ x[:in_sizes[j]]`` (eq. 3), computed as ONE dense
+    ``F.linear`` with a block-masked weight. Square: ``in_sizes == out_sizes == M``; up by k:
+    ``out_sizes = [k·m]``; down by k: ``in_sizes = [k·m]``.
+
+    Masked-out weights are zero from initialisation and their gradient is zeroed by a hook, so
+    (decoupled) weight decay, momentum and Adam all keep them exactly zero; forward needs no mask.
+    With ``in_sizes == [n]`` and ``out_sizes == [n']`` this is ``nn.Linear(n, n')`` (same init).
+    """
+
+    def __init__(self, in_sizes, out_sizes, bias=True):
+        super().__init__()
+        self.in_sizes = check_nested_sizes(in_sizes, name="in_sizes")
+        self.out_sizes = check_nested_sizes(out_sizes, name="out_sizes")
+        if len(self.in_sizes) != len(self.out_sizes):
+            raise ConfigError(
+                f"in_sizes {self.in_sizes} and out_sizes {self.out_sizes} must have the same length"
+            )
+        self.in_features, self.out_features = self.in_sizes[-1], self.out_sizes[-1]
+        self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
+        self.bias = nn.Parameter(torch.empty(self.out_features)) if bias else None
+        row_block = torch.bucketize(
+            torch.arange(self.out_features), torch.tensor(self.out_sizes), right=True
+        )
+        self.register_buffer("row_fan_in", torch.tensor(self.in_sizes)[row_block], persistent=False)
+        zero_mask = torch.arange(self.in_features)[None, :] >= self.row_fan_in[:, None]
+        self.register_buffer("zero_mask", zero_mask, persistent=False)
+        self.reset_parameters()
+        self._register_gradient_mask()
+
+    def reset_parameters(self):
+        """nn.Linear's init per block: U(±1/sqrt(fan_in)), fan_in = in_sizes[j]; masked entries 0."""
+        bound = self.row_fan_in.to(self.weight.dtype).rsqrt()
+        with torch.no_grad():
+            self.weight.uniform_(-1.0, 1.0).mul_(bound[:, None]).masked_fill_(self.zero_mask, 0.0)
+            if self.bias is not None:
+                self.bias.uniform_(-1.0, 1.0).mul_(bound)
+
+    def _register_gradient_mask(self):
+        self.weight.register_hook(lambda grad: grad.masked_fill(self.zero_mask, 0.0))
+
+    def __setstate__(self, state):
+        # Tensor hooks are not copied by deepcopy/pickle: register the mask again.
+        super().__setstate__(state)
+        self._register_gradient_mask()
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def sliced_parameters(self, index):
+        """Weight and bias of the nested layer ``in_sizes[index] -> out_sizes[index]``."""
+        rows, cols = self.out_sizes[index], self.in_sizes[index]
+        params = {"weight": self.weight[:rows, :cols]}
+        if self.bias is not None:
+            params["bias"] = self.bias[:rows]
+        return params
+
+    def extra_repr(self):
+        return f"in_sizes={self.in_sizes}, out_sizes={self.out_sizes}, bias={self.bias is not None}"
+
+
+class NestedLayerNorm(nn.Module):
+    """One LayerNorm per block ``sizes[j-1]:sizes[j]`` (fMRLRec §3.2), vectorised over blocks.
+
+    The first m_j outputs depend only on the first m_j inputs. With ``sizes == [D]`` this is
+    ``nn.LayerNorm(D)``.
+    """
+
+    def __init__(self, sizes, eps=1e-5):
+        super().__init__()
+        self.sizes = check_nested_sizes(sizes, name="sizes")
+        self.eps = eps
+        dim = self.sizes[-1]
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        block_sizes = [b - a for a, b in zip([0] + self.sizes[:-1], self.sizes)]
+        self.block_size = block_sizes[0] if len(set(block_sizes)) == 1 else None
+        if self.block_size is None:
+            block_id = torch.repeat_interleave(torch.arange(len(block_sizes)), torch.tensor(block_sizes))
+            block_mean = F.one_hot(block_id).float() / torch.tensor(block_sizes)[block_id, None]
+            self.register_buffer("block_id", block_id, persistent=False)
+            self.register_buffer("block_mean", block_mean, persistent=False)  # [D, K]
+
+    def forward(self, x):
+        if self.block_size is not None:  # equal blocks (incl. K = 1): one reshaped layer_norm
+            blocks = x.unflatten(-1, (-1, self.block_size))
+            normed = F.layer_norm(blocks, (self.block_size,), eps=self.eps).flatten(-2)
+        else:  # ragged blocks: per-block mean and variance as [D, K] averaging products
+            mean = (x @ self.block_mean).index_select(-1, self.block_id)
+            centred = x - mean
+            var = (centred * centred) @ self.block_mean
+            normed = centred * torch.rsqrt(var + self.eps).index_select(-1, self.block_id)
+        return normed * self.weight + self.bias
+
+    def sliced_parameters(self, index):
+        size = self.sizes[index]
+        return {"weight": self.weight[:size], "bias": self.bias[:size]}
+
+    def extra_repr(self):
+        return f"sizes={self.sizes}, eps={self.eps}"

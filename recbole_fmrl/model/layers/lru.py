@@ -1,0 +1,160 @@
+"""Linear recurrent unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for Long
+Sequences") with fMRL projections, as used by fMRLRec (arXiv 2409.16627) and LRURec (Yue et al. 2024).
+
+Shapes: ``x`` [B, L, D] with RecBole's right padding, ``mask`` [B, L] (True at real items). The
+complex state of size D is stored as 2D reals interleaved ``[re_0, im_0, re_1, im_1, ...]``, so the
+size-m model's state is ``state[..., :2m]``.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers.fmrl import FMRLLinear, NestedLayerNorm
+
+
+def linear_scan(inputs, decay):
+    """``h_t = decay * h_{t-1} + inputs_t`` along dim 1 from ``h_{-1} = 0``, by Hillis-Steele doubling.
+
+    After the step with offset k, ``h_t = sum_{s < 2k} decay^s * inputs_{t-s}``; L = 50 takes 6 steps.
+    """
+    hidden, power, offset = inputs, decay, 1
+    while offset < inputs.size(1):
+        hidden = torch.cat([hidden[:, :offset], hidden[:, offset:] + power * hidden[:, :-offset]], dim=1)
+        power, offset = power * power, offset * 2
+    return hidden
+
+
+class LRULayer(nn.Module):
+    """LRU: ``h_t = Λ h_{t-1} + γ ⊙ B x_t``, ``y_t = Re(C h_t)`` with complex diagonal
+    ``Λ = exp(-exp(ν_log) + i·exp(θ_log))`` ring-initialised to ``r_min <= |λ| <= r_max`` and
+    ``γ = sqrt(1 - |λ|²)`` (learned as ``γ_log`` from that value, as in the LRU and LRURec code).
+
+    B (D -> 2D, real/imag interleaved) and C (2D -> D) are fMRL layers with k = 2, so the first m
+    outputs only depend on the first m inputs.
+    """
+
+    def __init__(self, sizes, r_min=0.0, r_max=0.1, bias=True):
+        super().__init__()
+        if not 0.0 <= r_min <= r_max or not 0.0 < r_max < 1.0:
+            raise ConfigError(
+                f"LRU ring needs 0 <= r_min <= r_max < 1 and r_max > 0, got r_min={r_min}, r_max={r_max}"
+            )
+        self.sizes = list(sizes)
+        dim = self.sizes[-1]
+        tiny = torch.finfo(torch.float32).tiny
+        u1, u2 = torch.rand(dim).clamp_min(tiny), torch.rand(dim).clamp_min(tiny)
+        radius_sq = u1 * (r_max**2 - r_min**2) + r_min**2
+        nu_log = torch.log(-0.5 * torch.log(radius_sq))
+        theta_log = torch.log(u2 * 2 * math.pi)
+        gamma_log = 0.5 * torch.log(1.0 - radius_sq)
+        self.params_log = nn.Parameter(torch.stack([nu_log, theta_log, gamma_log]))  # [3, D]
+        self.in_proj = FMRLLinear(self.sizes, [2 * m for m in self.sizes], bias=bias)  # B
+        self.out_proj = FMRLLinear([2 * m for m in self.sizes], self.sizes, bias=bias)  # C
+
+    def _recurrence(self):
+        nu, theta, gamma = self.params_log.exp()
+        return torch.exp(torch.complex(-nu, theta)), gamma
+
+    def _driving_input(self, x, mask, gamma):
+        """``γ ⊙ B x`` as complex [..., D], zero where ``mask`` is False."""
+        projected = self.in_proj(x) * mask.unsqueeze(-1).to(x.dtype)
+        return torch.view_as_complex(projected.unflatten(-1, (-1, 2))) * gamma
+
+    def _readout(self, hidden):
+        return self.out_proj(torch.view_as_real(hidden).flatten(-2))
+
+    def forward(self, x, mask):
+        """All time steps at once with the parallel scan: [B, L, D] -> [B, L, D]."""
+        decay, gamma = self._recurrence()
+        return self._readout(linear_scan(self._driving_input(x, mask, gamma), decay))
+
+    def step(self, x, state, mask):
+        """One recurrent step: ``x`` [B, D], ``state`` [B, 2D] -> (``y`` [B, D], new state [B, 2D])."""
+        decay, gamma = self._recurrence()
+        previous = torch.view_as_complex(state.unflatten(-1, (-1, 2)))
+        hidden = decay * previous + self._driving_input(x, mask, gamma)
+        return self._readout(hidden), torch.view_as_real(hidden).flatten(-2)
+
+    def sliced_parameters(self, index):
+        return {"params_log": self.params_log[:, : self.sizes[index]]}
+
+
+class GatedFeedForward(nn.Module):
+    """Gated SiLU FFN ``down(silu(gate) ⊙ value)``: fMRL up D -> 2kD (gate and value interleaved, so
+    the size-m slice is the first 2km rows) and fMRL down kD -> D (eq. 4-5)."""
+
+    def __init__(self, sizes, expansion, dropout):
+        super().__init__()
+        self.up = FMRLLinear(sizes, [2 * expansion * m for m in sizes])
+        self.down = FMRLLinear([expansion * m for m in sizes], sizes)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        gate, value = self.up(x).unflatten(-1, (-1, 2)).unbind(-1)
+        return self.down(self.dropout(F.silu(gate) * value))
+
+
+class LRUBlock(nn.Module):
+    """Pre-LN residual block: ``x + drop(LRU(LN(x)))``, then ``x + drop(FFN(LN(x)))`` (nested LNs)."""
+
+    def __init__(self, sizes, ffn_expansion, hidden_dropout, lru_dropout, r_min, r_max):
+        super().__init__()
+        self.lru_norm = NestedLayerNorm(sizes)
+        self.lru = LRULayer(sizes, r_min, r_max)
+        self.lru_dropout = nn.Dropout(lru_dropout)
+        self.ffn_norm = NestedLayerNorm(sizes)
+        self.ffn = GatedFeedForward(sizes, ffn_expansion, hidden_dropout)
+        self.ffn_dropout = nn.Dropout(hidden_dropout)
+
+    def _feed_forward(self, x):
+        return x + self.ffn_dropout(self.ffn(self.ffn_norm(x)))
+
+    def forward(self, x, mask):
+        x = x + self.lru_dropout(self.lru(self.lru_norm(x), mask))
+        return self._feed_forward(x)
+
+    def step(self, x, state, mask):
+        y, state = self.lru.step(self.lru_norm(x), state, mask)
+        return self._feed_forward(x + self.lru_dropout(y)), state
+
+
+class LRUEncoder(nn.Module):
+    """A stack of :class:`LRUBlock` followed by a nested LayerNorm.
+
+    ``forward`` runs whole (right-padded) sequences with the parallel scan; ``init_state`` and
+    ``step`` run the same network one item at a time with O(1) work per item, e.g. to keep a
+    per-user state when serving. The stacked state is [n_layers, B, 2D].
+    """
+
+    def __init__(self, sizes, n_layers, ffn_expansion, hidden_dropout, lru_dropout, r_min, r_max):
+        super().__init__()
+        for name, value in (("n_layers", n_layers), ("ffn_expansion", ffn_expansion)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        self.sizes = list(sizes)
+        self.blocks = nn.ModuleList(
+            LRUBlock(sizes, ffn_expansion, hidden_dropout, lru_dropout, r_min, r_max)
+            for _ in range(n_layers)
+        )
+        self.norm = NestedLayerNorm(sizes)
+
+    def forward(self, x, mask):
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x)
+
+    def init_state(self, batch_size):
+        weight = self.norm.weight
+        return weight.new_zeros(len(self.blocks), batch_size, 2 * self.sizes[-1])
+
+    def step(self, x, state, mask):
+        """``x`` [B, D], ``state`` [n_layers, B, 2D] -> (output [B, D], new state)."""
+        new_states = []
+        for block, block_state in zip(self.blocks, state):
+            x, block_state = block.step(x, block_state, mask)
+            new_states.append(block_state)
+        return self.norm(x), torch.stack(new_states)

@@ -1,0 +1,350 @@
+"""Hyper-parameter search with Ray Tune (ASHA early stopping on validation NDCG@10).
+
+    python -m recbole_fmrl.tune --model fMRLRec --dataset beauty [--space properties/tune/fMRLRec.yaml]
+        [--num-samples 20] [--scheduler asha|fifo] [--epochs 50] [--address ADDR]
+        [--cpus-per-trial C] [--gpus-per-trial G] [--max-concurrent K] [--config_files "a.yaml"]
+        [--out results] [--key=value ...]
+
+Each trial is one ``quick_start.run`` (no checkpoints) whose per-epoch validation score is
+reported to Ray Tune, so ASHA stops bad trials early. ``--key=value`` pairs and ``--config_files``
+apply to every trial (data paths are made absolute: Ray runs trials in their own folders). Writes
+
+* ``<out>/<dataset>/tune.csv`` — one row per trial, best first (best validation score over its epochs);
+* ``<out>/<dataset>/tune_best_<model>.yaml`` — the best trial's tuned keys, for ``--config_files``;
+* Ray's trial folders under ``<out>/<dataset>/ray_tune/`` (``--storage`` to change).
+
+Search space YAML (``properties/tune/<model>.yaml``), one entry per key::
+
+    hidden_size: {choice: [64, 128]}          # also: grid, uniform, loguniform, randint, quniform
+    _dropout: {uniform: [0.1, 0.8]}           # keys starting with "_" only feed `derived`
+    epochs: 50                                # a plain value is fixed
+    derived:                                  # computed in the trial from sampled values
+      hidden_dropout_prob: {from: _dropout}   # value = from * multiply + add
+      r_max: {from: r_min, add: 0.1}
+      mrl_hidden_sizes: {doubling: hidden_size, smallest: 8}   # [8, 16, ..., hidden_size]
+"""
+
+import argparse
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import yaml
+
+from recbole_fmrl import reports
+from recbole_fmrl.config import PROPERTIES_DIR, Config, to_primitive
+from recbole_fmrl.errors import PluginError
+from recbole_fmrl.quick_start import main_guarded
+
+logger = reports.progress_logger("tune")
+
+DISTRIBUTIONS = {  # name: (number of arguments, how the arguments read)
+    "choice": (None, "a non-empty list of values"),
+    "grid": (None, "a non-empty list of values"),
+    "uniform": (2, "[low, high]"),
+    "loguniform": (2, "[low, high] with 0 < low"),
+    "randint": (2, "[low, high) integers"),
+    "quniform": (3, "[low, high, step]"),
+}
+
+
+# --------------------------------------------------------------------------- the search space
+
+
+def load_space(path):
+    """Read a search-space YAML: returns ``(space, derived)`` as plain dicts, checked.
+
+    ``space[key]`` is ``{"choice": [...]}`` / ``{"uniform": [lo, hi]}`` / ... or a fixed value;
+    ``derived[key]`` is ``{"from": key, "add": a, "multiply": b}`` or ``{"doubling": key, "smallest": s}``.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except OSError as err:
+        raise PluginError(f"cannot read search space {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise PluginError(f"search space {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not data:
+        raise PluginError(f"search space {path} must be a mapping of keys to distributions")
+    derived = data.pop("derived", None) or {}
+    space = {}
+    for key, spec in data.items():
+        if isinstance(spec, dict):
+            if len(spec) != 1 or next(iter(spec)) not in DISTRIBUTIONS:
+                raise PluginError(
+                    f"search space {path}: {key} must be one of {{{', '.join(DISTRIBUTIONS)}: ...}} or a fixed value, got {spec!r}"
+                )
+            kind, args = next(iter(spec.items()))
+            count, shape = DISTRIBUTIONS[kind]
+            if not isinstance(args, list) or not args or (count is not None and len(args) != count):
+                raise PluginError(f"search space {path}: {key}: {kind} takes {shape}, got {args!r}")
+            if count is not None and not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+                raise PluginError(f"search space {path}: {key}: {kind} takes numbers, got {args!r}")
+            if count is not None and args[0] >= args[1] or kind == "loguniform" and args[0] <= 0:
+                raise PluginError(f"search space {path}: {key}: {kind} takes {shape}, got {args!r}")
+        space[key] = spec
+    if not isinstance(derived, dict):
+        raise PluginError(f"search space {path}: derived must be a mapping")
+    for key, rule in derived.items():
+        source = rule.get("from", rule.get("doubling")) if isinstance(rule, dict) else None
+        allowed = {"from", "add", "multiply"} if isinstance(rule, dict) and "from" in rule else {"doubling", "smallest"}
+        if source is None or not set(rule) <= allowed:
+            raise PluginError(
+                f"search space {path}: derived {key} must be {{from: KEY, add: A, multiply: B}} or {{doubling: KEY, smallest: S}}, got {rule!r}"
+            )
+        if source not in space:
+            raise PluginError(f"search space {path}: derived {key} reads {source!r}, which the space does not define")
+    return space, derived
+
+
+def ray_space(space):
+    """The space as Ray Tune sampling objects."""
+    from ray import tune
+
+    makers = {
+        "choice": lambda args: tune.choice(args),
+        "grid": lambda args: tune.grid_search(args),
+        "uniform": lambda args: tune.uniform(*args),
+        "loguniform": lambda args: tune.loguniform(*args),
+        "randint": lambda args: tune.randint(*args),
+        "quniform": lambda args: tune.quniform(*args),
+    }
+    converted = {}
+    for key, spec in space.items():
+        if isinstance(spec, dict):
+            kind, args = next(iter(spec.items()))
+            converted[key] = makers[kind](args)
+        else:
+            converted[key] = spec
+    return converted
+
+
+def resolve(sampled, derived):
+    """The trial's config keys: sampled values (``_helpers`` dropped) plus the derived ones."""
+    from recbole_fmrl.model.layers import doubling_sizes
+
+    values = {key: to_primitive(value) for key, value in sampled.items()}
+    for key, rule in derived.items():
+        if "doubling" in rule:
+            values[key] = doubling_sizes(int(values[rule["doubling"]]), int(rule.get("smallest", 8)))
+        else:
+            value = values[rule["from"]] * rule.get("multiply", 1) + rule.get("add", 0)
+            values[key] = round(value, 12) if isinstance(value, float) else value
+    return {key: value for key, value in values.items() if not key.startswith("_")}
+
+
+# --------------------------------------------------------------------------- the trial
+
+
+def trainable(sampled, model, dataset, config_files, overrides, derived, metric, threads):
+    """One trial: train with the sampled config, reporting the validation score every epoch."""
+    import torch
+    from ray import tune
+
+    from recbole_fmrl.quick_start import run
+
+    torch.set_num_threads(max(1, threads))
+    best = -math.inf
+
+    def report(epoch, valid_score):
+        nonlocal best
+        best = max(best, float(valid_score))
+        tune.report({metric: float(valid_score), f"best_{metric}": best, "epoch": int(epoch)})
+
+    run(model, dataset, config_files or None, {**overrides, **resolve(sampled, derived)}, saved=False, callback=report)
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def absolute_settings(config, overrides, config_files):
+    """Overrides with absolute ``data_path``/``checkpoint_dir`` and absolute config files."""
+    overrides = dict(overrides)
+    overrides["data_path"] = os.path.abspath(os.path.dirname(os.path.normpath(config["data_path"])))
+    overrides["checkpoint_dir"] = os.path.abspath(config["checkpoint_dir"])
+    return overrides, [os.path.abspath(f) for f in config_files]
+
+
+def model_keys(model, dataset):
+    """Keys the model (and RecBole's trainer) understands: those of its default Config."""
+    return set(Config(model=model, dataset=dataset, config_dict={"use_gpu": False}).final_config_dict)
+
+
+def trial_rows(result_grid, metric, mode, derived):
+    """One dict per trial, best first: id, best and last validation score, epochs, time, error,
+    the sampled values and the derived keys (``"result"``: Ray's Result, not written out)."""
+    rows = []
+    for result in result_grid:
+        frame = result.metrics_dataframe
+        scores = [] if frame is None or metric not in frame else [float(v) for v in frame[metric].dropna()]
+        pick = max if mode == "max" else min
+        row = {
+            "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
+            metric: pick(scores) if scores else None,
+            f"last_{metric}": scores[-1] if scores else None,
+            "epochs": len(scores),
+            "time_total_s": round(float((result.metrics or {}).get("time_total_s", 0.0)), 2),
+            "error": str(result.error).strip().splitlines()[-1][:300] if result.error else "",
+            **{key: to_primitive(value) for key, value in result.config.items()},
+            **{key: value for key, value in resolve(result.config, derived).items() if key in derived},
+            "result": result,
+        }
+        rows.append(row)
+    missing = math.inf if mode == "min" else -math.inf
+    rows.sort(key=lambda r: r[metric] if r[metric] is not None else missing, reverse=(mode == "max"))
+    return rows
+
+
+def write_best_yaml(path, params, model, dataset, metric, value, trial_id):
+    header = (
+        f"# Best {model} trial on {dataset} by validation {metric} = {value:.4f} "
+        f"(trial {trial_id}, commit {reports.git_commit()}, {time.strftime('%Y-%m-%d %H:%M')}).\n"
+        f"# Use: python run_recbole_fmrl.py --model={model} --dataset={dataset} --config_files={path}\n"
+    )
+    reports.atomic_write_text(path, header + yaml.safe_dump(to_primitive(params), sort_keys=True))
+
+
+def init_ray(address, num_cpus):
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
+    kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", address=None, epochs=None,
+               config_files=(), overrides=None, out="results", cpus_per_trial=None, gpus_per_trial=None,
+               max_concurrent=None, storage=None):
+    """Run the search; write tune.csv and tune_best_<model>.yaml; return the sorted trial rows."""
+    import ray
+    import torch
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from recbole_fmrl.utils import check_dataset_files
+
+    overrides = dict(overrides or {})
+    if epochs is not None:
+        overrides["epochs"] = int(epochs)
+    overrides.setdefault("show_progress", False)
+    space, derived = load_space(space_file)
+    # Checks the input (one-line errors) and prepares an embedded dataset once, before any trial.
+    config = Config(model=model, dataset=dataset, config_file_list=list(config_files) or None, config_dict=dict(overrides))
+    check_dataset_files(config)
+    overrides, config_files = absolute_settings(config, overrides, config_files)
+    metric = config["valid_metric"].lower()
+    mode = "max" if config["valid_metric_bigger"] else "min"
+    known = model_keys(model, dataset)
+    tuned_keys = [k for k in space if not k.startswith("_")] + [k for k in derived if k not in space]
+    unknown = sorted(k for k in tuned_keys if k not in known)
+    if unknown:
+        raise PluginError(f"search space {space_file} sets keys {model} does not use: {', '.join(unknown)}")
+
+    cpus = os.cpu_count() or 1
+    use_gpu = torch.cuda.is_available() and config["use_gpu"]
+    gpus_per_trial = (1.0 if use_gpu else 0.0) if gpus_per_trial is None else float(gpus_per_trial)
+    cpus_per_trial = cpus_per_trial or (1 if cpus <= 4 else 2)
+    concurrency = max_concurrent or max(1, cpus // cpus_per_trial)
+    if gpus_per_trial > 0:
+        concurrency = min(concurrency, max(1, int(torch.cuda.device_count() / gpus_per_trial)))
+    if gpus_per_trial == 0:
+        overrides["use_gpu"] = False
+    out_dir = Path(out).resolve() / dataset
+    storage = Path(storage).resolve() if storage else out_dir / "ray_tune"
+    logger.info(
+        f"tuning {model} on {dataset}: {num_samples} samples of {space_file}, {scheduler} on {metric} ({mode}), "
+        f"{concurrency} at a time with {cpus_per_trial} CPU / {gpus_per_trial:g} GPU each; Ray results in {storage}"
+    )
+    scheduler_obj = (
+        ASHAScheduler(metric=metric, mode=mode, grace_period=1, max_t=int(config["epochs"]), time_attr="training_iteration")
+        if scheduler == "asha"
+        else FIFOScheduler()
+    )
+    trial = tune.with_parameters(
+        trainable, model=model, dataset=dataset, config_files=config_files, overrides=overrides,
+        derived=derived, metric=metric, threads=int(cpus_per_trial),
+    )
+    started = time.time()
+    try:
+        init_ray(address, None if address else cpus)
+        tuner = tune.Tuner(
+            tune.with_resources(trial, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+            param_space=ray_space(space),
+            tune_config=tune.TuneConfig(
+                num_samples=num_samples, scheduler=scheduler_obj,
+                max_concurrent_trials=concurrency,
+            ),
+            run_config=tune.RunConfig(name=f"{model}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage), verbose=0),
+        )
+        result_grid = tuner.fit()
+        rows = trial_rows(result_grid, metric, mode, derived)
+    finally:
+        ray.shutdown()
+    logger.info(f"{len(rows)} trials in {time.time() - started:.1f} s")
+
+    header = ["trial_id", metric, f"last_{metric}", "epochs", "time_total_s", "error", *space,
+              *(k for k in derived if k not in space)]
+    reports.write_csv(out_dir / "tune.csv", header, [[_cell(row.get(h)) for h in header] for row in rows])
+    logger.info(f"trials written to {out_dir / 'tune.csv'}")
+    if not rows or rows[0][metric] is None:
+        raise PluginError(f"no trial reported {metric}; see the trial errors in {out_dir / 'tune.csv'}")
+    best = rows[0]
+    params = resolve(best["result"].config, derived)
+    best_file = out_dir / f"tune_best_{model}.yaml"
+    write_best_yaml(best_file, params, model, dataset, metric, best[metric], best["trial_id"])
+    logger.info(f"best {metric} = {best[metric]:.4f} (trial {best['trial_id']}): {params}; written to {best_file}")
+    return rows
+
+
+def _cell(value):
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return to_primitive(value)
+
+
+def main(argv=None):
+    from recbole_fmrl.compare import parse_overrides
+
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_fmrl.tune", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+    )
+    parser.add_argument("--model", "-m", required=True, help="model to tune (fMRLRec, LRURec, SASRec, ...)")
+    parser.add_argument("--dataset", "-d", required=True)
+    parser.add_argument("--space", default=None, help="search space YAML (default: properties/tune/<model>.yaml)")
+    parser.add_argument("--num-samples", type=int, default=10, help="trials to sample (x grid size for grid keys)")
+    parser.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial (ASHA's max_t)")
+    parser.add_argument("--address", default=None, help="connect to an existing Ray cluster (ray.init(address=...))")
+    parser.add_argument("--cpus-per-trial", type=float, default=None)
+    parser.add_argument("--gpus-per-trial", type=float, default=None)
+    parser.add_argument("--max-concurrent", type=int, default=None)
+    parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every trial")
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--storage", default=None, help="Ray's results folder (default <out>/<dataset>/ray_tune)")
+    args, extra = parser.parse_known_args(argv)
+    overrides = parse_overrides(extra)
+    if args.num_samples < 1:
+        raise PluginError("--num-samples must be at least 1")
+    space = args.space or str(PROPERTIES_DIR / "tune" / f"{args.model}.yaml")
+    if not os.path.isfile(space):
+        raise PluginError(f"search space not found: {space} (pass --space=<file.yaml>)")
+    config_files = args.config_files.split()
+    for file in config_files:
+        if not os.path.isfile(file):
+            raise PluginError(f"config file not found: {file}")
+    tune_model(args.model, args.dataset, space, args.num_samples, args.scheduler, args.address, args.epochs,
+               config_files, overrides, args.out, args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
+               args.storage)
+    return 0
+
+
+if __name__ == "__main__":
+    main_guarded(main)

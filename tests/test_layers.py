@@ -1,0 +1,270 @@
+"""fMRL operator, nested LayerNorm and LRU layers: nesting, exact zeros, scan == recurrence."""
+
+import copy
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers import (
+    FMRLLinear,
+    GatedFeedForward,
+    LRUEncoder,
+    LRULayer,
+    NestedLayerNorm,
+    check_nested_sizes,
+    count_parameters,
+    doubling_sizes,
+    linear_scan,
+    sliced_state_dict,
+)
+
+M = [4, 8, 16, 32]
+SHAPES = {  # name: (in_sizes, out_sizes)
+    "square": (M, M),
+    "up": (M, [3 * m for m in M]),
+    "down": ([2 * m for m in M], M),
+    "ragged": ([3, 5, 12], [2, 7, 9]),
+}
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def per_block_reference(layer, x):
+    """Eq. 3: concat over blocks j of W_j[:, :in_j] x[:in_j] + b_j, one matmul per block."""
+    outputs, start = [], 0
+    for in_size, out_size in zip(layer.in_sizes, layer.out_sizes):
+        weight = layer.weight[start:out_size, :in_size]
+        outputs.append(x[..., :in_size] @ weight.T + layer.bias[start:out_size])
+        start = out_size
+    return torch.cat(outputs, dim=-1)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fmrl_linear_is_one_masked_matmul_equal_to_per_block_loop(shape):
+    layer = FMRLLinear(*SHAPES[shape])
+    x = torch.randn(3, 5, layer.in_features)
+    torch.testing.assert_close(layer(x), per_block_reference(layer, x), atol=1e-6, rtol=1e-6)
+    # the masked entries are exactly the ones outside the per-block rectangles
+    for j, (in_size, out_size) in enumerate(zip(layer.in_sizes, layer.out_sizes)):
+        start = layer.out_sizes[j - 1] if j else 0
+        assert not layer.zero_mask[start:out_size, :in_size].any()
+        assert layer.zero_mask[start:out_size, in_size:].all()
+    assert torch.equal(layer.weight[layer.zero_mask], torch.zeros(int(layer.zero_mask.sum())))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fmrl_linear_prefix_outputs_ignore_later_inputs(shape):
+    layer = FMRLLinear(*SHAPES[shape])
+    x = torch.randn(4, layer.in_features)
+    for in_size, out_size in zip(layer.in_sizes, layer.out_sizes):
+        changed = x.clone()
+        changed[:, in_size:] = torch.randn_like(changed[:, in_size:]) * 100
+        assert torch.equal(layer(x)[:, :out_size], layer(changed)[:, :out_size])
+
+
+def test_count_parameters_skips_structural_zeros():
+    layer = FMRLLinear(M, [2 * m for m in M])
+    blocks = sum((2 * m - 2 * prev) * m for prev, m in zip([0] + M[:-1], M))
+    assert count_parameters(layer) == blocks + 2 * M[-1] == int((layer.weight != 0).sum()) + 2 * M[-1]
+
+
+def test_fmrl_linear_single_size_is_nn_linear():
+    layer, reference = FMRLLinear([12], [20]), nn.Linear(12, 20)
+    reference.load_state_dict(layer.state_dict())
+    x = torch.randn(6, 12)
+    assert torch.equal(layer(x), reference(x))
+    assert not layer.zero_mask.any()
+    bound = 12**-0.5  # nn.Linear's init range
+    assert layer.weight.abs().max() <= bound and layer.weight.abs().max() > 0.8 * bound
+    assert set(layer.state_dict()) == {"weight", "bias"}  # mask is a non-persistent buffer
+
+
+def fmrl_network():
+    return nn.Sequential(FMRLLinear(M, [2 * m for m in M]), nn.GELU(), FMRLLinear([2 * m for m in M], M))
+
+
+def masked_entries(network):
+    return torch.cat([layer.weight[layer.zero_mask] for layer in network if isinstance(layer, FMRLLinear)])
+
+
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda params: torch.optim.AdamW(params, lr=1e-2, weight_decay=1e-2),
+        lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-2),
+        lambda params: torch.optim.SGD(params, lr=1e-2, momentum=0.9, weight_decay=1e-2),
+    ],
+    ids=["adamw", "adam-l2", "sgd-momentum"],
+)
+def test_masked_weights_stay_exactly_zero_through_training(make_optimizer):
+    network = fmrl_network()
+    optimizer = make_optimizer(network.parameters())
+    x, y = torch.randn(32, M[-1]), torch.randn(32, M[-1])
+    before = [p.detach().clone() for p in network.parameters()]
+    for _ in range(5):
+        optimizer.zero_grad()
+        F.mse_loss(network(x), y).backward()
+        for layer in (network[0], network[2]):
+            assert torch.equal(layer.weight.grad[layer.zero_mask], torch.zeros(int(layer.zero_mask.sum())))
+            assert layer.weight.grad[~layer.zero_mask].abs().sum() > 0
+        optimizer.step()
+    assert masked_entries(network).abs().max() == 0
+    assert all(not torch.equal(b, p) for b, p in zip(before, network.parameters()))  # it did train
+
+
+def test_gradient_mask_survives_deepcopy_and_pickle():
+    for network in (copy.deepcopy(fmrl_network()), pickle.loads(pickle.dumps(fmrl_network()))):
+        optimizer = torch.optim.AdamW(network.parameters(), lr=1e-2, weight_decay=1e-2)
+        network(torch.randn(3, M[-1])).pow(2).sum().backward()
+        for layer in (network[0], network[2]):
+            assert layer.weight.grad[layer.zero_mask].abs().max() == 0
+        optimizer.step()
+        assert masked_entries(network).abs().max() == 0
+
+
+@pytest.mark.parametrize(
+    "sizes, message",
+    [
+        ([8, 4, 16], "strictly increasing"),
+        ([4, 4, 16], "strictly increasing"),
+        ([4, 8], "ending at hidden_size=16"),
+        ([0, 16], "positive integers"),
+        ([4.5, 16], "positive integers"),
+        ([], "non-empty|strictly increasing"),
+        ("4,16", "strictly increasing"),
+    ],
+)
+def test_bad_nested_sizes_raise_one_line_config_error(sizes, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        check_nested_sizes(sizes, 16)
+    assert "\n" not in str(error.value)
+
+
+def test_nested_sizes_accept_any_nesting_and_default_doubling():
+    assert check_nested_sizes([3, 10, 11, 16], 16) == [3, 10, 11, 16]
+    assert doubling_sizes(64) == [8, 16, 32, 64]
+    assert doubling_sizes(100) == [8, 16, 32, 64, 100]
+    assert doubling_sizes(8) == [8]
+
+
+@pytest.mark.parametrize("sizes", [[4, 8, 16, 32], [8, 16, 24, 32], [32]], ids=["doubling", "equal", "single"])
+def test_nested_layer_norm_is_one_layer_norm_per_block(sizes):
+    norm = NestedLayerNorm(sizes)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    x = torch.randn(5, 7, 32) * 3 + 1
+    expected, start = [], 0
+    for end in sizes:
+        block = slice(start, end)
+        expected.append(F.layer_norm(x[..., block], (end - start,), norm.weight[block], norm.bias[block]))
+        start = end
+    torch.testing.assert_close(norm(x), torch.cat(expected, -1), atol=1e-5, rtol=1e-5)
+    for m in sizes:  # first m outputs ignore inputs beyond m
+        changed = x.clone()
+        changed[..., m:] = torch.randn_like(changed[..., m:]) * 50
+        assert torch.equal(norm(x)[..., :m], norm(changed)[..., :m])
+
+
+def test_nested_layer_norm_single_size_is_nn_layer_norm():
+    norm, reference = NestedLayerNorm([24]), nn.LayerNorm(24)
+    with torch.no_grad():
+        norm.weight.normal_()
+        norm.bias.normal_()
+    reference.load_state_dict(norm.state_dict())
+    x = torch.randn(3, 24)
+    torch.testing.assert_close(norm(x), reference(x), atol=1e-6, rtol=1e-6)
+
+
+def test_linear_scan_equals_sequential_recurrence():
+    decay = torch.polar(torch.rand(6), torch.rand(6) * 6.28)
+    for length in (1, 2, 7, 16, 50):
+        inputs = torch.randn(3, length, 6, dtype=torch.cfloat)
+        hidden, expected = torch.zeros(3, 6, dtype=torch.cfloat), []
+        for t in range(length):
+            hidden = decay * hidden + inputs[:, t]
+            expected.append(hidden)
+        torch.testing.assert_close(linear_scan(inputs, decay), torch.stack(expected, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_lru_ring_initialisation():
+    layer = LRULayer([64], r_min=0.4, r_max=0.9)
+    nu, theta, gamma = layer.params_log.exp()
+    radius = torch.exp(-nu)
+    assert radius.min() >= 0.4 - 1e-6 and radius.max() <= 0.9 + 1e-6
+    assert theta.min() >= 0 and theta.max() <= 2 * torch.pi
+    torch.testing.assert_close(gamma, torch.sqrt(1 - radius**2))
+    with pytest.raises(ConfigError, match="r_min"):
+        LRULayer([8], r_min=0.5, r_max=0.2)
+
+
+def right_padded_batch(lengths, length, dim):
+    mask = torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]
+    return torch.randn(len(lengths), length, dim) * mask[..., None], mask
+
+
+def test_lru_layer_parallel_scan_equals_recurrent_steps():
+    layer = LRULayer(M, r_min=0.5, r_max=0.99)
+    x, mask = right_padded_batch([50, 23, 1], 50, M[-1])
+    outputs, state = [], torch.zeros(3, 2 * M[-1])
+    for t in range(50):
+        output, state = layer.step(x[:, t], state, mask[:, t])
+        outputs.append(output)
+    torch.testing.assert_close(layer(x, mask), torch.stack(outputs, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_lru_encoder_parallel_equals_steps_and_padding_is_harmless():
+    encoder = LRUEncoder(M, n_layers=2, ffn_expansion=2, hidden_dropout=0.3, lru_dropout=0.3, r_min=0.0, r_max=0.9)
+    encoder.eval()
+    x, mask = right_padded_batch([12, 5], 12, M[-1])
+    parallel = encoder(x, mask)
+    outputs, state = [], encoder.init_state(2)
+    assert state.shape == (2, 2, 2 * M[-1])
+    for t in range(12):
+        output, state = encoder.step(x[:, t], state, mask[:, t])
+        outputs.append(output)
+    torch.testing.assert_close(parallel, torch.stack(outputs, 1), atol=1e-5, rtol=1e-4)
+    garbage = x.clone()
+    garbage[1, 5:] = torch.randn(7, M[-1]) * 10  # padded positions of the short sequence
+    torch.testing.assert_close(encoder(garbage, mask)[1, :5], parallel[1, :5], atol=0, rtol=0)
+
+
+def perturb_outside_slice(module, index):
+    """Random new values everywhere except the size-M[index] slice (masked entries stay zero)."""
+    kept = sliced_state_dict(module, index)
+    with torch.no_grad():
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            tensor.add_(torch.randn_like(tensor))
+            tensor[tuple(slice(0, n) for n in kept[name].shape)] = kept[name]
+        for layer in module.modules():
+            if isinstance(layer, FMRLLinear):
+                layer.weight.masked_fill_(layer.zero_mask, 0.0)
+
+
+@pytest.mark.parametrize("index", range(len(M)))
+def test_lru_encoder_first_m_dims_depend_only_on_size_m_slice(index):
+    m = M[index]
+    encoder = LRUEncoder(M, n_layers=2, ffn_expansion=2, hidden_dropout=0.0, lru_dropout=0.0, r_min=0.0, r_max=0.9)
+    x, mask = right_padded_batch([9, 4], 9, M[-1])
+    perturbed = copy.deepcopy(encoder)
+    perturb_outside_slice(perturbed, index)
+    changed_x = x.clone()
+    changed_x[..., m:] += torch.randn_like(changed_x[..., m:])
+    assert torch.equal(perturbed(changed_x, mask)[..., :m], encoder(x, mask)[..., :m])
+    if m < M[-1]:
+        assert not torch.allclose(perturbed(changed_x, mask), encoder(x, mask))
+
+
+def test_gated_feed_forward_slice_is_the_standalone_small_layer():
+    big = GatedFeedForward(M, expansion=3, dropout=0.0)
+    small = GatedFeedForward(M[:2], expansion=3, dropout=0.0)
+    small.load_state_dict(sliced_state_dict(big, 1))
+    x = torch.randn(4, M[-1])
+    torch.testing.assert_close(small(x[:, : M[1]]), big(x)[:, : M[1]], atol=1e-6, rtol=1e-6)

@@ -1,0 +1,241 @@
+"""fMRLRec, LRURec and FMLPRec on a tiny RecBole dataset with multimodal feature files."""
+
+import copy
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_fmrl.config import Config
+from recbole_fmrl.errors import ConfigError, FeatureFileError
+from recbole_fmrl.model import FMLPRec, LRURec, fMRLRec
+from recbole_fmrl.model.layers import FMRLLinear, LRUEncoder, doubling_sizes, sliced_state_dict
+from recbole_fmrl.utils import create_dataset
+
+SIZES = [4, 8, 16]
+MAX_LEN = 10
+TINY = {  # overrides that make every model tiny and deterministic enough to compare
+    "hidden_size": 16,
+    "mrl_hidden_sizes": SIZES,
+    "n_layers": 2,
+    "ffn_expansion": 2,
+    "inner_size": 32,
+    "MAX_ITEM_LIST_LENGTH": MAX_LEN,
+}
+
+
+@pytest.fixture
+def data_path(tmp_path, monkeypatch):
+    """Dataset ``tiny``: 30 users over 20 items, with text (dim 12) and image (dim 10) features."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    rng = random.Random(0)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(30):
+        items = rng.sample(range(1, 21), rng.randint(5, 12))
+        lines += [f"u{user}\ti{item}\t{1000 + t}" for t, item in enumerate(items)]
+    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
+    items = sorted({line.split("\t")[1] for line in lines[1:]})
+    (folder / "tiny.items").write_text("item_id\n" + "\n".join(items) + "\n")
+    features = np.random.default_rng(0)
+    for modality, dim in (("text", 12), ("image", 10)):
+        np.save(folder / f"tiny.{modality}.npy", features.standard_normal((len(items), dim), dtype=np.float32))
+        manifest = {"encoder": "random", "dim": dim, "n_items": len(items), "items_file": "tiny.items"}
+        (folder / f"tiny.{modality}.npy.json").write_text(json.dumps(manifest))
+    return str(tmp_path)
+
+
+def build(model_name, data_path, **overrides):
+    config = Config(
+        model_name,
+        "tiny",
+        config_dict={
+            "data_path": data_path,
+            "use_gpu": False,
+            "feature_files": {"text": "tiny.text.npy", "image": "tiny.image.npy"},
+            **TINY,
+            **overrides,
+        },
+    )
+    torch.manual_seed(0)
+    dataset = create_dataset(config)
+    model_class = {"fMRLRec": fMRLRec, "LRURec": LRURec, "FMLPRec": FMLPRec}[model_name]
+    return model_class(config, dataset), config, dataset
+
+
+def training_batch(dataset, size=32):
+    train, _, _ = dataset.build()
+    return train.inter_feat[:size]
+
+
+def train_steps(model, batch, steps, lr=1e-2):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def perturb_outside_slice(module, index):
+    """Random new values everywhere except the size-M[index] slice (masked entries stay zero)."""
+    kept = sliced_state_dict(module, index)
+    with torch.no_grad():
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            tensor.add_(torch.randn_like(tensor))
+            tensor[tuple(slice(0, n) for n in kept[name].shape)] = kept[name]
+        for layer in module.modules():
+            if isinstance(layer, FMRLLinear):
+                layer.weight.masked_fill_(layer.zero_mask, 0.0)
+
+
+def test_yaml_defaults_are_the_papers(data_path):
+    config = Config("fMRLRec", "tiny", config_dict={"data_path": data_path, "use_gpu": False})
+    assert config["hidden_size"] == 1024 and config["mrl_hidden_sizes"] == doubling_sizes(1024)
+    assert (config["n_layers"], config["r_min"], config["r_max"], config["loss_type"]) == (2, 0.0, 0.1, "CE")
+    assert (config["learner"], config["weight_decay"], config["hidden_dropout_prob"]) == ("adamw", 0.01, 0.5)
+    assert config["modalities"] == ["text", "image"] and config["eval_size"] is None
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # RecBole's form of ~
+    lru = Config("LRURec", "tiny", config_dict={"data_path": data_path, "use_gpu": False})
+    assert (lru["hidden_size"], lru["learner"], lru["r_max"]) == (64, "adamw", 0.1)
+    fmlp = Config("FMLPRec", "tiny", config_dict={"data_path": data_path, "use_gpu": False})
+    assert (fmlp["hidden_size"], fmlp["hidden_dropout_prob"], fmlp["hidden_act"]) == (64, 0.5, "gelu")
+
+
+@pytest.mark.parametrize("index", range(len(SIZES)))
+def test_fmrlrec_first_m_dims_ignore_everything_outside_the_size_m_slice(data_path, index):
+    model, _, dataset = build("fMRLRec", data_path)
+    model.eval()
+    item_seq = training_batch(dataset)[model.ITEM_SEQ]
+    perturbed = copy.deepcopy(model)
+    perturb_outside_slice(perturbed, index)
+    m = SIZES[index]
+    assert torch.equal(perturbed.encode(item_seq)[..., :m], model.encode(item_seq)[..., :m])
+    if m < SIZES[-1]:
+        assert not torch.allclose(perturbed.encode(item_seq), model.encode(item_seq))
+
+
+def test_fmrlrec_recurrent_steps_equal_parallel_encoding(data_path):
+    model, _, dataset = build("fMRLRec", data_path)
+    model.eval()
+    item_seq = training_batch(dataset)[model.ITEM_SEQ]
+    hidden, state = [], model.init_state(item_seq.size(0))
+    for t in range(MAX_LEN):
+        output, state = model.step(item_seq[:, t], state)
+        hidden.append(output)
+    torch.testing.assert_close(torch.stack(hidden, 1), model.encode(item_seq), atol=1e-5, rtol=1e-5)
+
+
+def test_nested_logits_are_prefix_sums_of_block_products(data_path):
+    model, _, _ = build("fMRLRec", data_path)
+    seq_output, table = torch.randn(5, 16), torch.randn(21, 16)
+    naive = torch.stack([seq_output[:, :m] @ table[:, :m].T for m in SIZES])
+    torch.testing.assert_close(model.nested_logits(seq_output, table), naive, atol=1e-5, rtol=1e-5)
+
+
+def test_fmrlrec_loss_is_sum_of_per_size_cross_entropy(data_path):
+    model, _, dataset = build("fMRLRec", data_path)
+    model.eval()  # no dropout: forward is deterministic
+    batch = training_batch(dataset)
+    seq_output = model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+    table = model.item_encoder()
+    expected = sum(F.cross_entropy(seq_output[:, :m] @ table[:, :m].T, batch[model.POS_ITEM_ID]) for m in SIZES)
+    torch.testing.assert_close(model.calculate_loss(batch), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("modalities", [["text", "image"], ["id"], ["text", "id"]])
+def test_sliced_model_scores_exactly_like_big_model_at_each_size(data_path, modalities):
+    model, config, dataset = build("fMRLRec", data_path, modalities=modalities)
+    batch = training_batch(dataset)
+    train_steps(model, batch, steps=3)
+    model.eval()
+    overrides = {**TINY, "modalities": modalities}
+    previous_params = 0
+    for m in SIZES:
+        model.eval_size = m
+        small_config = Config(
+            "fMRLRec", "tiny", config_dict={**config.overrides(), **overrides, **model.sliced_config(m)}
+        )
+        small = fMRLRec(small_config, dataset)
+        small.load_state_dict(model.sliced_state_dict(m))  # strict: same keys and shapes
+        small.eval()
+        assert small.hidden_size == m and small.mrl_hidden_sizes == SIZES[: SIZES.index(m) + 1]
+        scores = model.full_sort_predict(batch)
+        torch.testing.assert_close(small.full_sort_predict(batch), scores, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(small.predict(batch), model.predict(batch), atol=1e-5, rtol=1e-5)
+        params = sum(p.numel() for p in small.parameters())
+        assert params > previous_params
+        previous_params = params
+    assert previous_params == sum(p.numel() for p in model.parameters())
+
+
+def test_eval_size_defaults_to_hidden_size_and_is_checked(data_path):
+    model, _, _ = build("fMRLRec", data_path, eval_size=None)
+    assert model.eval_size == 16
+    model.eval_size = 4
+    assert model.eval_size == 4
+    with pytest.raises(ConfigError, match="eval_size"):
+        model.eval_size = 12
+    default_sizes, _, _ = build("fMRLRec", data_path, hidden_size=32, mrl_hidden_sizes=None)
+    assert default_sizes.mrl_hidden_sizes == [8, 16, 32]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"mrl_hidden_sizes": [8, 4, 16]}, "strictly increasing"),
+        ({"mrl_hidden_sizes": [4, 8]}, "ending at hidden_size=16"),
+        ({"mrl_hidden_sizes": [4, 8, 16, 32]}, "ending at hidden_size=16"),
+        ({"eval_size": 12}, "eval_size"),
+        ({"modalities": ["text", "audio"]}, "unknown modalities"),
+        ({"modalities": []}, "non-empty"),
+        ({"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}}, "CE"),
+    ],
+)
+def test_bad_fmrlrec_config_raises_one_line_config_error(data_path, overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        build("fMRLRec", data_path, **overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_feature_file_is_not_swallowed(data_path):
+    with pytest.raises(FeatureFileError, match="image"):
+        build("fMRLRec", data_path, feature_files={"text": "tiny.text.npy"})
+
+
+def test_lrurec_uses_the_fmrl_blocks_at_one_size(data_path):
+    model, _, _ = build("LRURec", data_path)
+    assert isinstance(model.encoder, LRUEncoder) and model.encoder.sizes == [16]
+    assert not any(layer.zero_mask.any() for layer in model.modules() if isinstance(layer, FMRLLinear))
+
+
+def test_fmlprec_left_aligns_right_padded_sequences():
+    item_seq = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [9, 0, 0, 0, 0]])
+    aligned = FMLPRec.left_align(item_seq, torch.tensor([3, 5, 1]))
+    assert aligned.tolist() == [[0, 0, 5, 6, 7], [1, 2, 3, 4, 5], [0, 0, 0, 0, 9]]
+
+
+@pytest.mark.parametrize("model_name", ["fMRLRec", "LRURec", "FMLPRec"])
+def test_predict_agrees_with_full_sort_predict(data_path, model_name):
+    model, _, dataset = build(model_name, data_path)
+    model.eval()
+    batch = training_batch(dataset)
+    full = model.full_sort_predict(batch)
+    assert full.shape == (len(batch), dataset.item_num)
+    expected = full[torch.arange(len(batch)), batch[model.ITEM_ID]]
+    torch.testing.assert_close(model.predict(batch), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("model_name", ["fMRLRec", "LRURec", "FMLPRec"])
+def test_loss_is_finite_and_decreases_on_a_tiny_batch(data_path, model_name):
+    model, _, dataset = build(model_name, data_path, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    losses = train_steps(model, training_batch(dataset), steps=30)
+    assert all(np.isfinite(losses))
+    assert losses[-1] < 0.5 * losses[0], losses
