@@ -166,10 +166,6 @@ def results_table(rows, first_column):
     return header, table
 
 
-def _escape(text):
-    return str(text).replace("|", "\\|")
-
-
 def write_results_tables(rows, out_dir, stem, first_column, title):
     """``<stem>.csv`` and ``<stem>.md``: the paper-shaped metric table and the run details."""
     out_dir = Path(out_dir)
@@ -185,8 +181,8 @@ def write_results_tables(rows, out_dir, stem, first_column, title):
         for label, d in details:
             params = f"{d['num_params']:,}" if isinstance(d["num_params"], int) else d["num_params"]
             lines.append(
-                f"| {label} | {d['epochs_run']} | {d['best_epoch']} | {d['wall_time']} | {params} | "
-                f"{d['git_commit']} | {_escape(d['config_files']) or '–'} | `{_escape(d['overrides'])}` |"
+                f"| {reports.markdown_escape(label)} | {d['epochs_run']} | {d['best_epoch']} | {d['wall_time']} | {params} | "
+                f"{d['git_commit']} | {reports.markdown_escape(d['config_files']) or '–'} | {reports.markdown_escape(d['overrides'])} |"
             )
         lines.append("")
     reports.atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines))

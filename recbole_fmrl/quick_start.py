@@ -3,6 +3,7 @@
 import json
 import sys
 import time
+import warnings
 from logging import getLogger
 
 import torch
@@ -11,6 +12,9 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_fmrl.config import Config, to_primitive
 from recbole_fmrl.utils import create_dataset, get_model, get_trainer
+
+# RecBole 1.2.1 builds its AMP scaler through the deprecated torch.cuda.amp API on every run.
+warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler", category=FutureWarning)
 
 REPORTED_METRICS = ("ndcg@5", "recall@5", "ndcg@10", "recall@10")
 

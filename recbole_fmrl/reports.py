@@ -115,6 +115,11 @@ def rank_marks(values):
     return marks
 
 
+def markdown_escape(text):
+    """Text safe inside a markdown table cell (no column breaks, no HTML tags)."""
+    return str(text).replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def metric_table_markdown(rows, first_column, metrics=REPORTED_METRICS, decimals=4):
     """Markdown table of ``rows`` = ``[(label, {metric: value} or "reason")]``: best per column
     bold, second underlined (``<u>…</u>``); a string instead of metrics spans the row as text."""
@@ -125,7 +130,7 @@ def metric_table_markdown(rows, first_column, metrics=REPORTED_METRICS, decimals
     }
     for i, (label, result) in enumerate(rows):
         if not isinstance(result, dict):
-            lines.append(f"| {label} | {result} |" + " |" * (len(metrics) - 1))
+            lines.append(f"| {markdown_escape(label)} | {markdown_escape(result)} |" + " |" * (len(metrics) - 1))
             continue
         cells = []
         for m in metrics:
@@ -136,7 +141,7 @@ def metric_table_markdown(rows, first_column, metrics=REPORTED_METRICS, decimals
             text = f"{value:.{decimals}f}"
             mark = columns[m][i]
             cells.append(f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "second" else text)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {markdown_escape(label)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

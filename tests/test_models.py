@@ -27,6 +27,15 @@ TINY = {  # overrides that make every model tiny and deterministic enough to com
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster and avoids OpenMP oversubscription on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def data_path(tmp_path, monkeypatch):
     """Dataset ``tiny``: 30 users over 20 items, with text (dim 12) and image (dim 10) features."""

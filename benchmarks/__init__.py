@@ -1,0 +1,1 @@
+"""Efficiency benchmarks of fMRLRec: ``python -m benchmarks.run [--quick]`` (not tests)."""

@@ -1,0 +1,218 @@
+"""Shared pieces of the benchmarks: synthetic items, model builders, timing, machine info.
+
+Models are the plugin's real classes built from a real ``recbole_fmrl.config.Config`` (so every
+default comes from the plugin's YAML files, as in training). The only stand-in is the dataset:
+the models read exactly two things from it, ``num(item_field)`` and ``item_features(modality)``,
+which :class:`SyntheticItems` provides with random features; building a RecBole dataset of 12,101
+items from generated files would only add minutes of preprocessing that no timed case uses.
+"""
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+
+import torch
+
+BEAUTY_ITEMS = 12101  # item count of Amazon Beauty (the paper's dataset); row 0 is padding
+FEATURE_DIMS = {"text": 384, "image": 512}  # all-MiniLM-L6-v2 text, CLIP ViT-B/32 image
+
+
+class SyntheticItems:
+    """The part of a RecBole dataset the models read: the item count and per-item features."""
+
+    def __init__(self, n_items, feature_dims=None, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        self.n_items = n_items
+        self.features = {}
+        for modality, dim in (feature_dims or FEATURE_DIMS).items():
+            table = torch.randn(n_items, dim, generator=generator)
+            table[0] = 0.0  # padding row
+            self.features[modality] = table
+
+    def num(self, field):
+        return self.n_items
+
+    def item_features(self, modality):
+        return self.features[modality]
+
+
+_CONFIG_DIR = None
+
+
+def make_config(model, device, **overrides):
+    """A real plugin Config (model YAML defaults + ``overrides``) for ``device``."""
+    global _CONFIG_DIR
+    from recbole_fmrl.config import Config
+
+    if _CONFIG_DIR is None:
+        _CONFIG_DIR = tempfile.mkdtemp(prefix="fmrl-bench-")
+    config_dict = {
+        "use_gpu": device.type == "cuda",
+        "data_path": _CONFIG_DIR,  # nothing is read from it
+        "checkpoint_dir": _CONFIG_DIR,
+        "show_progress": False,
+        **overrides,
+    }
+    if device.type == "cuda" and device.index is not None:
+        config_dict["gpu_id"] = str(device.index)
+    return Config(model=model, dataset="synthetic", config_dict=config_dict)
+
+
+def build_model(model, items, device, seed=0, **overrides):
+    """``model`` ('fMRLRec' or 'LRURec') on the synthetic ``items``, on ``device``.
+
+    fMRLRec defaults to modalities [text, image] and M = [8, 16, ..., hidden_size].
+    """
+    from recbole_fmrl.model import LRURec, fMRLRec
+
+    if model == "fMRLRec":
+        overrides.setdefault("modalities", list(FEATURE_DIMS))
+        overrides.setdefault("mrl_hidden_sizes", None)  # doubling sizes ending at hidden_size
+        overrides.setdefault("eval_size", None)
+    config = make_config(model, device, **overrides)
+    torch.manual_seed(seed)
+    model_class = {"fMRLRec": fMRLRec, "LRURec": LRURec}[model]
+    return model_class(config, items).to(device), config
+
+
+def random_batch(model, n_items, batch_size, seq_len, device, seed=0):
+    """A RecBole-like training batch: full-length sequences of random items and a random target."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        model.ITEM_SEQ: torch.randint(1, n_items, (batch_size, seq_len), generator=generator).to(device),
+        model.ITEM_SEQ_LEN: torch.full((batch_size,), seq_len, dtype=torch.long).to(device),
+        model.POS_ITEM_ID: torch.randint(1, n_items, (batch_size,), generator=generator).to(device),
+    }
+
+
+def make_optimizer(model, config):
+    """AdamW with the model's configured learning rate and weight decay (the YAML's learner)."""
+    return torch.optim.AdamW(
+        model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"] or 0.0
+    )
+
+
+def train_step_fn(model, config, batch):
+    """A closure doing one train step: forward + CE loss + backward + AdamW step."""
+    model.train()
+    optimizer = make_optimizer(model, config)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn, device, warmup, repeats):
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (seconds)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    samples = []
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        fn()
+        synchronize(device)
+        samples.append(time.perf_counter() - started)
+    return {
+        "median_s": statistics.median(samples),
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "repeats": repeats,
+        "warmup": warmup,
+    }
+
+
+def profile_top_ops(fn, device, steps=2, row_limit=12):
+    """torch.profiler over ``steps`` calls of ``fn``: the ops with the most self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    fn()
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        synchronize(device)
+    events = prof.key_averages()
+
+    def self_time(event):  # microseconds on the timed device
+        if device.type == "cuda":
+            return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)
+        return event.self_cpu_time_total
+
+    total = sum(self_time(e) for e in events) or 1
+    rows = sorted(events, key=self_time, reverse=True)[:row_limit]
+    return [
+        {
+            "op": e.key,
+            "self_ms_per_call": round(self_time(e) / 1000 / steps, 3),
+            "share": round(self_time(e) / total, 4),
+            "calls": e.count // steps,
+        }
+        for e in rows
+    ]
+
+
+def machine_info(device, threads):
+    """What the numbers were measured on."""
+    info = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "device_name": _device_name(device),
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "git_commit": _git_commit(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        import recbole
+
+        info["recbole"] = recbole.__version__
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return info
+
+
+def _device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name
+
+
+def _git_commit():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (commit + ("-dirty" if dirty else "")) or None

@@ -1,0 +1,466 @@
+"""Benchmarks of fMRLRec's efficiency claims (a benchmark, not an accuracy claim: random items).
+
+    python -m benchmarks.run [--quick] [--device cpu|cuda] [--out results/bench.json]
+
+Cases (each timed after warm-up, median of repeated runs):
+  a  train step (forward + backward + AdamW) of fMRLRec with M = [8..D] vs LRURec at D   goal <= 1.10
+  b  one fMRL layer (D x D, fwd + bwd) vs a dense nn.Linear (goal <= 1.05) and vs the
+     authors' per-block loop with concatenation (goal: faster, ratio < 1)
+  c  one fMRLRec train step vs the sum of train steps of independent size-m models      (saving)
+  d  exported size-m model vs size D: top-10 over the catalogue for a batch of users     goal D/8 <= 1/8
+  e  serving: top-10 after one new event from a cached LRU state vs re-running the sequence goal >= 10x
+  f  peak memory of a train step, fMRLRec vs LRURec                                          (info)
+
+Models are the plugin's real classes from a real Config; items and features are synthetic (see
+``benchmarks/common.py``). ``--quick`` runs D = 256 with fewer repeats (minutes on a 2-core CPU);
+``--tiny`` shrinks everything (seconds; for the test suite). Results: JSON with machine info, and a
+table of ratios with their goals on stdout.
+"""
+
+import argparse
+import gc
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from benchmarks.common import (
+    BEAUTY_ITEMS,
+    SyntheticItems,
+    build_model,
+    machine_info,
+    measure,
+    profile_top_ops,
+    random_batch,
+    synchronize,
+    train_step_fn,
+)
+
+
+@dataclass
+class Settings:
+    hidden_sizes: list = field(default_factory=lambda: [256, 1024])  # D for cases a, c, d, e, f
+    n_items: int = BEAUTY_ITEMS
+    batch_size: int = 128  # training batch (a, c, f)
+    seq_len: int = 50
+    layer_dim: int = 1024  # case b
+    layer_rows: int = 6400  # case b: 128 x 50 positions
+    serve_users: int = 256  # users per batch (d, e)
+    warmup: int = 2
+    repeats: int = 5
+    serve_repeats: int = 20  # (e): fast calls, more repeats
+    independent_repeats: int = 3  # (c): the independent models
+    memory: bool = True  # (f) in subprocesses
+
+
+PRESETS = {
+    "full": Settings(),
+    "quick": Settings(hidden_sizes=[256], warmup=1, repeats=3, serve_repeats=10, independent_repeats=2),
+    "tiny": Settings(
+        hidden_sizes=[32], n_items=500, batch_size=8, seq_len=10, layer_dim=64, layer_rows=64,
+        serve_users=4, warmup=1, repeats=2, serve_repeats=3, independent_repeats=1,
+    ),
+}
+
+
+def doubling(full, smallest=8):
+    sizes, size = [], smallest
+    while size < full:
+        sizes.append(size)
+        size *= 2
+    return sizes + [full]
+
+
+def row(case, label, ratio, goal=None, **details):
+    """One table line: ``ratio`` judged against ``goal`` = (op, value) when given."""
+    status = "INFO"
+    if goal is not None:
+        op, value = goal
+        status = "PASS" if (ratio <= value if op == "<=" else ratio >= value if op == ">=" else ratio < value) else "MISS"
+    return {
+        "case": case,
+        "label": label,
+        "ratio": float(ratio),
+        "goal": None if goal is None else f"{goal[0]} {goal[1]:g}",
+        "status": status,
+        **details,
+    }
+
+
+def ms(seconds):
+    return round(seconds * 1000, 3)
+
+
+class Bench:
+    def __init__(self, settings, device, profile_misses=True, log=print):
+        self.s = settings
+        self.device = device
+        self.profile_misses = profile_misses
+        self.log = log
+        self.items = SyntheticItems(settings.n_items)
+        self.rows = []
+        self.profiles = {}
+        self._fmrl_step_s = {}
+
+    def time(self, fn, repeats=None, warmup=None):
+        return measure(fn, self.device, self.s.warmup if warmup is None else warmup, repeats or self.s.repeats)
+
+    def train_step_time(self, model_name, hidden_size, repeats=None, **overrides):
+        model, config = build_model(model_name, self.items, self.device, hidden_size=hidden_size, **overrides)
+        batch = random_batch(model, self.s.n_items, self.s.batch_size, self.s.seq_len, self.device)
+        step = train_step_fn(model, config, batch)
+        timing = self.time(step, repeats=repeats)
+        return timing, step, model
+
+    def add(self, r, profile_fn=None):
+        self.rows.append(r)
+        self.log(format_row(r))
+        if r["status"] == "MISS" and profile_fn is not None and self.profile_misses:
+            key = f"{r['case']}: {r['label']}"
+            self.profiles[key] = profile_top_ops(profile_fn, self.device)
+            r["profile"] = self.profiles[key]
+
+    # ------------------------------------------------------------------------------------ a
+    def case_a(self):
+        for d in self.s.hidden_sizes:
+            fmrl, fmrl_step, _ = self.train_step_time("fMRLRec", d)
+            self._fmrl_step_s[d] = fmrl["median_s"]
+            lru, _, _ = self.train_step_time("LRURec", d)
+            single, _, _ = self.train_step_time("fMRLRec", d, mrl_hidden_sizes=[d])
+            shape = f"B={self.s.batch_size} L={self.s.seq_len} items={self.s.n_items}"
+            self.add(
+                row("a", f"train step fMRLRec M=[8..{d}] / LRURec, D={d}", fmrl["median_s"] / lru["median_s"],
+                    ("<=", 1.10), D=d, shape=shape, fmrl_ms=ms(fmrl["median_s"]), lrurec_ms=ms(lru["median_s"]),
+                    timings={"fMRLRec": fmrl, "LRURec": lru}),
+                profile_fn=fmrl_step,
+            )
+            self.add(row("a", f"  nesting alone: fMRLRec M=[8..{d}] / fMRLRec M=[{d}]",
+                         fmrl["median_s"] / single["median_s"], D=d, shape=shape, fmrl_ms=ms(fmrl["median_s"]),
+                         single_size_ms=ms(single["median_s"]), timings={"fMRLRec": fmrl, "fMRLRec_single": single}))
+            gc.collect()
+
+    # ------------------------------------------------------------------------------------ b
+    def case_b(self):
+        from recbole_fmrl.model.layers.fmrl import FMRLLinear
+
+        d, rows = self.s.layer_dim, self.s.layer_rows
+        sizes = doubling(d)
+        torch.manual_seed(0)
+        fmrl = FMRLLinear(sizes, sizes).to(self.device)
+        dense = nn.Linear(d, d).to(self.device)
+        loop = BlockLoopLinear(sizes).to(self.device)
+        x = torch.randn(rows, d, device=self.device)
+
+        def fwd_bwd(layer):
+            def run():
+                inputs = x.detach().requires_grad_(True)
+                layer.zero_grad(set_to_none=True)
+                layer(inputs).sum().backward()
+            return run
+
+        times = {name: self.time(fwd_bwd(layer)) for name, layer in
+                 (("fMRL", fmrl), ("dense", dense), ("loop", loop))}
+        t = {k: v["median_s"] for k, v in times.items()}
+        common = {"D": d, "rows": rows, "M": sizes, "fmrl_ms": ms(t["fMRL"]), "dense_ms": ms(t["dense"]),
+                  "loop_ms": ms(t["loop"]), "timings": times}
+        self.add(row("b", f"fMRL layer / dense nn.Linear, D={d}, {rows} rows, fwd+bwd", t["fMRL"] / t["dense"],
+                     ("<=", 1.05), **common), profile_fn=fwd_bwd(fmrl))
+        self.add(row("b", f"fMRL layer / per-block loop + cat (authors'), D={d}", t["fMRL"] / t["loop"],
+                     ("<", 1.0), **common), profile_fn=fwd_bwd(loop))
+
+    # ------------------------------------------------------------------------------------ c
+    def case_c(self):
+        for d in self.s.hidden_sizes:
+            if d not in self._fmrl_step_s:
+                timing, _, _ = self.train_step_time("fMRLRec", d)
+                self._fmrl_step_s[d] = timing["median_s"]
+            independent = {}
+            for m in doubling(d):
+                timing, _, _ = self.train_step_time("fMRLRec", m, repeats=self.s.independent_repeats,
+                                                    mrl_hidden_sizes=[m])
+                independent[m] = ms(timing["median_s"])
+                gc.collect()
+            total_ms = sum(independent.values())
+            ratio = ms(self._fmrl_step_s[d]) / total_ms
+            self.add(row("c", f"fMRLRec step / sum of {len(independent)} independent size-m steps, D={d}", ratio,
+                         D=d, fmrl_ms=ms(self._fmrl_step_s[d]), independent_ms=independent,
+                         independent_total_ms=round(total_ms, 3), saving=round(1 - ratio, 4)))
+
+    # ------------------------------------------------------------------------------------ d
+    def case_d(self):
+        for d in self.s.hidden_sizes:
+            full, config = build_model("fMRLRec", self.items, self.device, hidden_size=d)
+            full.eval()
+            users = self.s.serve_users
+            batch = random_batch(full, self.s.n_items, users, self.s.seq_len, self.device, seed=1)
+            results, predict_fns = {}, {}
+            for m in full.mrl_hidden_sizes:
+                model = export_in_memory(full, m, self.items, self.device)
+                predict_fns[m] = top10_fn(model, batch)
+                parts = predict_parts(model, batch)
+                results[m] = {
+                    "total": self.time(predict_fns[m]),
+                    **{name: self.time(fn) for name, fn in parts.items()},
+                }
+                del model
+                gc.collect()
+            base = results[d]["total"]["median_s"]
+            per_size = {m: {"total_ms": ms(r["total"]["median_s"]), "ratio": round(r["total"]["median_s"] / base, 4),
+                            **{f"{k}_ms": ms(v["median_s"]) for k, v in r.items() if k != "total"}}
+                        for m, r in results.items()}
+            for m in full.mrl_hidden_sizes:
+                goal = ("<=", 0.125) if m == d // 8 else None
+                self.add(
+                    row("d", f"top-10 latency size {m} / size {d} ({users} users)",
+                        results[m]["total"]["median_s"] / base, goal, D=d, m=m, users=users, **per_size[m]),
+                    profile_fn=predict_fns[m] if goal else None,
+                )
+            smallest = full.mrl_hidden_sizes[0]
+            self.floors = getattr(self, "floors", {})
+            self.floors[d] = {
+                "note": f"time at the smallest size m={smallest}: what does not shrink with m",
+                **{k: v for k, v in per_size[smallest].items() if k.endswith("_ms")},
+            }
+            del full
+            gc.collect()
+
+    # ------------------------------------------------------------------------------------ e
+    def case_e(self):
+        from recbole_fmrl.serving import Recommender
+
+        for d in self.s.hidden_sizes:
+            model, _ = build_model("fMRLRec", self.items, self.device, hidden_size=d)
+            rec = Recommender(model, device=self.device)
+            for users in sorted({1, self.s.serve_users}):
+                generator = torch.Generator().manual_seed(2)
+                sequences = torch.randint(1, self.s.n_items, (users, self.s.seq_len), generator=generator)
+                history, new_items = sequences[:, :-1].tolist(), sequences[:, -1].tolist()
+                if users == 1:
+                    cached_state = rec.start(history[0])
+                    new, full_history = new_items[0], history[0] + [new_items[0]]
+
+                    def rerun():
+                        return rec.recommend(rec.start(full_history), 10)
+                else:
+                    cached_state = rec.start_many(history)
+                    new, full_history = new_items, [h + [i] for h, i in zip(history, new_items)]
+
+                    def rerun():
+                        return rec.recommend(rec.start_many(full_history), 10)
+
+                def cached():
+                    return rec.recommend(rec.update(cached_state, new), 10)
+
+                same_top10 = bool(torch.equal(cached(), rerun()))  # same answer both ways (up to float ties)
+                t_cached = self.time(cached, repeats=self.s.serve_repeats)
+                t_rerun = self.time(rerun, repeats=self.s.serve_repeats)
+                update_only = self.time(lambda: rec.update(cached_state, new), repeats=self.s.serve_repeats)
+                recommend_only = self.time(lambda: rec.recommend(cached_state, 10), repeats=self.s.serve_repeats)
+                speedup = t_rerun["median_s"] / t_cached["median_s"]
+                self.add(
+                    row("e", f"serving speed-up: cached state vs re-run {self.s.seq_len} steps, D={d}, {users} user(s)",
+                        speedup, (">=", 10.0), D=d, users=users, cached_ms=ms(t_cached["median_s"]),
+                        rerun_ms=ms(t_rerun["median_s"]), update_ms=ms(update_only["median_s"]),
+                        score_topk_ms=ms(recommend_only["median_s"]), same_top10=same_top10,
+                        timings={"cached": t_cached, "rerun": t_rerun}),
+                    profile_fn=cached,
+                )
+            del rec, model
+            gc.collect()
+
+    # ------------------------------------------------------------------------------------ f
+    def case_f(self):
+        for d in self.s.hidden_sizes:
+            peak = {name: peak_memory(name, d, self.s, self.device) for name in ("fMRLRec", "LRURec")}
+            ratio = peak["fMRLRec"]["step_peak_mb"] / peak["LRURec"]["step_peak_mb"]
+            self.add(row("f", f"train-step peak memory fMRLRec / LRURec, D={d}", ratio, D=d,
+                         fmrl_mb=peak["fMRLRec"]["step_peak_mb"], lrurec_mb=peak["LRURec"]["step_peak_mb"],
+                         method=peak["fMRLRec"]["method"], details=peak))
+
+
+class BlockLoopLinear(nn.Module):
+    """The authors' MRL linear layer: one nn.Linear per output block j reading ``x[..., :M[j]]``,
+    outputs concatenated (a K-step loop of small products)."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.sizes = list(sizes)
+        outs = [b - a for a, b in zip([0] + self.sizes[:-1], self.sizes)]
+        self.blocks = nn.ModuleList(nn.Linear(m, out) for m, out in zip(self.sizes, outs))
+
+    def forward(self, x):
+        return torch.cat([block(x[..., :m]) for m, block in zip(self.sizes, self.blocks)], dim=-1)
+
+
+def export_in_memory(full, size, items, device):
+    """The standalone size-m model as an export file holds it: ``sliced_config`` overrides and
+    ``sliced_state_dict``, round-tripped through ``torch.save``/``torch.load(weights_only=True)``."""
+    buffer = io.BytesIO()
+    torch.save({"overrides": full.sliced_config(size), "state_dict": full.sliced_state_dict(size)}, buffer)
+    buffer.seek(0)
+    exported = torch.load(buffer, weights_only=True)
+    model, _ = build_model("fMRLRec", items, device, **exported["overrides"])
+    model.load_state_dict(exported["state_dict"])
+    return model.eval()
+
+
+def top10_fn(model, batch):
+    """Full-catalogue top-10 as RecBole's evaluation does it: full_sort_predict, padding masked, topk."""
+
+    @torch.inference_mode()
+    def run():
+        scores = model.full_sort_predict(batch)
+        scores[:, 0] = float("-inf")
+        return torch.topk(scores, 10, dim=1).indices
+
+    return run
+
+
+def predict_parts(model, batch):
+    """The three parts of ``top10_fn``, timed separately to find what does not shrink with m."""
+    with torch.inference_mode():
+        hidden = model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+        table = model.item_encoder()
+        scores = hidden @ table.T
+
+    def encode():
+        with torch.inference_mode():
+            model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
+
+    def item_table():
+        with torch.inference_mode():
+            model.item_encoder()
+
+    def score():
+        with torch.inference_mode():
+            hidden @ table.T
+
+    def topk():
+        with torch.inference_mode():
+            torch.topk(scores, 10, dim=1)
+
+    return {"encode": encode, "item_table": item_table, "score": score, "topk": topk}
+
+
+def peak_memory(model_name, hidden_size, settings, device):
+    """Peak memory of a train step, measured in a fresh subprocess (see ``benchmarks.memory``)."""
+    if not settings.memory:
+        return {"step_peak_mb": float("nan"), "method": "skipped"}
+    command = [
+        sys.executable, "-m", "benchmarks.memory", "--model", model_name, "--hidden-size", str(hidden_size),
+        "--n-items", str(settings.n_items), "--batch-size", str(settings.batch_size),
+        "--seq-len", str(settings.seq_len), "--device", str(device), "--threads", str(torch.get_num_threads()),
+    ]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory measurement failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------- reporting
+def format_row(r):
+    return f"{r['case']:<2} {r['label']:<78} {r['ratio']:>9.4f} {r['goal'] or '':>8} {r['status']:>5}"
+
+
+def format_table(rows):
+    header = f"{'':<2} {'what (ratio)':<78} {'ratio':>9} {'goal':>8} {'':>5}"
+    return "\n".join([header, "-" * len(header)] + [format_row(r) for r in rows])
+
+
+def to_jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+CASES = "abcdef"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="D=256 only, fewer repeats")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes (seconds; for tests)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--out", default="results/bench.json")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--sizes", default=None, help="comma-separated D values, e.g. 256,1024")
+    parser.add_argument("--cases", default=CASES, help="subset of 'abcdef' to run")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
+    parser.add_argument("--no-profile", action="store_true", help="do not profile cases that miss")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    preset = "tiny" if args.tiny else "quick" if args.quick else "full"
+    settings = Settings(**asdict(PRESETS[preset]))
+    if args.sizes:
+        settings.hidden_sizes = [int(x) for x in args.sizes.split(",")]
+    if args.repeats:
+        settings.repeats = args.repeats
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda but CUDA is not available")
+    torch.set_num_threads(args.threads)
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        sys.exit(f"error: unknown cases {sorted(unknown)}; choose among {CASES}")
+
+    started = time.perf_counter()
+    info = machine_info(device, torch.get_num_threads())
+    print(f"fMRLRec benchmarks ({preset}) on {info['device_name']} [{device}], torch {info['torch']}, "
+          f"{info['threads']} threads, commit {info['git_commit']}")
+    bench = Bench(settings, device, profile_misses=not args.no_profile)
+    case_seconds = {}
+    for case in CASES:
+        if case in args.cases:
+            t0 = time.perf_counter()
+            getattr(bench, f"case_{case}")()
+            case_seconds[case] = round(time.perf_counter() - t0, 1)
+    info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["wall_s"] = round(time.perf_counter() - started, 1)
+    info["case_wall_s"] = case_seconds
+
+    table = format_table(bench.rows)
+    print("\n" + table)
+    for key, ops in bench.profiles.items():
+        print(f"\nprofile of the miss '{key}' (top ops by self time):")
+        for op in ops:
+            print(f"  {op['share']:>6.1%} {op['self_ms_per_call']:>10.2f} ms x{op['calls']:<4} {op['op']}")
+    floors = getattr(bench, "floors", {})
+    for d, floor in floors.items():
+        parts = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in floor.items() if k.endswith("_ms"))
+        print(f"\n(d) floor at D={d}, {floor['note']}: {parts}")
+    print(f"\ntotal wall time {info['wall_s']} s")
+
+    result = {
+        "preset": preset,
+        "settings": asdict(settings),
+        "machine": info,
+        "cases": {case: [r for r in bench.rows if r["case"] == case] for case in CASES if case in args.cases},
+        "floors_d": floors,
+        "profiles": bench.profiles,
+        "table": table,
+    }
+    if os.path.dirname(args.out):
+        os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(to_jsonable(result), f, indent=1)
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Serve an fMRLRec model one event at a time from a cached per-user LRU state.
+
+    rec = Recommender.load("fMRLRec-64.pth")   # a size-m export, a checkpoint, or a model
+    state = rec.start([12, 7, 431])            # one parallel scan over the history
+    state = rec.update(state, 88)              # O(1): one recurrent step through every block
+    rec.recommend(state, k=10)                 # top-10 internal item ids, seen items excluded
+    rec.to_tokens(rec.recommend(state, k=10))  # the dataset's item tokens
+
+The LRU is a linear recurrence, so a user's whole history is summarised by one state per block
+([n_layers, 2D] reals) plus the user representation after the last event ([D]). ``update`` reads
+only that state and the new item: its cost does not depend on how long the history is. States are
+immutable values (``update`` returns a new one), so they can be cached and shared freely.
+
+Scores are those of ``model.full_sort_predict`` on the same sequence (item 0, the padding, is never
+recommended). NOTE: ``start`` keeps the last ``MAX_ITEM_LIST_LENGTH`` events, the window the model
+is trained and evaluated on; events added by ``update`` beyond that window are still in the state
+(decayed by |λ|^age), where a full forward pass over the truncated window would have dropped them.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from recbole_fmrl.errors import PluginError
+
+
+@dataclass(frozen=True)
+class UserState:
+    """What ``Recommender`` keeps per user (or per batch of users).
+
+    ``lru``: recurrent state of every LRU block after the last event, [n_layers, B, 2D];
+    ``hidden``: user representation after the last event, [B, D];
+    ``seen``: per user, the events so far as a persistent linked list ``(item, rest)`` (O(1) append,
+    shared between a state and its updates), newest first; ``None`` when empty;
+    ``length``: per user, the number of events;
+    ``single``: True for a one-user state (``start``), whose results are not batched.
+    """
+
+    lru: torch.Tensor
+    hidden: torch.Tensor
+    seen: tuple
+    length: tuple
+    single: bool
+
+    @property
+    def batch_size(self):
+        return self.hidden.size(0)
+
+    def seen_items(self, user=0):
+        """The events of ``user`` in chronological order."""
+        items, node = [], self.seen[user]
+        while node is not None:
+            items.append(node[0])
+            node = node[1]
+        return items[::-1]
+
+
+class Recommender:
+    """Top-k next-item recommendation from an fMRLRec model with per-user recurrent states.
+
+    ``size`` (default: the model's ``eval_size``) is the nested size scored, like ``eval_size`` for
+    ``full_sort_predict``. Serving a small size from the full model still runs the full-size blocks:
+    export the size-m model (``python -m recbole_fmrl.export``) to pay only for size m.
+    """
+
+    def __init__(self, model, item_tokens=None, size=None, device=None):
+        for method in ("encode", "init_state", "step", "item_encoder"):
+            if not hasattr(model, method):
+                raise PluginError(
+                    f"{type(model).__name__} cannot be served recurrently: it has no '{method}' (use fMRLRec)"
+                )
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        self.size = int(size if size is not None else getattr(model, "eval_size", model.hidden_size))
+        if self.size not in getattr(model, "mrl_hidden_sizes", [model.hidden_size]):
+            raise PluginError(f"size {self.size} is not one of the model's sizes {model.mrl_hidden_sizes}")
+        self.max_length = int(model.max_seq_length)
+        self.item_tokens = list(item_tokens) if item_tokens is not None else None
+        self._token_ids = None
+        with torch.inference_mode():
+            # The catalogue's representations, computed once (full_sort_predict recomputes them per call).
+            self.item_table = model.item_encoder()[:, : self.size].contiguous()  # [n_items, m]
+        self.n_items = self.item_table.size(0)
+
+    # ----------------------------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, source, dataset=None, size=None, device="cpu"):
+        """A Recommender from a size-m export or training checkpoint (path or loaded dict), or a model.
+
+        Files are read with ``torch.load(weights_only=True)``. The model is rebuilt from the stored
+        model name, dataset name and config overrides; its item features and token list come from
+        ``dataset`` (a RecBole dataset of the plugin) when given, else from the dataset named in the
+        file, which is loaded as for training (its files must be present).
+        """
+        if isinstance(source, nn.Module):
+            return cls(source, item_tokens=_item_tokens(dataset), size=size, device=device)
+        if isinstance(source, (str, os.PathLike)):
+            from recbole_fmrl.export import read_checkpoint
+
+            source = read_checkpoint(os.fspath(source))
+        if not isinstance(source, dict) or not {"model", "dataset", "state_dict"} <= source.keys():
+            raise PluginError("not a plugin checkpoint or export: expected a dict with model, dataset, state_dict")
+        from recbole_fmrl.config import Config, get_model
+        from recbole_fmrl.utils import create_dataset
+
+        overrides = dict(source.get("overrides") or {})
+        config = Config(source["model"], source["dataset"], config_dict=overrides)
+        if dataset is None:
+            dataset = create_dataset(config)
+        model = get_model(source["model"])(config, dataset)
+        model.load_state_dict(source["state_dict"])
+        return cls(model, item_tokens=_item_tokens(dataset), size=size, device=device)
+
+    # ------------------------------------------------------------------------------------ states
+    @torch.inference_mode()
+    def start(self, history):
+        """State of one user after ``history`` (internal item ids, oldest first): one parallel scan."""
+        return self._start([history], single=True)
+
+    @torch.inference_mode()
+    def start_many(self, histories):
+        """States of several users at once (ragged histories are right-padded like RecBole's)."""
+        return self._start(histories, single=False)
+
+    @torch.inference_mode()
+    def update(self, state, item):
+        """The state after one more event: ``item`` (an int for a one-user state, else one per user).
+
+        One recurrent step through every block; touches only ``state`` and the item (O(1)).
+        """
+        items = [item] if state.single else item
+        items = torch.as_tensor(items, dtype=torch.long).reshape(-1)
+        if items.numel() != state.batch_size:
+            raise ValueError(f"update needs one item per user ({state.batch_size}), got {items.numel()}")
+        self._check_ids(items)
+        listed = items.tolist()
+        hidden, lru = self.model.step(items.to(self.device), state.lru)
+        return UserState(
+            lru=lru,
+            hidden=hidden,
+            seen=tuple((i, node) for i, node in zip(listed, state.seen)),
+            length=tuple(n + 1 for n in state.length),
+            single=state.single,
+        )
+
+    # ---------------------------------------------------------------------------------- scoring
+    @torch.inference_mode()
+    def scores(self, state):
+        """Scores of every item, [n_items] (one-user state) or [B, n_items]; as ``full_sort_predict``."""
+        self._check_started(state)
+        scores = state.hidden[:, : self.size] @ self.item_table.T
+        return scores[0] if state.single else scores
+
+    @torch.inference_mode()
+    def recommend(self, state, k=10, exclude_seen=True):
+        """Top-``k`` internal item ids, best first: [k] for a one-user state, else [B, k].
+
+        Item 0 (padding) is never recommended; with ``exclude_seen`` neither is any item of the
+        user's events.
+        """
+        self._check_started(state)
+        scores = state.hidden[:, : self.size] @ self.item_table.T  # [B, n_items]
+        scores[:, 0] = float("-inf")
+        if exclude_seen:
+            rows, cols = [], []
+            for user in range(state.batch_size):
+                node = state.seen[user]
+                while node is not None:
+                    rows.append(user)
+                    cols.append(node[0])
+                    node = node[1]
+            if cols:
+                index = torch.tensor([rows, cols], dtype=torch.long, device=self.device)
+                scores.index_put_(tuple(index), scores.new_tensor(float("-inf")))
+        top = torch.topk(scores, min(k, self.n_items), dim=1).indices
+        return top[0] if state.single else top
+
+    # ----------------------------------------------------------------------------------- tokens
+    def to_tokens(self, item_ids):
+        """The dataset's item tokens of internal ids (any nesting of lists or a tensor)."""
+        if self.item_tokens is None:
+            raise PluginError("this Recommender has no item token list (load it with its dataset)")
+        if isinstance(item_ids, torch.Tensor):
+            item_ids = item_ids.tolist()
+        if isinstance(item_ids, int):
+            return self.item_tokens[item_ids]
+        return [self.to_tokens(i) for i in item_ids]
+
+    def to_ids(self, tokens):
+        """Internal ids of item tokens (a token or a list of them)."""
+        if self.item_tokens is None:
+            raise PluginError("this Recommender has no item token list (load it with its dataset)")
+        if self._token_ids is None:
+            self._token_ids = {token: i for i, token in enumerate(self.item_tokens)}
+        if isinstance(tokens, str):
+            if tokens not in self._token_ids:
+                raise PluginError(f"unknown item token {tokens!r}")
+            return self._token_ids[tokens]
+        return [self.to_ids(t) for t in tokens]
+
+    # --------------------------------------------------------------------------------- internals
+    def _start(self, histories, single):
+        histories = [list(h)[-self.max_length :] for h in histories]
+        batch = len(histories)
+        if batch == 0:
+            raise ValueError("no histories given")
+        lengths = [len(h) for h in histories]
+        width = max(max(lengths), 1)
+        item_seq = torch.zeros(batch, width, dtype=torch.long)
+        for user, history in enumerate(histories):
+            if history:
+                item_seq[user, : len(history)] = torch.as_tensor(history, dtype=torch.long)
+        self._check_ids(torch.cat([item_seq[user, :n] for user, n in enumerate(lengths)]))
+        item_seq = item_seq.to(self.device)
+        hidden, lru = self._scan(item_seq, torch.as_tensor(lengths, device=self.device))
+        seen = []
+        for history in histories:
+            node = None
+            for item in history:
+                node = (int(item), node)
+            seen.append(node)
+        return UserState(lru=lru, hidden=hidden, seen=tuple(seen), length=tuple(lengths), single=single)
+
+    def _scan(self, item_seq, lengths):
+        """Hidden output and every block's LRU state at each user's last event, from ONE parallel scan.
+
+        The recurrent state of an LRU layer is the input of its readout C (``lru.out_proj``: the
+        complex hidden state as interleaved reals, the layout ``step`` uses), captured by a hook.
+        """
+        captured = []
+        hooks = [
+            block.lru.out_proj.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+            for block in self.model.encoder.blocks
+        ]
+        try:
+            encoded = self.model.encode(item_seq)  # [B, L, D]
+        finally:
+            for hook in hooks:
+                hook.remove()
+        last = (lengths - 1).clamp_min(0)
+        rows = torch.arange(item_seq.size(0), device=self.device)
+        hidden = encoded[rows, last]
+        empty = lengths == 0
+        lru = torch.stack([states[rows, last] for states in captured])  # [n_layers, B, 2D]
+        if empty.any():  # no events: the zero state (and no representation to score yet)
+            lru[:, empty] = 0.0
+            hidden[empty] = float("nan")
+        return hidden, lru
+
+    def _check_ids(self, items):
+        if items.numel() and (int(items.min()) < 1 or int(items.max()) >= self.n_items):
+            raise PluginError(f"item ids must be internal ids in [1, {self.n_items - 1}]")
+
+    @staticmethod
+    def _check_started(state):
+        if any(n == 0 for n in state.length):
+            raise PluginError("a user has no events yet: update the state with one before recommending")
+
+
+def _item_tokens(dataset):
+    """The internal-id -> token list of a RecBole dataset (None without one)."""
+    if dataset is None or not hasattr(dataset, "field2id_token"):
+        return None
+    field = getattr(dataset, "iid_field", None)
+    tokens = dataset.field2id_token.get(field) if field else None
+    return None if tokens is None else [str(t) for t in tokens]

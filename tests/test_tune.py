@@ -1,0 +1,118 @@
+"""tune: Ray Tune search on tiny data (2 trials x 1 epoch), its CSV and best-config YAML, and the
+search-space format."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from recbole_fmrl import reports
+from recbole_fmrl import tune as tuning
+from recbole_fmrl.config import PROPERTIES_DIR, Config
+from recbole_fmrl.errors import PluginError
+from recbole_fmrl.quick_start import run
+
+SPACE = """
+hidden_size: {choice: [8, 16]}
+_dropout: {uniform: [0.1, 0.8]}
+r_min: {uniform: [0.0, 0.5]}
+derived:
+  hidden_dropout_prob: {from: _dropout}
+  attn_dropout_prob: {from: _dropout}
+  r_max: {from: r_min, add: 0.1}
+  mrl_hidden_sizes: {doubling: hidden_size, smallest: 4}
+"""
+
+
+def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path):
+    import ray
+
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    base = {k: v for k, v in tiny_config.items() if k != "hidden_size"}  # tuned: must not be overridden
+    overrides = {**base, "modalities": ["id"], "n_layers": 1, "state": "warning"}
+    rows = tuning.tune_model("fMRLRec", "tiny", str(space), num_samples=2, epochs=1, overrides=overrides,
+                             out=str(tmp_path / "results"))
+    assert not ray.is_initialized()  # Ray was shut down
+
+    table = reports.read_csv(tmp_path / "results" / "tiny" / "tune.csv")
+    assert len(table) == 2 and [r["trial_id"] for r in table] == [r["trial_id"] for r in rows]
+    scores = [float(r["ndcg@10"]) for r in table]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    for row in table:
+        assert row["epochs"] == "1" and row["error"] == ""
+        assert row["last_ndcg@10"] == row["ndcg@10"]  # one epoch: best = last
+        assert float(row["r_max"]) == pytest.approx(float(row["r_min"]) + 0.1, abs=1e-9)
+        assert row["hidden_dropout_prob"] == row["attn_dropout_prob"]
+        assert float(row["hidden_dropout_prob"]) == pytest.approx(float(row["_dropout"]), abs=1e-9)
+        assert 0.1 <= float(row["_dropout"]) <= 0.8 and 0.0 <= float(row["r_min"]) <= 0.5
+        sizes = [int(s) for s in row["mrl_hidden_sizes"].split()]
+        assert sizes[0] == 4 and sizes[-1] == int(row["hidden_size"]) in (8, 16)
+
+    best_file = tmp_path / "results" / "tiny" / "tune_best_fMRLRec.yaml"
+    best = yaml.safe_load(best_file.read_text())
+    assert set(best) == {"hidden_size", "r_min", "r_max", "hidden_dropout_prob", "attn_dropout_prob", "mrl_hidden_sizes"}
+    top = table[0]
+    assert best["hidden_size"] == int(top["hidden_size"]) and best["r_max"] == pytest.approx(float(top["r_max"]))
+    assert best["mrl_hidden_sizes"] == [int(s) for s in top["mrl_hidden_sizes"].split()]
+    config = Config(model="fMRLRec", dataset="tiny", config_file_list=[str(best_file)], config_dict=dict(base))
+    assert config["r_max"] == best["r_max"] and config["hidden_size"] == best["hidden_size"]
+
+    # the best trial's validation score is reproduced by a plain run with the best YAML
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the trial
+    try:
+        again = run("fMRLRec", "tiny", [str(best_file)], {**overrides, "epochs": 1}, saved=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert again["best_valid_score"] == pytest.approx(float(top["ndcg@10"]), abs=1e-4)
+
+
+def test_default_spaces_load_and_only_set_keys_their_model_uses():
+    for model in ("fMRLRec", "LRURec", "SASRec", "BERT4Rec", "FMLPRec"):
+        space, derived = tuning.load_space(PROPERTIES_DIR / "tune" / f"{model}.yaml")
+        keys = [k for k in space if not k.startswith("_")] + list(derived)
+        known = tuning.model_keys(model, "tiny")
+        assert keys and all(k in known for k in keys), (model, [k for k in keys if k not in known])
+    space, derived = tuning.load_space(PROPERTIES_DIR / "tune" / "fMRLRec.yaml")
+    assert space["hidden_size"] == {"choice": [64, 128, 256, 512, 1024, 2048]}  # the paper's grid
+    assert space["n_layers"] == {"choice": [1, 2, 4, 8]}
+    assert space["_dropout"] == {"uniform": [0.1, 0.8]} and space["r_min"] == {"uniform": [0.0, 0.5]}
+    assert space["weight_decay"] == {"choice": [1e-6, 1e-4, 1e-2]}
+    resolved = tuning.resolve({"hidden_size": 64, "n_layers": 2, "_dropout": 0.3, "weight_decay": 1e-4, "r_min": 0.25}, derived)
+    assert resolved == {"hidden_size": 64, "n_layers": 2, "weight_decay": 1e-4, "r_min": 0.25, "r_max": 0.35,
+                        "hidden_dropout_prob": 0.3, "attn_dropout_prob": 0.3, "mrl_hidden_sizes": [8, 16, 32, 64]}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("hidden_size: {normal: [1, 2]}", "must be one of"),
+        ("r_min: {uniform: [0.5, 0.1]}", "uniform takes"),
+        ("r_min: {uniform: [0.1]}", "uniform takes"),
+        ("hidden_size: {choice: []}", "choice takes"),
+        ("r_min: {uniform: [0, 1]}\nderived:\n  r_max: {from: r_mn, add: 0.1}", "reads 'r_mn'"),
+        ("r_min: {uniform: [0, 1]}\nderived:\n  r_max: {plus: r_min}", "derived r_max must be"),
+        ("- a list", "must be a mapping"),
+        ("a: [unclosed", "not valid YAML"),
+    ],
+)
+def test_bad_search_space_is_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    with pytest.raises(PluginError, match=message):
+        tuning.load_space(path)
+
+
+def test_cli_rejects_unknown_keys_and_missing_space_before_starting_ray(tiny_config, tmp_path):
+    import ray
+
+    space = tmp_path / "space.yaml"
+    space.write_text("hidden_size: {choice: [8]}\nnot_a_key: {choice: [1, 2]}\n")
+    with pytest.raises(PluginError, match="sets keys fMRLRec does not use: not_a_key"):
+        tuning.main(["--model", "fMRLRec", "--dataset", "tiny", "--space", str(space), f"--data_path={tmp_path}"])
+    with pytest.raises(PluginError, match="search space not found"):
+        tuning.main(["--model", "fMRLRec", "--dataset", "tiny", "--space", str(tmp_path / "none.yaml")])
+    assert not ray.is_initialized()
+    assert not Path(tmp_path / "results").exists()
