@@ -96,18 +96,22 @@ def make_optimizer(model, config):
     )
 
 
-def train_step_fn(model, config, batch):
-    """A closure doing one train step: forward + CE loss + backward + AdamW step."""
-    model.train()
-    optimizer = make_optimizer(model, config)
+class TrainStep:
+    """One train step per call: forward + CE loss + backward + AdamW step (the model's learner)."""
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = model.calculate_loss(batch)
+    def __init__(self, model, config, batch):
+        self.model, self.batch = model.train(), batch
+        self.optimizer = make_optimizer(model, config)
+
+    def __call__(self):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.model.calculate_loss(self.batch)
         loss.backward()
-        optimizer.step()
+        self.optimizer.step()
 
-    return step
+
+def train_step_fn(model, config, batch):
+    return TrainStep(model, config, batch)
 
 
 def synchronize(device):
@@ -117,22 +121,39 @@ def synchronize(device):
 
 def measure(fn, device, warmup, repeats):
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (seconds)."""
-    for _ in range(warmup):
-        fn()
+    return measure_many({"fn": fn}, device, warmup, repeats)["fn"]
+
+
+def measure_many(fns, device, warmup, repeats):
+    """Time several functions that are compared with each other, interleaved round-robin.
+
+    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs; the rounds alternate between
+    the functions (rotating which goes first), so a slow phase of a shared machine hits all of them
+    alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
+    """
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
     synchronize(device)
-    samples = []
-    for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
-        fn()
-        synchronize(device)
-        samples.append(time.perf_counter() - started)
+    samples = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize(device)
+            started = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - started)
     return {
-        "median_s": statistics.median(samples),
-        "min_s": min(samples),
-        "max_s": max(samples),
-        "repeats": repeats,
-        "warmup": warmup,
+        name: {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "max_s": max(times),
+            "repeats": repeats,
+            "warmup": warmup,
+        }
+        for name, times in samples.items()
     }
 
 

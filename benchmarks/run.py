@@ -23,7 +23,6 @@ import io
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,7 +35,7 @@ from benchmarks.common import (
     SyntheticItems,
     build_model,
     machine_info,
-    measure,
+    measure_many,
     profile_top_ops,
     random_batch,
     synchronize,
@@ -57,14 +56,13 @@ class Settings:
     repeats: int = 5
     serve_repeats: int = 20  # (e): fast calls, more repeats
     independent_repeats: int = 3  # (c): the independent models
-    memory: bool = True  # (f) in subprocesses
 
 
 PRESETS = {
     "full": Settings(),
     "quick": Settings(hidden_sizes=[256], warmup=1, repeats=3, serve_repeats=10, independent_repeats=2),
     "tiny": Settings(
-        hidden_sizes=[32], n_items=500, batch_size=8, seq_len=10, layer_dim=64, layer_rows=64,
+        hidden_sizes=[64], n_items=500, batch_size=8, seq_len=10, layer_dim=64, layer_rows=64,
         serve_users=4, warmup=1, repeats=2, serve_repeats=3, independent_repeats=1,
     ),
 }
@@ -107,43 +105,48 @@ class Bench:
         self.items = SyntheticItems(settings.n_items)
         self.rows = []
         self.profiles = {}
+        self.floors = {}
         self._fmrl_step_s = {}
 
-    def time(self, fn, repeats=None, warmup=None):
-        return measure(fn, self.device, self.s.warmup if warmup is None else warmup, repeats or self.s.repeats)
+    def time_many(self, fns, repeats=None, warmup=None):
+        return measure_many(fns, self.device, self.s.warmup if warmup is None else warmup,
+                            repeats or self.s.repeats)
 
-    def train_step_time(self, model_name, hidden_size, repeats=None, **overrides):
+    def train_step(self, model_name, hidden_size, **overrides):
         model, config = build_model(model_name, self.items, self.device, hidden_size=hidden_size, **overrides)
         batch = random_batch(model, self.s.n_items, self.s.batch_size, self.s.seq_len, self.device)
-        step = train_step_fn(model, config, batch)
-        timing = self.time(step, repeats=repeats)
-        return timing, step, model
+        return train_step_fn(model, config, batch)
 
     def add(self, r, profile_fn=None):
         self.rows.append(r)
         self.log(format_row(r))
         if r["status"] == "MISS" and profile_fn is not None and self.profile_misses:
-            key = f"{r['case']}: {r['label']}"
+            key = f"{r['case']}: {r['label'].strip()}"
             self.profiles[key] = profile_top_ops(profile_fn, self.device)
             r["profile"] = self.profiles[key]
 
     # ------------------------------------------------------------------------------------ a
     def case_a(self):
+        shape = f"B={self.s.batch_size} L={self.s.seq_len} items={self.s.n_items}"
         for d in self.s.hidden_sizes:
-            fmrl, fmrl_step, _ = self.train_step_time("fMRLRec", d)
-            self._fmrl_step_s[d] = fmrl["median_s"]
-            lru, _, _ = self.train_step_time("LRURec", d)
-            single, _, _ = self.train_step_time("fMRLRec", d, mrl_hidden_sizes=[d])
-            shape = f"B={self.s.batch_size} L={self.s.seq_len} items={self.s.n_items}"
+            steps = {
+                "fMRLRec": self.train_step("fMRLRec", d),
+                "LRURec": self.train_step("LRURec", d),
+                "fMRLRec_single_size": self.train_step("fMRLRec", d, mrl_hidden_sizes=[d]),
+            }
+            times = self.time_many(steps)
+            t = {k: v["median_s"] for k, v in times.items()}
+            self._fmrl_step_s[d] = t["fMRLRec"]
             self.add(
-                row("a", f"train step fMRLRec M=[8..{d}] / LRURec, D={d}", fmrl["median_s"] / lru["median_s"],
-                    ("<=", 1.10), D=d, shape=shape, fmrl_ms=ms(fmrl["median_s"]), lrurec_ms=ms(lru["median_s"]),
-                    timings={"fMRLRec": fmrl, "LRURec": lru}),
-                profile_fn=fmrl_step,
+                row("a", f"train step fMRLRec M=[8..{d}] / LRURec, D={d}", t["fMRLRec"] / t["LRURec"],
+                    ("<=", 1.10), D=d, shape=shape, fmrl_ms=ms(t["fMRLRec"]), lrurec_ms=ms(t["LRURec"]),
+                    timings=times),
+                profile_fn=steps["fMRLRec"],
             )
-            self.add(row("a", f"  nesting alone: fMRLRec M=[8..{d}] / fMRLRec M=[{d}]",
-                         fmrl["median_s"] / single["median_s"], D=d, shape=shape, fmrl_ms=ms(fmrl["median_s"]),
-                         single_size_ms=ms(single["median_s"]), timings={"fMRLRec": fmrl, "fMRLRec_single": single}))
+            self.add(row("a", f"  nesting alone: fMRLRec M=[8..{d}] / fMRLRec M=[{d}] (same items)",
+                         t["fMRLRec"] / t["fMRLRec_single_size"], D=d, shape=shape, fmrl_ms=ms(t["fMRLRec"]),
+                         single_size_ms=ms(t["fMRLRec_single_size"]), timings=times))
+            del steps
             gc.collect()
 
     # ------------------------------------------------------------------------------------ b
@@ -153,9 +156,11 @@ class Bench:
         d, rows = self.s.layer_dim, self.s.layer_rows
         sizes = doubling(d)
         torch.manual_seed(0)
-        fmrl = FMRLLinear(sizes, sizes).to(self.device)
-        dense = nn.Linear(d, d).to(self.device)
-        loop = BlockLoopLinear(sizes).to(self.device)
+        layers = {
+            "fMRL": FMRLLinear(sizes, sizes).to(self.device),
+            "dense": nn.Linear(d, d).to(self.device),
+            "loop": BlockLoopLinear(sizes).to(self.device),
+        }
         x = torch.randn(rows, d, device=self.device)
 
         def fwd_bwd(layer):
@@ -165,70 +170,65 @@ class Bench:
                 layer(inputs).sum().backward()
             return run
 
-        times = {name: self.time(fwd_bwd(layer)) for name, layer in
-                 (("fMRL", fmrl), ("dense", dense), ("loop", loop))}
+        fns = {name: fwd_bwd(layer) for name, layer in layers.items()}
+        times = self.time_many(fns)
         t = {k: v["median_s"] for k, v in times.items()}
         common = {"D": d, "rows": rows, "M": sizes, "fmrl_ms": ms(t["fMRL"]), "dense_ms": ms(t["dense"]),
                   "loop_ms": ms(t["loop"]), "timings": times}
         self.add(row("b", f"fMRL layer / dense nn.Linear, D={d}, {rows} rows, fwd+bwd", t["fMRL"] / t["dense"],
-                     ("<=", 1.05), **common), profile_fn=fwd_bwd(fmrl))
+                     ("<=", 1.05), **common), profile_fn=fns["fMRL"])
         self.add(row("b", f"fMRL layer / per-block loop + cat (authors'), D={d}", t["fMRL"] / t["loop"],
-                     ("<", 1.0), **common), profile_fn=fwd_bwd(loop))
+                     ("<", 1.0), **common), profile_fn=fns["fMRL"])
 
     # ------------------------------------------------------------------------------------ c
     def case_c(self):
         for d in self.s.hidden_sizes:
-            if d not in self._fmrl_step_s:
-                timing, _, _ = self.train_step_time("fMRLRec", d)
-                self._fmrl_step_s[d] = timing["median_s"]
-            independent = {}
+            steps = {f"M=[8..{d}]": self.train_step("fMRLRec", d)}
             for m in doubling(d):
-                timing, _, _ = self.train_step_time("fMRLRec", m, repeats=self.s.independent_repeats,
-                                                    mrl_hidden_sizes=[m])
-                independent[m] = ms(timing["median_s"])
-                gc.collect()
+                steps[m] = self.train_step("fMRLRec", m, mrl_hidden_sizes=[m])
+            times = self.time_many(steps, repeats=self.s.independent_repeats)
+            fmrl = times.pop(f"M=[8..{d}]")["median_s"]
+            independent = {m: ms(v["median_s"]) for m, v in times.items()}
             total_ms = sum(independent.values())
-            ratio = ms(self._fmrl_step_s[d]) / total_ms
+            ratio = ms(fmrl) / total_ms
             self.add(row("c", f"fMRLRec step / sum of {len(independent)} independent size-m steps, D={d}", ratio,
-                         D=d, fmrl_ms=ms(self._fmrl_step_s[d]), independent_ms=independent,
+                         D=d, fmrl_ms=ms(fmrl), independent_ms=independent,
                          independent_total_ms=round(total_ms, 3), saving=round(1 - ratio, 4)))
+            del steps
+            gc.collect()
 
     # ------------------------------------------------------------------------------------ d
     def case_d(self):
         for d in self.s.hidden_sizes:
-            full, config = build_model("fMRLRec", self.items, self.device, hidden_size=d)
+            full, _ = build_model("fMRLRec", self.items, self.device, hidden_size=d)
             full.eval()
             users = self.s.serve_users
             batch = random_batch(full, self.s.n_items, users, self.s.seq_len, self.device, seed=1)
-            results, predict_fns = {}, {}
-            for m in full.mrl_hidden_sizes:
-                model = export_in_memory(full, m, self.items, self.device)
-                predict_fns[m] = top10_fn(model, batch)
-                parts = predict_parts(model, batch)
-                results[m] = {
-                    "total": self.time(predict_fns[m]),
-                    **{name: self.time(fn) for name, fn in parts.items()},
-                }
-                del model
-                gc.collect()
-            base = results[d]["total"]["median_s"]
-            per_size = {m: {"total_ms": ms(r["total"]["median_s"]), "ratio": round(r["total"]["median_s"] / base, 4),
-                            **{f"{k}_ms": ms(v["median_s"]) for k, v in r.items() if k != "total"}}
-                        for m, r in results.items()}
-            for m in full.mrl_hidden_sizes:
-                goal = ("<=", 0.125) if m == d // 8 else None
-                self.add(
-                    row("d", f"top-10 latency size {m} / size {d} ({users} users)",
-                        results[m]["total"]["median_s"] / base, goal, D=d, m=m, users=users, **per_size[m]),
-                    profile_fn=predict_fns[m] if goal else None,
-                )
-            smallest = full.mrl_hidden_sizes[0]
-            self.floors = getattr(self, "floors", {})
-            self.floors[d] = {
-                "note": f"time at the smallest size m={smallest}: what does not shrink with m",
-                **{k: v for k, v in per_size[smallest].items() if k.endswith("_ms")},
-            }
+            sizes = list(full.mrl_hidden_sizes)
+            models = {m: export_in_memory(full, m, self.items, self.device) for m in sizes}
             del full
+            predict = {m: top10_fn(model, batch) for m, model in models.items()}
+            totals = self.time_many(predict)
+            parts = {}
+            for m, model in models.items():  # what each part costs, to find what does not shrink with m
+                parts[m] = self.time_many(predict_parts(model, batch))
+            base = totals[d]["median_s"]
+            for m in sizes:
+                goal = ("<=", 0.125) if m == d // 8 else None
+                breakdown = {f"{k}_ms": ms(v["median_s"]) for k, v in parts[m].items()}
+                self.add(
+                    row("d", f"top-10 latency size {m} / size {d} ({users} users, exported size-m model)",
+                        totals[m]["median_s"] / base, goal, D=d, m=m, users=users,
+                        total_ms=ms(totals[m]["median_s"]), **breakdown),
+                    profile_fn=predict[m] if goal else None,
+                )
+            smallest = sizes[0]
+            self.floors[d] = {
+                "note": f"parts at the smallest size m={smallest} (what does not shrink with m)",
+                "total_ms": ms(totals[smallest]["median_s"]),
+                **{f"{k}_ms": ms(v["median_s"]) for k, v in parts[smallest].items()},
+            }
+            del models, predict
             gc.collect()
 
     # ------------------------------------------------------------------------------------ e
@@ -240,36 +240,37 @@ class Bench:
             rec = Recommender(model, device=self.device)
             for users in sorted({1, self.s.serve_users}):
                 generator = torch.Generator().manual_seed(2)
-                sequences = torch.randint(1, self.s.n_items, (users, self.s.seq_len), generator=generator)
-                history, new_items = sequences[:, :-1].tolist(), sequences[:, -1].tolist()
-                if users == 1:
-                    cached_state = rec.start(history[0])
-                    new, full_history = new_items[0], history[0] + [new_items[0]]
+                sequences = torch.randint(1, self.s.n_items, (users, self.s.seq_len), generator=generator).tolist()
+                history = [s[:-1] for s in sequences]
+                if users == 1:  # the one-user API
+                    state, new = rec.start(history[0]), sequences[0][-1]
 
-                    def rerun():
-                        return rec.recommend(rec.start(full_history), 10)
+                    def rerun(full=sequences[0]):
+                        return rec.recommend(rec.start(full), 10)
                 else:
-                    cached_state = rec.start_many(history)
-                    new, full_history = new_items, [h + [i] for h, i in zip(history, new_items)]
+                    state, new = rec.start_many(history), [s[-1] for s in sequences]
 
-                    def rerun():
-                        return rec.recommend(rec.start_many(full_history), 10)
+                    def rerun(full=sequences):
+                        return rec.recommend(rec.start_many(full), 10)
 
-                def cached():
-                    return rec.recommend(rec.update(cached_state, new), 10)
+                def cached(state=state, new=new):
+                    return rec.recommend(rec.update(state, new), 10)
+
+                def update_only(state=state, new=new):
+                    return rec.update(state, new)
+
+                def recommend_only(state=state):
+                    return rec.recommend(state, 10)
 
                 same_top10 = bool(torch.equal(cached(), rerun()))  # same answer both ways (up to float ties)
-                t_cached = self.time(cached, repeats=self.s.serve_repeats)
-                t_rerun = self.time(rerun, repeats=self.s.serve_repeats)
-                update_only = self.time(lambda: rec.update(cached_state, new), repeats=self.s.serve_repeats)
-                recommend_only = self.time(lambda: rec.recommend(cached_state, 10), repeats=self.s.serve_repeats)
-                speedup = t_rerun["median_s"] / t_cached["median_s"]
+                times = self.time_many({"cached": cached, "rerun": rerun, "update": update_only,
+                                        "recommend": recommend_only}, repeats=self.s.serve_repeats)
+                t = {k: v["median_s"] for k, v in times.items()}
                 self.add(
                     row("e", f"serving speed-up: cached state vs re-run {self.s.seq_len} steps, D={d}, {users} user(s)",
-                        speedup, (">=", 10.0), D=d, users=users, cached_ms=ms(t_cached["median_s"]),
-                        rerun_ms=ms(t_rerun["median_s"]), update_ms=ms(update_only["median_s"]),
-                        score_topk_ms=ms(recommend_only["median_s"]), same_top10=same_top10,
-                        timings={"cached": t_cached, "rerun": t_rerun}),
+                        t["rerun"] / t["cached"], (">=", 10.0), D=d, users=users, cached_ms=ms(t["cached"]),
+                        rerun_ms=ms(t["rerun"]), update_ms=ms(t["update"]), score_topk_ms=ms(t["recommend"]),
+                        same_top10=same_top10, timings=times),
                     profile_fn=cached,
                 )
             del rec, model
@@ -278,7 +279,8 @@ class Bench:
     # ------------------------------------------------------------------------------------ f
     def case_f(self):
         for d in self.s.hidden_sizes:
-            peak = {name: peak_memory(name, d, self.s, self.device) for name in ("fMRLRec", "LRURec")}
+            peak = {name: peak_memory(name, d, self.s, self.items, self.device) for name in ("fMRLRec", "LRURec")}
+            gc.collect()
             ratio = peak["fMRLRec"]["step_peak_mb"] / peak["LRURec"]["step_peak_mb"]
             self.add(row("f", f"train-step peak memory fMRLRec / LRURec, D={d}", ratio, D=d,
                          fmrl_mb=peak["fMRLRec"]["step_peak_mb"], lrurec_mb=peak["LRURec"]["step_peak_mb"],
@@ -349,20 +351,64 @@ def predict_parts(model, batch):
     return {"encode": encode, "item_table": item_table, "score": score, "topk": topk}
 
 
-def peak_memory(model_name, hidden_size, settings, device):
-    """Peak memory of a train step, measured in a fresh subprocess (see ``benchmarks.memory``)."""
-    if not settings.memory:
-        return {"step_peak_mb": float("nan"), "method": "skipped"}
-    command = [
-        sys.executable, "-m", "benchmarks.memory", "--model", model_name, "--hidden-size", str(hidden_size),
-        "--n-items", str(settings.n_items), "--batch-size", str(settings.batch_size),
-        "--seq-len", str(settings.seq_len), "--device", str(device), "--threads", str(torch.get_num_threads()),
-    ]
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"memory measurement failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+def peak_memory(model_name, hidden_size, settings, items, device):
+    """Peak memory of one train step (after a warm-up step, so AdamW's state exists), in MiB.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` during the step. CPU (tracemalloc does not see torch's
+    allocator): the bytes held before the step (parameters, buffers, optimizer state, batch) plus the
+    peak of the running sum of every allocation and free torch records during the step
+    (``torch.profiler`` with ``profile_memory``).
+    """
+    model, config = build_model(model_name, items, device, hidden_size=hidden_size)
+    batch = random_batch(model, settings.n_items, settings.batch_size, settings.seq_len, device)
+    step = train_step_fn(model, config, batch)
+    step()
+    gc.collect()
+    if device.type == "cuda":
+        synchronize(device)
+        held = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device)
+        method = "torch.cuda.max_memory_allocated during one train step"
+    else:
+        held = held_bytes(model, step, batch)
+        peak = held + transient_peak_bytes(step)
+        method = "held tensors + torch.profiler(profile_memory) peak of allocations during one train step"
+    return {"step_peak_mb": round(peak / 2**20, 2), "held_before_step_mb": round(held / 2**20, 2),
+            "transient_peak_mb": round((peak - held) / 2**20, 2), "method": method}
+
+
+def held_bytes(model, step, batch):
+    """Bytes of every distinct tensor storage alive between steps: model, optimizer state, batch."""
+    tensors = list(model.parameters()) + list(model.buffers()) + list(batch.values())
+    for state in step.optimizer.state.values():
+        tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    storages = {}
+    for t in tensors:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def transient_peak_bytes(fn):
+    """Highest net growth of torch's CPU allocations while ``fn()`` runs (profiler memory events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 # ---------------------------------------------------------------------------------- reporting
@@ -439,7 +485,7 @@ def main(argv=None):
         print(f"\nprofile of the miss '{key}' (top ops by self time):")
         for op in ops:
             print(f"  {op['share']:>6.1%} {op['self_ms_per_call']:>10.2f} ms x{op['calls']:<4} {op['op']}")
-    floors = getattr(bench, "floors", {})
+    floors = bench.floors
     for d, floor in floors.items():
         parts = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in floor.items() if k.endswith("_ms"))
         print(f"\n(d) floor at D={d}, {floor['note']}: {parts}")

@@ -3,14 +3,16 @@ and Table 3 (modality ablation).
 
     python -m recbole_fmrl.compare --dataset beauty \\
         [--models SASRec,BERT4Rec,FMLPRec,LRURec,fMRLRec] [--config_files "a.yaml b.yaml"] \\
+        [--model-config fMRLRec=results/beauty/tune_best_fMRLRec.yaml ...] \\
         [--ablation "text,image;text;image;id"] [--params] [--force] [--out results] [--key=value ...]
     python -m recbole_fmrl.compare --dataset beauty --sizes-from saved/fMRLRec-....results.json
     python -m recbole_fmrl.compare --dataset beauty --params [--params-sizes 128,256,512,1024,2048]
 
 Every model runs through ``recbole_fmrl.quick_start.run`` with the same config files and
-``--key=value`` overrides, hence the same seed, split and evaluator. Each finished run is cached as
-``<out>/<dataset>/runs/<label>.json``; a later call reuses it when its settings (config files and
-overrides) are unchanged, unless ``--force``. Written under ``<out>/<dataset>/``:
+``--key=value`` overrides, hence the same seed, split and evaluator (``--model-config`` adds a
+file for one model only, e.g. its tuned hyper-parameters). Each finished run is cached as
+``<out>/<dataset>/runs/<label>.json``; a later call reuses it when its settings (config files, their
+contents and the overrides) are unchanged, unless ``--force``. Written under ``<out>/<dataset>/``:
 
 * ``comparison.md`` / ``comparison.csv`` — Table 2: N@5 R@5 N@10 R@10 on test (best bold, second
   underlined in the md) and, per model, overrides, epochs run, best epoch, wall time, parameters, commit;
@@ -93,13 +95,26 @@ def modality_label(modalities):
 # --------------------------------------------------------------------------- runs (cached)
 
 
+def file_digest(path):
+    """SHA-256 of a config file, so that editing it invalidates the cached runs that used it."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def cached_run(label, model, dataset, config_files, overrides, out_dir, force=False, runner=None):
     """Run ``model`` (or reuse ``<out_dir>/runs/<label>.json`` when its settings match) and return
     the run record: quick_start.run()'s result plus ``label``, ``settings``, ``git_commit``,
     ``finished``. Raises FeatureFileError when the dataset lacks the model's features."""
     runner = runner or default_runner
     path = Path(out_dir) / "runs" / f"{label}.json"
-    settings = {"model": model, "dataset": dataset, "config_files": list(config_files), "overrides": overrides}
+    settings = {
+        "model": model, "dataset": dataset, "config_files": list(config_files),
+        "config_sha256": [file_digest(f) for f in config_files], "overrides": overrides,
+    }
     if path.is_file() and not force:
         try:
             record = reports.read_json(path)
@@ -200,19 +215,23 @@ def write_sizes_from_record(record, out_dir, dataset):
 # --------------------------------------------------------------------------- the experiments
 
 
-def compare(dataset, models, config_files=(), overrides=None, out="results", force=False, runner=None):
+def compare(dataset, models, config_files=(), overrides=None, out="results", force=False, runner=None,
+            model_config_files=None):
     """Table 2: run every model in ``models``; write comparison.md/.csv (and sizes.* for fMRLRec).
-    Returns ``{model: record or "not available: …"}``."""
+    ``model_config_files`` (``{model: [file, ...]}``) adds files for one model only, after the
+    shared ones (e.g. its tuned ``tune_best_<model>.yaml``). Returns ``{model: record or "not available: …"}``."""
     from recbole_fmrl.utils import get_model
 
     overrides = dict(overrides or {})
-    for model in models:
+    model_config_files = model_config_files or {}
+    for model in list(models) + list(model_config_files):
         get_model(model)  # unknown names fail before anything runs
     out_dir = Path(out) / dataset
     results = {}
     for i, model in enumerate(models, 1):
         logger.info(f"({i}/{len(models)}) {model}")
-        results[model] = run_or_unavailable(model, model, dataset, config_files, overrides, out_dir, force, runner)
+        files = list(config_files) + list(model_config_files.get(model, []))
+        results[model] = run_or_unavailable(model, model, dataset, files, overrides, out_dir, force, runner)
     write_results_tables(list(results.items()), out_dir, "comparison", "Model", f"Model comparison on {dataset} (Table 2)")
     logger.info(f"comparison written to {out_dir / 'comparison.md'} and comparison.csv")
     for model, record in results.items():
@@ -285,6 +304,8 @@ def build_parser():
     parser.add_argument("--dataset", "-d", help="dataset name (folder under data_path, or an embedded one)")
     parser.add_argument("--models", default=None, help=f"comma-separated models (default when nothing else is asked: {','.join(DEFAULT_MODELS)})")
     parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every run")
+    parser.add_argument("--model-config", action="append", default=[], metavar="MODEL=FILE",
+                        help="a YAML file for one model only, e.g. fMRLRec=results/beauty/tune_best_fMRLRec.yaml (repeatable)")
     parser.add_argument("--force", action="store_true", help="run again even if a cached run exists")
     parser.add_argument("--out", default="results", help="output folder (results/<dataset>/...)")
     parser.add_argument("--ablation", default=None, metavar="SETS",
@@ -309,12 +330,22 @@ def main(argv=None):
     for file in config_files:
         if not Path(file).is_file():
             raise PluginError(f"config file not found: {file}")
+    model_config_files = {}
+    for item in args.model_config:
+        model, sep, file = item.partition("=")
+        if not sep or not model or not file:
+            raise PluginError(f"--model-config expects MODEL=FILE, got {item!r}")
+        if not Path(file).is_file():
+            raise PluginError(f"config file not found: {file}")
+        model_config_files.setdefault(model, []).append(file)
     did_something = False
     if args.sizes_from:
         try:
             record = reports.read_json(args.sizes_from)
         except (OSError, ValueError) as err:
             raise PluginError(f"cannot read --sizes-from {args.sizes_from}: {err}") from None
+        if not isinstance(record, dict):
+            raise PluginError(f"--sizes-from {args.sizes_from} is not a run result (a JSON object)")
         dataset = args.dataset or record.get("dataset")
         if not dataset:
             raise PluginError("pass --dataset: the run file names no dataset")
@@ -327,14 +358,21 @@ def main(argv=None):
     models = [m.strip() for m in (args.models or "").split(",") if m.strip()]
     if not models and not (args.ablation or args.params or args.sizes_from):
         models = list(DEFAULT_MODELS)
-    if args.params:
-        parameters(args.dataset, parse_sizes(args.params_sizes, "--params-sizes"), config_files, overrides, args.out,
-                   args.item_num, parse_feature_dims(args.feature_dims), args.params_independent)
     modality_sets = parse_modality_sets(args.ablation) if args.ablation else None
+    full_sizes = parse_sizes(args.params_sizes, "--params-sizes") if args.params else None
+    feature_dims = parse_feature_dims(args.feature_dims) if args.params else None
+    from recbole_fmrl.utils import get_model
+
+    for model in models + list(model_config_files):
+        get_model(model)  # every check before the first run
+    if args.params:
+        parameters(args.dataset, full_sizes, config_files + model_config_files.get("fMRLRec", []), overrides,
+                   args.out, args.item_num, feature_dims, args.params_independent)
     if models:
-        compare(args.dataset, models, config_files, overrides, args.out, args.force)
+        compare(args.dataset, models, config_files, overrides, args.out, args.force, None, model_config_files)
     if modality_sets:
-        ablation(args.dataset, modality_sets, config_files, overrides, args.out, args.force)
+        files = config_files + model_config_files.get("fMRLRec", [])
+        ablation(args.dataset, modality_sets, files, overrides, args.out, args.force)
     return 0
 
 

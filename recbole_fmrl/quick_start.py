@@ -10,8 +10,8 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_fmrl.config import Config, to_primitive
-from recbole_fmrl.utils import create_dataset, get_model, get_trainer
+from recbole_fmrl.config import Config, get_model, to_primitive
+from recbole_fmrl.utils import create_dataset, get_trainer
 
 # RecBole 1.2.1 builds its AMP scaler through the deprecated torch.cuda.amp API on every run.
 warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler", category=FutureWarning)

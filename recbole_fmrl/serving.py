@@ -158,7 +158,8 @@ class Recommender:
         """Top-``k`` internal item ids, best first: [k] for a one-user state, else [B, k].
 
         Item 0 (padding) is never recommended; with ``exclude_seen`` neither is any item of the
-        user's events.
+        user's events. When fewer than ``k`` items are left, a one-user result is shorter and a
+        batched one is filled with -1.
         """
         self._check_started(state)
         scores = state.hidden[:, : self.size] @ self.item_table.T  # [B, n_items]
@@ -174,8 +175,10 @@ class Recommender:
             if cols:
                 index = torch.tensor([rows, cols], dtype=torch.long, device=self.device)
                 scores.index_put_(tuple(index), scores.new_tensor(float("-inf")))
-        top = torch.topk(scores, min(k, self.n_items), dim=1).indices
-        return top[0] if state.single else top
+        values, top = torch.topk(scores, min(k, self.n_items), dim=1)
+        if state.single:
+            return top[0, : int(torch.isfinite(values[0]).sum())]
+        return top.masked_fill_(~torch.isfinite(values), -1)
 
     # ----------------------------------------------------------------------------------- tokens
     def to_tokens(self, item_ids):

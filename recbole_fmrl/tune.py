@@ -127,6 +127,8 @@ def resolve(sampled, derived):
 
     values = {key: to_primitive(value) for key, value in sampled.items()}
     for key, rule in derived.items():
+        if rule.get("doubling", rule.get("from")) not in values:
+            continue  # e.g. a trial that never started
         if "doubling" in rule:
             values[key] = doubling_sizes(int(values[rule["doubling"]]), int(rule.get("smallest", 8)))
         else:
@@ -187,8 +189,8 @@ def trial_rows(result_grid, metric, mode, derived):
             "epochs": len(scores),
             "time_total_s": round(float((result.metrics or {}).get("time_total_s", 0.0)), 2),
             "error": str(result.error).strip().splitlines()[-1][:300] if result.error else "",
-            **{key: to_primitive(value) for key, value in result.config.items()},
-            **{key: value for key, value in resolve(result.config, derived).items() if key in derived},
+            **{key: to_primitive(value) for key, value in (result.config or {}).items()},
+            **{key: value for key, value in resolve(result.config or {}, derived).items() if key in derived},
             "result": result,
         }
         rows.append(row)

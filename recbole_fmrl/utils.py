@@ -5,9 +5,11 @@ import os
 from recbole.utils import ModelType
 from recbole.utils import get_trainer as recbole_get_trainer
 
-from recbole_fmrl.config import get_model  # noqa: F401  (re-exported: the plugin's model lookup)
+from recbole_fmrl.config import get_model
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.trainer import SafeTrainer, with_safe_checkpoints
+
+__all__ = ["get_model", "get_trainer", "check_dataset_files", "create_dataset"]
 
 
 def get_trainer(model_type, model_name):

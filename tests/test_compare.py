@@ -127,6 +127,27 @@ def test_rerun_skips_cached_models_and_force_runs_them_again(compared, tmp_path)
     compare.compare("tiny", ["SASRec"], overrides={**compared["overrides"], "epochs": 2}, out=str(out), runner=fake_run)
     assert [c[0] for c in calls] == ["SASRec"]
 
+    # a config file for one model only; editing it invalidates that model's cached run
+    tuned = tmp_path / "tuned.yaml"
+    tuned.write_text("r_min: 0.2\n")
+    files_seen = []
+
+    def recording_run(model, dataset, config_file_list=None, config_dict=None, **kwargs):
+        files_seen.append((model, config_file_list))
+        return fake_run(model, dataset, config_file_list, config_dict)
+
+    def again():
+        compare.compare("tiny", MODELS, overrides={**compared["overrides"], "epochs": 2}, out=str(out), runner=recording_run,
+                        model_config_files={"fMRLRec": [str(tuned)]})
+
+    again()
+    assert files_seen == [("fMRLRec", [str(tuned)])]  # SASRec ran with these settings just above: cached
+    again()
+    assert len(files_seen) == 1
+    tuned.write_text("r_min: 0.3\n")
+    again()
+    assert files_seen[1:] == [("fMRLRec", [str(tuned)])]
+
 
 def test_sizes_csv_comes_from_the_trained_fmrlrec_run(compared, tmp_path):
     record = json.loads((compared["dir"] / "runs" / "fMRLRec.json").read_text())

@@ -90,15 +90,7 @@ class fMRLRec(SequentialRecommender):
             features, self.n_items, "id" in self.modalities, self.mrl_hidden_sizes
         )
         self.input_dropout = nn.Dropout(config["hidden_dropout_prob"])
-        self.encoder = LRUEncoder(
-            self.mrl_hidden_sizes,
-            n_layers=config["n_layers"],
-            ffn_expansion=config["ffn_expansion"],
-            hidden_dropout=config["hidden_dropout_prob"],
-            lru_dropout=config["attn_dropout_prob"],
-            r_min=config["r_min"],
-            r_max=config["r_max"],
-        )
+        self.encoder = LRUEncoder.from_config(self.mrl_hidden_sizes, config)
         self.eval_size = config["eval_size"]
 
     @staticmethod

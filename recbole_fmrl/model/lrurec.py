@@ -1,15 +1,15 @@
 """LRURec: Yue, Wang, He, Zeng, McAuley, Wang, "Linear Recurrent Units for Sequential
 Recommendation" (WSDM 2024, arXiv 2310.02367)."""
 
-import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.id_scoring import ItemEmbeddingScoring
 from recbole_fmrl.model.layers import LRUEncoder
 
 
-class LRURec(SequentialRecommender):
+class LRURec(ItemEmbeddingScoring, SequentialRecommender):
     r"""ID-based LRU recommender: item embedding -> dropout -> LayerNorm -> LRU blocks, scored
     against the item embedding table with the CE loss.
 
@@ -28,31 +28,9 @@ class LRURec(SequentialRecommender):
         nn.init.trunc_normal_(self.item_embedding.weight, std=0.02, a=-0.04, b=0.04)
         self.embedding_dropout = nn.Dropout(config["hidden_dropout_prob"])
         self.embedding_norm = nn.LayerNorm(self.hidden_size)
-        self.encoder = LRUEncoder(
-            [self.hidden_size],
-            n_layers=config["n_layers"],
-            ffn_expansion=config["ffn_expansion"],
-            hidden_dropout=config["hidden_dropout_prob"],
-            lru_dropout=config["attn_dropout_prob"],
-            r_min=config["r_min"],
-            r_max=config["r_max"],
-        )
+        self.encoder = LRUEncoder.from_config([self.hidden_size], config)
 
     def forward(self, item_seq, item_seq_len):
         embedded = self.embedding_norm(self.embedding_dropout(self.item_embedding(item_seq)))
         output = self.encoder(embedded, item_seq != 0)
         return self.gather_indexes(output, item_seq_len - 1)  # [B, D]
-
-    def calculate_loss(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        logits = seq_output @ self.item_embedding.weight.T
-        return nn.functional.cross_entropy(logits, interaction[self.POS_ITEM_ID])
-
-    def predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        test_item_emb = self.item_embedding(interaction[self.ITEM_ID])
-        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
-
-    def full_sort_predict(self, interaction):
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output @ self.item_embedding.weight.T  # [B, n_items]

@@ -142,6 +142,20 @@ class LRUEncoder(nn.Module):
         )
         self.norm = NestedLayerNorm(sizes)
 
+    @classmethod
+    def from_config(cls, sizes, config):
+        """The encoder described by RecBole config keys (``n_layers``, ``ffn_expansion``,
+        ``hidden_dropout_prob``, ``attn_dropout_prob`` for the LRU output, ``r_min``, ``r_max``)."""
+        return cls(
+            sizes,
+            n_layers=config["n_layers"],
+            ffn_expansion=config["ffn_expansion"],
+            hidden_dropout=config["hidden_dropout_prob"],
+            lru_dropout=config["attn_dropout_prob"],
+            r_min=config["r_min"],
+            r_max=config["r_max"],
+        )
+
     def forward(self, x, mask):
         for block in self.blocks:
             x = block(x, mask)
