@@ -5,7 +5,7 @@
 
 import argparse
 
-from recbole_fmrl.errors import PluginError
+from recbole_fmrl.config import parse_overrides
 from recbole_fmrl.quick_start import main_guarded, run
 
 
@@ -16,13 +16,7 @@ def main():
     parser.add_argument("--config_files", default="", help="space-separated YAML files")
     parser.add_argument("--resume", default=None, help="continue from a '-last.pth' checkpoint")
     args, extra = parser.parse_known_args()
-    overrides = {}
-    for arg in extra:
-        key, sep, value = arg[2:].partition("=")
-        if not arg.startswith("--") or not sep:
-            raise PluginError(f"unrecognised argument '{arg}': use --key=value")
-        overrides[key] = value
-    run(args.model, args.dataset, args.config_files.split() or None, overrides, resume=args.resume)
+    run(args.model, args.dataset, args.config_files.split() or None, parse_overrides(extra), resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recbole_fmrl import reports
+from recbole_fmrl.config import parse_overrides
 from recbole_fmrl.errors import FeatureFileError, PluginError
 from recbole_fmrl.quick_start import REPORTED_METRICS, main_guarded
 
@@ -45,29 +46,6 @@ def default_runner(*args, **kwargs):
     from recbole_fmrl.quick_start import run
 
     return run(*args, **kwargs)
-
-
-def parse_value(text):
-    """A ``--key=value`` value read as YAML (``[text,image]``, ``0.5``, ``true``); what YAML leaves a
-    string (e.g. ``1e-4``) RecBole's Config converts further."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return text if value is None and text.strip() not in ("~", "null", "None") else value
-
-
-def parse_overrides(extra):
-    """``--key=value`` arguments as a dict (values parsed by :func:`parse_value`)."""
-    overrides = {}
-    for arg in extra:
-        key, sep, value = arg[2:].partition("=")
-        if not arg.startswith("--") or not sep or not key:
-            raise PluginError(f"unrecognised argument '{arg}': use --key=value")
-        overrides[key] = parse_value(value)
-    return overrides
 
 
 def parse_modality_sets(text):

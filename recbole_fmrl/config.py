@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import recbole
 import torch
+import yaml
 from recbole.config import Config as RecBoleConfig
 
 from recbole_fmrl.errors import PluginError
@@ -38,12 +39,16 @@ def get_model(name):
     from recbole.utils import get_model as recbole_get_model
 
     try:
-        return recbole_get_model(name)
+        model_class = recbole_get_model(name)
     except (ValueError, ImportError, AttributeError):
         raise PluginError(
             f"unknown model '{name}': not a plugin model ({', '.join(plugin_model_names())}) "
             "nor a RecBole 1.2.1 model"
         ) from None
+    # Importing any RecBole sequential model imports sine.py, which switches on autograd anomaly
+    # detection for the whole process (a stack trace recorded per op: training runs ~10x slower).
+    torch.autograd.set_detect_anomaly(False)
+    return model_class
 
 
 class Config(RecBoleConfig):
@@ -132,3 +137,23 @@ def to_primitive(value):
         return value
     return str(value)
 
+
+def parse_value(text):
+    """A ``--key=value`` value read as YAML (``[text,image]``, ``0.5``, ``true``); what YAML leaves a
+    string (e.g. ``1e-4``) RecBole's Config converts further."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return text if value is None and text.strip() not in ("~", "null", "None") else value
+
+
+def parse_overrides(extra):
+    """``--key=value`` arguments as a dict (values parsed by :func:`parse_value`)."""
+    overrides = {}
+    for arg in extra:
+        key, sep, value = arg[2:].partition("=")
+        if not arg.startswith("--") or not sep or not key:
+            raise PluginError(f"unrecognised argument '{arg}': use --key=value")
+        overrides[key] = parse_value(value)
+    return overrides

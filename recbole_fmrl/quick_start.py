@@ -1,11 +1,13 @@
 """Train, validate with early stopping, test the best checkpoint: RecBole's ``run_recbole`` for the plugin."""
 
 import json
+import logging
 import sys
 import time
 import warnings
 from logging import getLogger
 
+import colorlog
 import torch
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
@@ -23,6 +25,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     """Config, logger, dataset, data loaders and an initialised model, as RecBole builds them."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
+    reset_recbole_logging()
     init_logger(config)
     logger = getLogger()
     dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
@@ -34,6 +37,17 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     logger.info(model)
     logger.info(set_color("trainable parameters", "blue") + f": {count_parameters(model):,}")
     return config, model, (train_data, valid_data, test_data)
+
+
+def reset_recbole_logging():
+    """Drop the handlers of a previous ``init_logger``: RecBole configures logging through
+    ``logging.basicConfig``, which is a no-op once handlers exist, so a second run in the same
+    process (compare, tune, tests) would write into the first run's log file."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) or isinstance(handler.formatter, colorlog.ColoredFormatter):
+            root.removeHandler(handler)
+            handler.close()
 
 
 def count_parameters(model):

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from recbole_fmrl import reports
-from recbole_fmrl.config import PROPERTIES_DIR, Config, to_primitive
+from recbole_fmrl.config import PROPERTIES_DIR, Config, parse_overrides, to_primitive
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.quick_start import main_guarded
 
@@ -213,7 +213,6 @@ def init_ray(address, num_cpus):
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "0")
     kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, configure_logging=True)
     if address:
         ray.init(address=address, **kwargs)
@@ -312,7 +311,6 @@ def _cell(value):
 
 
 def main(argv=None):
-    from recbole_fmrl.compare import parse_overrides
 
     parser = argparse.ArgumentParser(
         prog="python -m recbole_fmrl.tune", description=__doc__,

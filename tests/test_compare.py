@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from recbole_fmrl import compare, reports
-from recbole_fmrl.config import Config
+from recbole_fmrl.config import Config, parse_overrides
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.model import fMRLRec
 from recbole_fmrl.model.layers import FMRLLinear
@@ -288,6 +288,6 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
     with pytest.raises(PluginError, match="--params-sizes"):
         compare.parse_sizes("128,64", "--params-sizes")
     with pytest.raises(PluginError, match="use --key=value"):
-        compare.parse_overrides(["--epochs"])
-    assert compare.parse_overrides(["--modalities=[text,image]", "--epochs=3", "--learning_rate=1e-4"]) == {
+        parse_overrides(["--epochs"])
+    assert parse_overrides(["--modalities=[text,image]", "--epochs=3", "--learning_rate=1e-4"]) == {
         "modalities": ["text", "image"], "epochs": 3, "learning_rate": "1e-4"}
