@@ -25,6 +25,8 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     """Config, logger, dataset, data loaders and an initialised model, as RecBole builds them."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
+    if config["torch_num_threads"]:
+        torch.set_num_threads(config["torch_num_threads"])
     reset_recbole_logging()
     init_logger(config)
     logger = getLogger()

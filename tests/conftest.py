@@ -3,6 +3,16 @@
 import random
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster and avoids OpenMP oversubscription on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def write_tiny_inter(folder, name="tiny", n_users=40, n_items=30, seed=0):

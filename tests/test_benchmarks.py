@@ -14,7 +14,8 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--tiny", "--no-profile", "--threads", "1", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--tiny", "--no-profile", "--threads", "1",
+         "--out", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -32,15 +32,6 @@ SHAPES = {  # name: (in_sizes, out_sizes)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and avoids OpenMP oversubscription on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def seed():
     torch.manual_seed(0)
 

@@ -27,15 +27,6 @@ TINY = {  # overrides that make every model tiny and deterministic enough to com
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster and avoids OpenMP oversubscription on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def data_path(tmp_path, monkeypatch):
     """Dataset ``tiny``: 30 users over 20 items, with text (dim 12) and image (dim 10) features."""
@@ -107,7 +98,8 @@ def perturb_outside_slice(module, index):
 
 def test_yaml_defaults_are_the_papers(data_path):
     config = Config("fMRLRec", "tiny", config_dict={"data_path": data_path, "use_gpu": False})
-    assert config["hidden_size"] == 1024 and config["mrl_hidden_sizes"] == doubling_sizes(1024)
+    assert config["hidden_size"] == 1024 and config["mrl_hidden_sizes"] is None  # the model doubles 8..D
+    assert doubling_sizes(1024) == [8, 16, 32, 64, 128, 256, 512, 1024]
     assert (config["n_layers"], config["r_min"], config["r_max"], config["loss_type"]) == (2, 0.0, 0.1, "CE")
     assert (config["learner"], config["weight_decay"], config["hidden_dropout_prob"]) == ("adamw", 0.01, 0.5)
     assert config["modalities"] == ["text", "image"] and config["eval_size"] is None

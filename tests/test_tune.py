@@ -4,7 +4,6 @@ search-space format."""
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from recbole_fmrl import reports
@@ -60,12 +59,7 @@ def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path
     assert config["r_max"] == best["r_max"] and config["hidden_size"] == best["hidden_size"]
 
     # the best trial's validation score is reproduced by a plain run with the best YAML
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the trial
-    try:
-        again = run("fMRLRec", "tiny", [str(best_file)], {**overrides, "epochs": 1}, saved=False)
-    finally:
-        torch.set_num_threads(threads)
+    again = run("fMRLRec", "tiny", [str(best_file)], {**overrides, "epochs": 1}, saved=False)  # 1 thread, as the trial
     assert again["best_valid_score"] == pytest.approx(float(top["ndcg@10"]), abs=1e-4)
 
 
