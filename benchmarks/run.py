@@ -455,6 +455,21 @@ def to_jsonable(value):
 CASES = "abcdef"
 
 
+def busy_warning(info, device):
+    """A warning when other processes competed for the CPU: with every core busy, each parallel op
+    of torch waits for its descheduled threads, so small-op code (sequence encoding, serving) slows
+    down many times more than big matrix products and the ratios are not meaningful."""
+    if device.type == "cuda":
+        return None
+    cores = info["cpu_count"] or 1
+    others = max(info["load_average_at_start"][0], info["load_average_at_end"][0]) - info["threads"]
+    if info["threads"] + others > cores + 0.5:
+        return (f"the machine was busy (1-min load average {info['load_average_at_start'][0]} at start, "
+                f"{info['load_average_at_end'][0]} at end, {cores} cores, {info['threads']} threads): "
+                "timings are inflated unevenly; rerun when idle or with --threads 1")
+    return None
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="D=256 only, fewer repeats")
@@ -502,6 +517,10 @@ def main(argv=None):
 
     table = format_table(bench.rows)
     print("\n" + table)
+    busy = busy_warning(info, device)
+    if busy:
+        info["warning"] = busy
+        print(f"\nWARNING: {busy}")
     for key, ops in bench.profiles.items():
         print(f"\nprofile of the miss '{key}' (top ops by self time):")
         for op in ops:
