@@ -83,16 +83,21 @@ def file_digest(path):
         return None
 
 
+def run_settings(model, dataset, config_files, overrides):
+    """What identifies a run in the cache: model, dataset, config files (with digests), overrides."""
+    return {
+        "model": model, "dataset": dataset, "config_files": list(config_files),
+        "config_sha256": [file_digest(f) for f in config_files], "overrides": overrides,
+    }
+
+
 def cached_run(label, model, dataset, config_files, overrides, out_dir, force=False, runner=None):
     """Run ``model`` (or reuse ``<out_dir>/runs/<label>.json`` when its settings match) and return
     the run record: quick_start.run()'s result plus ``label``, ``settings``, ``git_commit``,
     ``finished``. Raises FeatureFileError when the dataset lacks the model's features."""
     runner = runner or default_runner
     path = Path(out_dir) / "runs" / f"{label}.json"
-    settings = {
-        "model": model, "dataset": dataset, "config_files": list(config_files),
-        "config_sha256": [file_digest(f) for f in config_files], "overrides": overrides,
-    }
+    settings = run_settings(model, dataset, config_files, overrides)
     if path.is_file() and not force:
         try:
             record = reports.read_json(path)
@@ -218,6 +223,21 @@ def compare(dataset, models, config_files=(), overrides=None, out="results", for
     return results
 
 
+def comparison_run_with(modalities, dataset, config_files, overrides, out_dir):
+    """The cached ``compare`` run of fMRLRec (``runs/fMRLRec.json``) if it had the same settings and
+    its modalities (the dataset's default) were exactly ``modalities``: that run IS this ablation row."""
+    path = Path(out_dir) / "runs" / "fMRLRec.json"
+    try:
+        record = reports.read_json(path)
+    except (OSError, ValueError):
+        return None
+    settings = run_settings("fMRLRec", dataset, config_files, overrides)
+    if record.get("settings") == settings and record.get("modalities") == list(modalities):
+        logger.info(f"{modality_label(modalities)}: same run as the comparison's fMRLRec ({path}), reused")
+        return record
+    return None
+
+
 def ablation(dataset, modality_sets, config_files=(), overrides=None, out="results", force=False, runner=None):
     """Table 3: one fMRLRec run per modality set; writes ablation.md/.csv. Returns ``{label: …}``."""
     out_dir = Path(out) / dataset
@@ -226,7 +246,8 @@ def ablation(dataset, modality_sets, config_files=(), overrides=None, out="resul
         label = modality_label(modalities)
         logger.info(f"({i}/{len(modality_sets)}) fMRLRec with modalities {label}")
         settings = {**(overrides or {}), "modalities": list(modalities)}
-        results[label] = run_or_unavailable(
+        reused = None if force else comparison_run_with(modalities, dataset, config_files, overrides or {}, out_dir)
+        results[label] = reused or run_or_unavailable(
             f"fMRLRec-{label}", "fMRLRec", dataset, config_files, settings, out_dir, force, runner
         )
     write_results_tables(list(results.items()), out_dir, "ablation", "Modalities", f"fMRLRec modality ablation on {dataset} (Table 3)")

@@ -118,6 +118,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         "checkpoint": trainer.saved_model_file if saved else None,
         "config": config.overrides(),
     }
+    if hasattr(model, "modalities"):
+        result["modalities"] = list(model.modalities)
     if saved:
         with open(trainer.saved_model_file[: -len(".pth")] + ".results.json", "w") as f:
             json.dump(result, f, indent=1)

@@ -182,9 +182,9 @@ def test_ablation_table_and_unavailable_modalities(compared):
         results = compare.ablation("tiny", compare.parse_modality_sets("id;text,image"),
                                    overrides=compared["overrides"], out=str(compared["out"]))
     record = results["id"]
-    # modalities=[id] is what the comparison's fMRLRec used: same seed and data, same numbers
-    assert record["test_result"] == compared["results"]["fMRLRec"]["test_result"]
-    assert record["settings"]["overrides"]["modalities"] == ["id"]
+    # modalities=[id] is what the comparison's fMRLRec used: that run is reused, not repeated
+    assert record == json.loads((compared["dir"] / "runs" / "fMRLRec.json").read_text())
+    assert not (compared["dir"] / "runs" / "fMRLRec-id.json").exists()
     assert results["text+image"].startswith("not available: no feature file for modality 'text'")
     assert not (compared["dir"] / "runs" / "fMRLRec-text+image.json").exists()  # failures are not cached
     md = markdown_rows(compared["dir"] / "ablation.md")
@@ -195,6 +195,13 @@ def test_ablation_table_and_unavailable_modalities(compared):
     rows = {r["Modalities"]: r for r in reports.read_csv(compared["dir"] / "ablation.csv")}
     assert rows["text+image"]["status"] == results["text+image"] and rows["text+image"]["ndcg@10"] == ""
     assert float(rows["id"]["recall@10"]) == record["test_result"]["recall@10"]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(compared["root"])
+        forced = compare.ablation("tiny", [["id"]], overrides=compared["overrides"], out=str(compared["root"] / "forced"), force=True)
+    # run again for real: same seed and data, same numbers
+    assert forced["id"]["test_result"] == compared["results"]["fMRLRec"]["test_result"]
+    assert forced["id"]["settings"]["overrides"]["modalities"] == ["id"] and forced["id"]["modalities"] == ["id"]
 
 
 class Items:
