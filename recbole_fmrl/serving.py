@@ -66,7 +66,7 @@ class Recommender:
     """
 
     def __init__(self, model, item_tokens=None, size=None, device=None):
-        for method in ("encode", "init_state", "step", "item_encoder"):
+        for method in ("encode", "init_state", "step", "item_table"):
             if not hasattr(model, method):
                 raise PluginError(
                     f"{type(model).__name__} cannot be served recurrently: it has no '{method}' (use fMRLRec)"
@@ -80,8 +80,8 @@ class Recommender:
         self.item_tokens = list(item_tokens) if item_tokens is not None else None
         self._token_ids = None
         with torch.inference_mode():
-            # The catalogue's representations, computed once (full_sort_predict recomputes them per call).
-            self.item_table = model.item_encoder()[:, : self.size].contiguous()  # [n_items, m]
+            # The catalogue's representations, computed once.
+            self.item_table = model.item_table()[:, : self.size].contiguous()  # [n_items, m]
         self.n_items = self.item_table.size(0)
 
     # ----------------------------------------------------------------------------------- loading

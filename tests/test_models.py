@@ -151,6 +151,22 @@ def test_fmrlrec_loss_is_sum_of_per_size_cross_entropy(data_path):
     torch.testing.assert_close(model.calculate_loss(batch), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_item_table_is_cached_only_while_nothing_can_change_it(data_path):
+    model, _, dataset = build("fMRLRec", data_path)
+    model.eval()
+    with torch.no_grad():
+        first = model.item_table()
+        assert model.item_table() is first  # evaluation batches share one projection of the catalogue
+        model.item_encoder.projection.weight.add_(0.5)  # in place, as an optimizer step or load_state_dict
+        changed = model.item_table()
+    assert changed is not first and not torch.equal(changed, first)
+    torch.testing.assert_close(changed, model.item_encoder().detach())
+    assert model.item_table().requires_grad  # gradients recorded: computed afresh, never the cache
+    model.train()
+    with torch.no_grad():
+        assert model.item_table() is not model.item_table()
+
+
 @pytest.mark.parametrize("modalities", [["text", "image"], ["id"], ["text", "id"]])
 def test_sliced_model_scores_exactly_like_big_model_at_each_size(data_path, modalities):
     model, config, dataset = build("fMRLRec", data_path, modalities=modalities)

@@ -225,13 +225,3 @@ def test_in_memory_model_and_errors(data_path):
     with pytest.raises(PluginError, match="cannot be served recurrently"):
         Recommender(LRURec(config, dataset))
 
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_serving_on_cuda_matches_cpu(data_path):
-    model, _, _ = build(data_path)
-    events = random_history(7, seed=6)
-    cpu = Recommender(model)
-    expected = cpu.scores(cpu.update(cpu.start(events[:6]), events[6]))
-    gpu = Recommender(model, device="cuda")
-    got = gpu.scores(gpu.update(gpu.start(events[:6]), events[6]))
-    assert torch.allclose(got.cpu(), expected, atol=1e-4, rtol=0)

@@ -118,14 +118,34 @@ class fMRLRec(SequentialRecommender):
             raise ConfigError(f"eval_size must be one of mrl_hidden_sizes {self.mrl_hidden_sizes}, got {size!r}")
         self._eval_size = int(size)
 
-    def encode(self, item_seq):
-        """Hidden states of every position, [B, L, D]; position t only reads items ≤ t."""
-        embedded = self.input_dropout(self.item_encoder(item_seq))
+    def item_table(self):
+        """The catalogue's representations E, [n_items, D] (eq. 7).
+
+        Recomputed whenever gradients are recorded; otherwise (evaluation, serving) cached until a
+        parameter or buffer of the item encoder changes (tensor versions and storages as the key).
+        """
+        if self.training or torch.is_grad_enabled():
+            self._cached_table = None
+            return self.item_encoder()
+        key = tuple((t._version, t.data_ptr()) for t in (*self.item_encoder.parameters(), *self.item_encoder.buffers()))
+        cached = getattr(self, "_cached_table", None)
+        if cached is None or cached[0] != key:
+            self._cached_table = cached = (key, self.item_encoder())
+        return cached[1]
+
+    def encode(self, item_seq, item_table=None):
+        """Hidden states of every position, [B, L, D]; position t only reads items ≤ t.
+
+        Item representations are rows of ``item_table`` (default :meth:`item_table`): the catalogue
+        is projected once per step, not once per position.
+        """
+        table = self.item_table() if item_table is None else item_table
+        embedded = self.input_dropout(F.embedding(item_seq, table))
         return self.encoder(embedded, item_seq != 0)
 
-    def forward(self, item_seq, item_seq_len):
+    def forward(self, item_seq, item_seq_len, item_table=None):
         """User representation at the last real position, [B, D]."""
-        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)
+        return self.gather_indexes(self.encode(item_seq, item_table), item_seq_len - 1)
 
     def init_state(self, batch_size):
         """Zero recurrent state for ``batch_size`` users, [n_layers, B, 2D]."""
@@ -136,7 +156,7 @@ class fMRLRec(SequentialRecommender):
 
         Equal to ``encode`` at that position; the size-m representation is ``hidden[:, :m]``.
         """
-        embedded = self.input_dropout(self.item_encoder(item_ids))
+        embedded = self.input_dropout(F.embedding(item_ids, self.item_table()))
         return self.encoder.step(embedded, state, item_ids != 0)
 
     def nested_logits(self, seq_output, item_table):
@@ -155,21 +175,24 @@ class fMRLRec(SequentialRecommender):
 
     def calculate_loss(self, interaction):
         """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores."""
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        logits = self.nested_logits(seq_output, self.item_encoder())
+        item_table = self.item_encoder()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_table)
+        logits = self.nested_logits(seq_output, item_table)
         targets = interaction[self.POS_ITEM_ID].repeat(logits.size(0))
         return F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum") / seq_output.size(0)
 
     def predict(self, interaction):
         size = self.eval_size
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        test_item_emb = self.item_encoder(interaction[self.ITEM_ID])
+        item_table = self.item_table()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_table)
+        test_item_emb = item_table[interaction[self.ITEM_ID]]
         return (seq_output[:, :size] * test_item_emb[:, :size]).sum(dim=1)  # [B]
 
     def full_sort_predict(self, interaction):
         size = self.eval_size
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return seq_output[:, :size] @ self.item_encoder()[:, :size].T  # [B, n_items]
+        item_table = self.item_table()
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_table)
+        return seq_output[:, :size] @ item_table[:, :size].T  # [B, n_items]
 
     def _size_index(self, size):
         if size not in self.mrl_hidden_sizes:
