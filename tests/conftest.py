@@ -1,9 +1,13 @@
 """Shared fixtures: tiny atomic datasets written by the tests themselves."""
 
+import json
 import random
 
+import numpy as np
 import pytest
 import torch
+
+from recbole_fmrl.model.layers import FMRLLinear, sliced_state_dict
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +48,36 @@ def tiny_config(tmp_path, monkeypatch):
         "hidden_size": 16,
         "MAX_ITEM_LIST_LENGTH": 10,
     }
+
+
+def write_multimodal_tiny(root, n_items, n_users=30):
+    """Dataset ``tiny`` under ``root``: ``n_users`` users with 5-12 events over ``n_items`` items, and
+    random text (dim 12) and image (dim 10) feature matrices with their manifests."""
+    folder = root / "tiny"
+    folder.mkdir()
+    rng = random.Random(0)
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(n_users):
+        items = rng.sample(range(1, n_items + 1), rng.randint(5, 12))
+        lines += [f"u{user}\ti{item}\t{1000 + t}" for t, item in enumerate(items)]
+    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
+    items = sorted({line.split("\t")[1] for line in lines[1:]})
+    (folder / "tiny.items").write_text("item_id\n" + "\n".join(items) + "\n")
+    features = np.random.default_rng(0)
+    for modality, dim in (("text", 12), ("image", 10)):
+        np.save(folder / f"tiny.{modality}.npy", features.standard_normal((len(items), dim), dtype=np.float32))
+        manifest = {"encoder": "random", "dim": dim, "n_items": len(items), "items_file": "tiny.items"}
+        (folder / f"tiny.{modality}.npy.json").write_text(json.dumps(manifest))
+    return str(root)
+
+
+def perturb_outside_slice(module, index):
+    """Random new values everywhere except the size-M[index] slice (masked entries stay zero)."""
+    kept = sliced_state_dict(module, index)
+    with torch.no_grad():
+        for name, tensor in module.state_dict(keep_vars=True).items():
+            tensor.add_(torch.randn_like(tensor))
+            tensor[tuple(slice(0, n) for n in kept[name].shape)] = kept[name]
+        for layer in module.modules():
+            if isinstance(layer, FMRLLinear):
+                layer.weight.masked_fill_(layer.zero_mask, 0.0)

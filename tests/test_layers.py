@@ -22,6 +22,8 @@ from recbole_fmrl.model.layers import (
     sliced_state_dict,
 )
 
+from conftest import perturb_outside_slice
+
 M = [4, 8, 16, 32]
 SHAPES = {  # name: (in_sizes, out_sizes)
     "square": (M, M),
@@ -234,18 +236,6 @@ def test_lru_encoder_parallel_equals_steps_and_padding_is_harmless():
     garbage = x.clone()
     garbage[1, 5:] = torch.randn(7, M[-1]) * 10  # padded positions of the short sequence
     torch.testing.assert_close(encoder(garbage, mask)[1, :5], parallel[1, :5], atol=0, rtol=0)
-
-
-def perturb_outside_slice(module, index):
-    """Random new values everywhere except the size-M[index] slice (masked entries stay zero)."""
-    kept = sliced_state_dict(module, index)
-    with torch.no_grad():
-        for name, tensor in module.state_dict(keep_vars=True).items():
-            tensor.add_(torch.randn_like(tensor))
-            tensor[tuple(slice(0, n) for n in kept[name].shape)] = kept[name]
-        for layer in module.modules():
-            if isinstance(layer, FMRLLinear):
-                layer.weight.masked_fill_(layer.zero_mask, 0.0)
 
 
 @pytest.mark.parametrize("index", range(len(M)))

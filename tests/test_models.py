@@ -1,8 +1,6 @@
 """fMRLRec, LRURec and FMLPRec on a tiny RecBole dataset with multimodal feature files."""
 
 import copy
-import json
-import random
 
 import numpy as np
 import pytest
@@ -12,8 +10,10 @@ import torch.nn.functional as F
 from recbole_fmrl.config import Config
 from recbole_fmrl.errors import ConfigError, FeatureFileError
 from recbole_fmrl.model import FMLPRec, LRURec, fMRLRec
-from recbole_fmrl.model.layers import FMRLLinear, LRUEncoder, doubling_sizes, sliced_state_dict
+from recbole_fmrl.model.layers import FMRLLinear, LRUEncoder, doubling_sizes
 from recbole_fmrl.utils import create_dataset
+
+from conftest import perturb_outside_slice, write_multimodal_tiny
 
 SIZES = [4, 8, 16]
 MAX_LEN = 10
@@ -31,22 +31,7 @@ TINY = {  # overrides that make every model tiny and deterministic enough to com
 def data_path(tmp_path, monkeypatch):
     """Dataset ``tiny``: 30 users over 20 items, with text (dim 12) and image (dim 10) features."""
     monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    rng = random.Random(0)
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for user in range(30):
-        items = rng.sample(range(1, 21), rng.randint(5, 12))
-        lines += [f"u{user}\ti{item}\t{1000 + t}" for t, item in enumerate(items)]
-    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
-    items = sorted({line.split("\t")[1] for line in lines[1:]})
-    (folder / "tiny.items").write_text("item_id\n" + "\n".join(items) + "\n")
-    features = np.random.default_rng(0)
-    for modality, dim in (("text", 12), ("image", 10)):
-        np.save(folder / f"tiny.{modality}.npy", features.standard_normal((len(items), dim), dtype=np.float32))
-        manifest = {"encoder": "random", "dim": dim, "n_items": len(items), "items_file": "tiny.items"}
-        (folder / f"tiny.{modality}.npy.json").write_text(json.dumps(manifest))
-    return str(tmp_path)
+    return write_multimodal_tiny(tmp_path, 20)
 
 
 def build(model_name, data_path, **overrides):
@@ -82,18 +67,6 @@ def train_steps(model, batch, steps, lr=1e-2):
         optimizer.step()
         losses.append(loss.item())
     return losses
-
-
-def perturb_outside_slice(module, index):
-    """Random new values everywhere except the size-M[index] slice (masked entries stay zero)."""
-    kept = sliced_state_dict(module, index)
-    with torch.no_grad():
-        for name, tensor in module.state_dict(keep_vars=True).items():
-            tensor.add_(torch.randn_like(tensor))
-            tensor[tuple(slice(0, n) for n in kept[name].shape)] = kept[name]
-        for layer in module.modules():
-            if isinstance(layer, FMRLLinear):
-                layer.weight.masked_fill_(layer.zero_mask, 0.0)
 
 
 def test_yaml_defaults_are_the_papers(data_path):
@@ -138,7 +111,7 @@ def test_nested_logits_are_prefix_sums_of_block_products(data_path):
     model, _, _ = build("fMRLRec", data_path)
     seq_output, table = torch.randn(5, 16), torch.randn(21, 16)
     naive = torch.stack([seq_output[:, :m] @ table[:, :m].T for m in SIZES])
-    torch.testing.assert_close(model.nested_logits(seq_output, table), naive, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.stack(model.nested_logits(seq_output, table)), naive, atol=1e-5, rtol=1e-5)
 
 
 def test_fmrlrec_loss_is_sum_of_per_size_cross_entropy(data_path):

@@ -1,6 +1,5 @@
 """Serving from cached LRU states: same scores and top-k as the full forward pass, O(1) updates."""
 
-import json
 import random
 
 import numpy as np
@@ -14,6 +13,8 @@ from recbole_fmrl.model import LRURec, fMRLRec
 from recbole_fmrl.serving import Recommender
 from recbole_fmrl.trainer import atomic_save
 from recbole_fmrl.utils import create_dataset
+
+from conftest import write_multimodal_tiny
 
 SIZES = [4, 8, 16]
 MAX_LEN = 12
@@ -34,22 +35,7 @@ OVERRIDES = {
 def data_path(tmp_path, monkeypatch):
     """Dataset ``tiny``: 30 users over 40 items, with text (dim 12) and image (dim 10) features."""
     monkeypatch.chdir(tmp_path)
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    rng = random.Random(0)
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    for user in range(30):
-        items = rng.sample(range(1, N_ITEMS + 1), rng.randint(5, 12))
-        lines += [f"u{user}\ti{item}\t{1000 + t}" for t, item in enumerate(items)]
-    (folder / "tiny.inter").write_text("\n".join(lines) + "\n")
-    items = sorted({line.split("\t")[1] for line in lines[1:]})
-    (folder / "tiny.items").write_text("item_id\n" + "\n".join(items) + "\n")
-    features = np.random.default_rng(0)
-    for modality, dim in (("text", 12), ("image", 10)):
-        np.save(folder / f"tiny.{modality}.npy", features.standard_normal((len(items), dim), dtype=np.float32))
-        manifest = {"encoder": "random", "dim": dim, "n_items": len(items), "items_file": "tiny.items"}
-        (folder / f"tiny.{modality}.npy.json").write_text(json.dumps(manifest))
-    return str(tmp_path)
+    return write_multimodal_tiny(tmp_path, N_ITEMS)
 
 
 def build(data_path, model_class=fMRLRec, **overrides):

@@ -160,10 +160,11 @@ class fMRLRec(SequentialRecommender):
         return self.encoder.step(embedded, state, item_ids != 0)
 
     def nested_logits(self, seq_output, item_table):
-        """Scores at every size, [K, B, n_items]: ``logits_m = Σ_{blocks ≤ m} h_block · E_blockᵀ``.
+        """Scores at every size, one [B, n_items] tensor per m in M:
+        ``logits_m = Σ_{blocks ≤ m} h_block · E_blockᵀ``.
 
         One product per block (together the FLOPs of one full-size product), each accumulated into
-        the previous size's scores by ``addmm`` (a ``cumsum`` over the size axis is several times
+        the previous size's scores by ``addmm`` (a ``cumsum`` over a size axis is several times
         slower on CPU, forward and backward).
         """
         logits, running = [], None
@@ -171,15 +172,14 @@ class fMRLRec(SequentialRecommender):
             block, table = seq_output[:, a:b], item_table[:, a:b].T
             running = block @ table if running is None else torch.addmm(running, block, table)
             logits.append(running)
-        return torch.stack(logits)
+        return logits
 
     def calculate_loss(self, interaction):
         """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores."""
         item_table = self.item_encoder()
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_table)
-        logits = self.nested_logits(seq_output, item_table)
-        targets = interaction[self.POS_ITEM_ID].repeat(logits.size(0))
-        return F.cross_entropy(logits.flatten(0, 1), targets, reduction="sum") / seq_output.size(0)
+        targets = interaction[self.POS_ITEM_ID]
+        return sum(F.cross_entropy(logits, targets) for logits in self.nested_logits(seq_output, item_table))
 
     def predict(self, interaction):
         size = self.eval_size
