@@ -11,11 +11,12 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import tempfile
 import time
 
 import torch
+
+from recbole_fmrl.reports import git_commit
 
 BEAUTY_ITEMS = 12101  # item count of Amazon Beauty (the paper's dataset); row 0 is padding
 FEATURE_DIMS = {"text": 384, "image": 512}  # all-MiniLM-L6-v2 text, CLIP ViT-B/32 image
@@ -198,7 +199,7 @@ def machine_info(device, threads):
         "device_name": _device_name(device),
         "threads": threads,
         "cpu_count": os.cpu_count(),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     try:
@@ -222,18 +223,3 @@ def _device_name(device):
     except OSError:
         pass
     return name
-
-
-def _git_commit():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit + ("-dirty" if dirty else "")) or None

@@ -111,11 +111,12 @@ def cached_run(label, model, dataset, config_files, overrides, out_dir, force=Fa
             logger.info(f"{label}: settings differ from the cached run {path}; running again")
     logger.info(f"{label}: training {model} on {dataset} ...")
     started = time.time()
+    commit = reports.git_commit()  # the code this run uses (before anything can change it)
     result = runner(model, dataset, list(config_files) or None, json.loads(json.dumps(overrides)))
     record = {
         "label": label,
         "settings": settings,
-        "git_commit": reports.git_commit(),
+        "git_commit": commit,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **result,
     }

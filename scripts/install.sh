@@ -11,4 +11,5 @@ pip install torch==2.14.1 torchvision==0.29.1
 # its real requirements are declared in setup.cfg and installed with the plugin below.
 pip install --no-deps recbole==1.2.1
 pip install -e '.[dev]'
+echo "install: done (pip's note that recbole 1.2.1 requires ray<=2.6.3 is expected: that pin is stale, see README)"
 touch .venv/.installed
