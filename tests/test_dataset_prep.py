@@ -233,7 +233,8 @@ def test_missing_raw_file_is_one_line_error(tmp_path, capsys):
 def test_embedded_tables_give_table1_counts(capsys):
     assert amazon2014.main(["--check"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert lines[-1] == "check: #User, #Item and #Inter equal the paper's Table 1 for beauty, sports, toys, clothing"
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
     for name, (users, items, inter) in amazon2014.TABLE1.items():
         assert rows[name][1:3] == [f"{users:,}", f"{items:,}"] and rows[name][4] == f"{inter:,}"
     assert set(rows) == set(EMBEDDED) == {"beauty", "sports", "toys", "clothing"}
