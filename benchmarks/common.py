@@ -111,18 +111,9 @@ class TrainStep:
         self.optimizer.step()
 
 
-def train_step_fn(model, config, batch):
-    return TrainStep(model, config, batch)
-
-
 def synchronize(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def measure(fn, device, warmup, repeats):
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (seconds)."""
-    return measure_many({"fn": fn}, device, warmup, repeats)["fn"]
 
 
 def measure_many(fns, device, warmup, repeats):

@@ -35,14 +35,15 @@ from torch import nn
 from benchmarks.common import (
     BEAUTY_ITEMS,
     SyntheticItems,
+    TrainStep,
     build_model,
     machine_info,
     measure_many,
     profile_top_ops,
     random_batch,
     synchronize,
-    train_step_fn,
 )
+from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 
 @dataclass
@@ -69,14 +70,6 @@ PRESETS = {
         serve_users=4, warmup=1, repeats=2, serve_repeats=3, independent_repeats=1,
     ),
 }
-
-
-def doubling(full, smallest=8):
-    sizes, size = [], smallest
-    while size < full:
-        sizes.append(size)
-        size *= 2
-    return sizes + [full]
 
 
 def row(case, label, ratio, goal=None, **details):
@@ -120,7 +113,7 @@ class Bench:
         model, config = build_model(model_name, self.items, self.device, hidden_size=hidden_size,
                                     **same_dropout(model_name), **overrides)
         batch = random_batch(model, self.s.n_items, self.s.batch_size, self.s.seq_len, self.device)
-        return train_step_fn(model, config, batch)
+        return TrainStep(model, config, batch)
 
     def add(self, r, profile_fn=None):
         self.rows.append(r)
@@ -156,10 +149,8 @@ class Bench:
 
     # ------------------------------------------------------------------------------------ b
     def case_b(self):
-        from recbole_fmrl.model.layers.fmrl import FMRLLinear
-
         d, rows = self.s.layer_dim, self.s.layer_rows
-        sizes = doubling(d)
+        sizes = doubling_sizes(d)
         torch.manual_seed(0)
         layers = {
             "fMRL": FMRLLinear(sizes, sizes).to(self.device),
@@ -189,7 +180,7 @@ class Bench:
     def case_c(self):
         for d in self.s.hidden_sizes:
             steps = {f"M=[8..{d}]": self.train_step("fMRLRec", d)}
-            for m in doubling(d):
+            for m in doubling_sizes(d):
                 steps[m] = self.train_step("fMRLRec", m, mrl_hidden_sizes=[m])
             times = self.time_many(steps, repeats=self.s.independent_repeats)
             fmrl = times.pop(f"M=[8..{d}]")["median_s"]
@@ -387,7 +378,7 @@ def peak_memory(model_name, hidden_size, settings, items, device):
     """
     model, config = build_model(model_name, items, device, hidden_size=hidden_size, **same_dropout(model_name))
     batch = random_batch(model, settings.n_items, settings.batch_size, settings.seq_len, device)
-    step = train_step_fn(model, config, batch)
+    step = TrainStep(model, config, batch)
     step()
     gc.collect()
     if device.type == "cuda":
