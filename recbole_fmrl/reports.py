@@ -7,11 +7,10 @@ import io
 import json
 import logging
 import math
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
+from dataset_prep.atomic import atomic_path
 from recbole_fmrl.quick_start import REPORTED_METRICS
 
 METRIC_LABELS = {"ndcg@5": "N@5", "recall@5": "R@5", "ndcg@10": "N@10", "recall@10": "R@10"}
@@ -40,17 +39,9 @@ def progress_logger(name):
 
 def atomic_write_text(path, text):
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path, obj):
@@ -205,10 +196,8 @@ def _pyplot():
 
 
 def _save_figure(fig, path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=150)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format="png")
 
 
 # --------------------------------------------------------------------------- Figure 4: parameters
