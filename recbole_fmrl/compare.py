@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recbole_fmrl import reports
-from recbole_fmrl.config import parse_overrides
+from recbole_fmrl.config import check_config_files, parse_overrides
 from recbole_fmrl.errors import FeatureFileError, PluginError
 from recbole_fmrl.quick_start import REPORTED_METRICS, main_guarded
 
@@ -327,16 +327,13 @@ def main(argv=None):
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
     config_files = args.config_files.split()
-    for file in config_files:
-        if not Path(file).is_file():
-            raise PluginError(f"config file not found: {file}")
+    check_config_files(config_files)
     model_config_files = {}
     for item in args.model_config:
         model, sep, file = item.partition("=")
         if not sep or not model or not file:
             raise PluginError(f"--model-config expects MODEL=FILE, got {item!r}")
-        if not Path(file).is_file():
-            raise PluginError(f"config file not found: {file}")
+        check_config_files([file])
         model_config_files.setdefault(model, []).append(file)
     did_something = False
     if args.sizes_from:

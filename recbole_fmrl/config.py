@@ -51,6 +51,13 @@ def get_model(name):
     return model_class
 
 
+def check_config_files(files):
+    """One clear line for the first config file that does not exist."""
+    for file in files:
+        if not os.path.isfile(file):
+            raise PluginError(f"config file not found: {file}")
+
+
 class Config(RecBoleConfig):
     """RecBole's Config, extended like RecBole-GNN's.
 
@@ -63,9 +70,7 @@ class Config(RecBoleConfig):
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
-        for file in config_file_list or []:
-            if not os.path.isfile(file):
-                raise PluginError(f"config file not found: {file}")
+        check_config_files(config_file_list or [])
         super().__init__(model, dataset, config_file_list, config_dict)
 
     def compatibility_settings(self):

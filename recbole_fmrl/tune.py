@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from recbole_fmrl import reports
-from recbole_fmrl.config import PROPERTIES_DIR, Config, parse_overrides, to_primitive
+from recbole_fmrl.config import PROPERTIES_DIR, Config, check_config_files, parse_overrides, to_primitive
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.quick_start import main_guarded
 
@@ -337,9 +337,7 @@ def main(argv=None):
     if not os.path.isfile(space):
         raise PluginError(f"search space not found: {space} (pass --space=<file.yaml>)")
     config_files = args.config_files.split()
-    for file in config_files:
-        if not os.path.isfile(file):
-            raise PluginError(f"config file not found: {file}")
+    check_config_files(config_files)
     tune_model(args.model, args.dataset, space, args.num_samples, args.scheduler, args.address, args.epochs,
                config_files, overrides, args.out, args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
                args.storage)
