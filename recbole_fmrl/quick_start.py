@@ -9,10 +9,11 @@ from logging import getLogger
 
 import colorlog
 import torch
-from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_fmrl.config import Config, get_model, to_primitive
+from recbole_fmrl.data import data_preparation
+from recbole_fmrl.model.next_item_training import check_train_mode
 from recbole_fmrl.utils import create_dataset, get_trainer
 
 # RecBole 1.2.1 builds its AMP scaler through the deprecated torch.cuda.amp API on every run.
@@ -30,12 +31,14 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     reset_recbole_logging()
     init_logger(config)
     logger = getLogger()
+    model_class = get_model(config["model"])
+    check_train_mode(config["train_mode"], config["model"], getattr(model_class, "trains_on_sequences", False))
     dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
     logger.info(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     logger.info(set_color("trainable parameters", "blue") + f": {count_parameters(model):,}")
     return config, model, (train_data, valid_data, test_data)

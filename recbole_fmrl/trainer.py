@@ -1,10 +1,17 @@
-"""Checkpointing that loads under ``torch.load(weights_only=True)`` and resumes after interruption."""
+"""The plugin's training loop additions: the authors' optimiser recipe (Adam epsilon, warm-up and
+decay schedule, no decay on biases and norms) and checkpoints that load under
+``torch.load(weights_only=True)`` and resume after interruption."""
 
+import math
 import os
 
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
+from torch import nn, optim
+
+from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers import NestedLayerNorm
 
 from recbole_fmrl.config import to_primitive
 
@@ -32,6 +39,7 @@ class SafeCheckpointMixin:
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
         }
 
     def __init__(self, config, model):
@@ -78,7 +86,83 @@ class SafeCheckpointMixin:
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.resumed_scheduler_state = checkpoint.get("lr_scheduler")
         self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def warmup_then(schedule, warmup_steps, total_steps):
+    """LR multiplier of step s: ``s / warmup_steps`` during warm-up, then 1 (``constant``) or a
+    half cosine from 1 to 0 at ``total_steps`` (``cosine``), as the authors' trainer uses."""
+
+    def multiplier(step):
+        if step < warmup_steps:
+            return step / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+    return multiplier
+
+
+def parameter_groups(model, weight_decay, decay_bias_and_norm):
+    """Optimiser groups: with ``decay_bias_and_norm`` False, biases and LayerNorm parameters get no
+    weight decay (the fMRLRec and LRURec authors' optimiser)."""
+    if decay_bias_and_norm:
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": weight_decay}]
+    norm_params = {
+        id(p) for m in model.modules() if isinstance(m, (nn.LayerNorm, NestedLayerNorm)) for p in m.parameters()
+    }
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            exempt = id(param) in norm_params or name.split(".")[-1].endswith("bias")
+            (no_decay if exempt else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class TrainingRecipeMixin:
+    """Config keys on top of RecBole's trainer (defaults keep RecBole's behaviour):
+    ``adam_epsilon``, ``decay_bias_and_norm``, ``warmup_steps`` and ``lr_schedule``
+    (``constant`` | ``cosine`` over ``epochs`` × batches per epoch), stepped after every optimiser
+    step. RecBole's own ``clip_grad_norm`` clips gradients.
+    """
+
+    def __init__(self, config, model):
+        self.lr_scheduler = None
+        self.resumed_scheduler_state = None
+        super().__init__(config, model)
+
+    def _build_optimizer(self, **kwargs):
+        learner = self.config["learner"].lower()
+        if kwargs or learner not in ("adam", "adamw"):
+            return super()._build_optimizer(**kwargs)
+        groups = parameter_groups(self.model, self.weight_decay, self.config["decay_bias_and_norm"])
+        optimizer_class = optim.AdamW if learner == "adamw" else optim.Adam
+        return optimizer_class(groups, lr=self.learning_rate, eps=self.config["adam_epsilon"])
+
+    def _build_lr_scheduler(self, steps_per_epoch):
+        schedule, warmup_steps = self.config["lr_schedule"], self.config["warmup_steps"]
+        if schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}")
+        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        total_steps = self.epochs * steps_per_epoch
+        scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then(schedule, warmup_steps, total_steps))
+        if self.resumed_scheduler_state:
+            scheduler.load_state_dict(self.resumed_scheduler_state)
+        return scheduler
+
+    def fit(self, train_data, *args, **kwargs):
+        self.lr_scheduler = self._build_lr_scheduler(len(train_data))
+        hook = self.optimizer.register_step_post_hook(lambda *_: self.lr_scheduler.step())
+        try:
+            return super().fit(train_data, *args, **kwargs)
+        finally:
+            hook.remove()
 
 
 def atomic_save(obj, path):
@@ -89,8 +173,8 @@ def atomic_save(obj, path):
 
 
 def with_safe_checkpoints(trainer_class):
-    """``trainer_class`` (any RecBole trainer) with the plugin's checkpoints."""
-    return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})
+    """``trainer_class`` (any RecBole trainer) with the plugin's recipe keys and checkpoints."""
+    return type(trainer_class.__name__, (SafeCheckpointMixin, TrainingRecipeMixin, trainer_class), {})
 
 
 SafeTrainer = with_safe_checkpoints(Trainer)

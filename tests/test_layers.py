@@ -12,6 +12,7 @@ from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import (
     FMRLLinear,
     GatedFeedForward,
+    LRUBlock,
     LRUEncoder,
     LRULayer,
     NestedLayerNorm,
@@ -222,8 +223,13 @@ def test_lru_layer_parallel_scan_equals_recurrent_steps():
     torch.testing.assert_close(layer(x, mask), torch.stack(outputs, 1), atol=1e-5, rtol=1e-5)
 
 
+def fmrl_encoder(dropout):
+    """Two fMRLRec blocks over the nested sizes M."""
+    return LRUEncoder(LRUBlock(M, 2, dropout, dropout, r_min=0.0, r_max=0.9) for _ in range(2))
+
+
 def test_lru_encoder_parallel_equals_steps_and_padding_is_harmless():
-    encoder = LRUEncoder(M, n_layers=2, ffn_expansion=2, hidden_dropout=0.3, lru_dropout=0.3, r_min=0.0, r_max=0.9)
+    encoder = fmrl_encoder(dropout=0.3)
     encoder.eval()
     x, mask = right_padded_batch([12, 5], 12, M[-1])
     parallel = encoder(x, mask)
@@ -241,7 +247,7 @@ def test_lru_encoder_parallel_equals_steps_and_padding_is_harmless():
 @pytest.mark.parametrize("index", range(len(M)))
 def test_lru_encoder_first_m_dims_depend_only_on_size_m_slice(index):
     m = M[index]
-    encoder = LRUEncoder(M, n_layers=2, ffn_expansion=2, hidden_dropout=0.0, lru_dropout=0.0, r_min=0.0, r_max=0.9)
+    encoder = fmrl_encoder(dropout=0.0)
     x, mask = right_padded_batch([9, 4], 9, M[-1])
     perturbed = copy.deepcopy(encoder)
     perturb_outside_slice(perturbed, index)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from recbole_fmrl.config import Config
 from recbole_fmrl.errors import ConfigError, FeatureFileError
 from recbole_fmrl.model import FMLPRec, LRURec, fMRLRec
-from recbole_fmrl.model.layers import FMRLLinear, LRUEncoder, doubling_sizes
+from recbole_fmrl.model.layers import doubling_sizes, nested_cross_entropy
 from recbole_fmrl.utils import create_dataset
 
 from conftest import perturb_outside_slice, write_multimodal_tiny
@@ -77,8 +77,11 @@ def test_yaml_defaults_are_the_papers(data_path):
     assert (config["learner"], config["weight_decay"], config["hidden_dropout_prob"]) == ("adamw", 0.01, 0.5)
     assert config["modalities"] == ["text", "image"] and config["eval_size"] is None
     assert config["train_neg_sample_args"]["distribution"] == "none"  # RecBole's form of ~
+    assert (config["ffn_expansion"], config["train_mode"], config["warmup_steps"]) == (1, "sequence", 100)
     lru = Config("LRURec", "tiny", config_dict={"data_path": data_path, "use_gpu": False})
-    assert (lru["hidden_size"], lru["learner"], lru["r_max"]) == (64, "adamw", 0.1)
+    assert (lru["hidden_size"], lru["learner"], lru["r_min"], lru["r_max"]) == (64, "adamw", 0.8, 0.99)
+    assert (lru["hidden_dropout_prob"], lru["attn_dropout_prob"], lru["train_mode"]) == (0.2, 0.2, "sequence")
+    assert (lru["adam_epsilon"], lru["clip_grad_norm"], lru["lr_schedule"]) == (1e-9, {"max_norm": 5.0}, "constant")
     fmlp = Config("FMLPRec", "tiny", config_dict={"data_path": data_path, "use_gpu": False})
     assert (fmlp["hidden_size"], fmlp["hidden_dropout_prob"], fmlp["hidden_act"]) == (64, 0.5, "gelu")
 
@@ -107,15 +110,21 @@ def test_fmrlrec_recurrent_steps_equal_parallel_encoding(data_path):
     torch.testing.assert_close(torch.stack(hidden, 1), model.encode(item_seq), atol=1e-5, rtol=1e-5)
 
 
-def test_nested_logits_are_prefix_sums_of_block_products(data_path):
-    model, _, _ = build("fMRLRec", data_path)
-    seq_output, table = torch.randn(5, 16), torch.randn(21, 16)
-    naive = torch.stack([seq_output[:, :m] @ table[:, :m].T for m in SIZES])
-    torch.testing.assert_close(torch.stack(model.nested_logits(seq_output, table)), naive, atol=1e-5, rtol=1e-5)
+@pytest.mark.parametrize("rows", [5, 70])  # one chunk, and several chunks with a ragged last one
+def test_nested_cross_entropy_and_its_gradient_equal_the_per_size_sum(rows):
+    """Eq. 14 computed naively (one score matrix per size) against the fused, chunked loss."""
+    hidden = torch.randn(rows, 16, requires_grad=True)
+    table = torch.randn(21, 16, requires_grad=True)
+    targets = torch.randint(0, 21, (rows,))
+    naive = sum(F.cross_entropy(hidden[:, :m] @ table[:, :m].T, targets) for m in SIZES)
+    fused = nested_cross_entropy(hidden, table, targets, SIZES)
+    torch.testing.assert_close(fused, naive, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(torch.autograd.grad(3 * fused, (hidden, table)), torch.autograd.grad(3 * naive, (hidden, table))):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_fmrlrec_loss_is_sum_of_per_size_cross_entropy(data_path):
-    model, _, dataset = build("fMRLRec", data_path)
+    model, _, dataset = build("fMRLRec", data_path, train_mode="prefix")
     model.eval()  # no dropout: forward is deterministic
     batch = training_batch(dataset)
     seq_output = model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])
@@ -200,10 +209,28 @@ def test_missing_feature_file_is_not_swallowed(data_path):
         build("fMRLRec", data_path, feature_files={"text": "tiny.text.npy"})
 
 
-def test_lrurec_uses_the_fmrl_blocks_at_one_size(data_path):
-    model, _, _ = build("LRURec", data_path)
-    assert isinstance(model.encoder, LRUEncoder) and model.encoder.sizes == [16]
-    assert not any(layer.zero_mask.any() for layer in model.modules() if isinstance(layer, FMRLLinear))
+def test_lrurec_is_the_published_post_norm_model(data_path):
+    """LRURec by hand (Yue et al. 2024): embedding -> LayerNorm, per block LN(x + LRU(x)) then
+    LN(h + W2 GELU(W1 h)), scores h · Eᵀ + item bias (the LRU itself is checked in test_layers)."""
+    model, _, dataset = build("LRURec", data_path, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    model.eval()
+    with torch.no_grad():
+        model.item_bias.normal_()
+    batch = training_batch(dataset)
+    item_seq, lengths = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    x = F.layer_norm(model.item_embedding.weight[item_seq], (16,), model.embedding_norm.weight, model.embedding_norm.bias)
+    for block in model.encoder.blocks:
+        assert block.lru.params_log.shape == (3, 32)  # 2D complex state units, as the authors' code
+        lru_norm, ffn_norm = block.lru_norm, block.ffn_norm
+        h = F.layer_norm(x + block.lru(x, item_seq != 0), (16,), lru_norm.weight, lru_norm.bias)
+        w1, w2 = block.ffn[0], block.ffn[3]
+        inner = F.linear(F.gelu(F.linear(h, w1.weight, w1.bias)), w2.weight, w2.bias)
+        x = F.layer_norm(h + inner, (16,), ffn_norm.weight, ffn_norm.bias)
+    last = x[torch.arange(len(batch)), lengths - 1]
+    expected = last @ model.item_embedding.weight.T + model.item_bias
+    torch.testing.assert_close(model.full_sort_predict(batch), expected, atol=1e-5, rtol=1e-5)
+    radius = torch.exp(-model.encoder.blocks[0].lru.params_log[0].exp())
+    assert 0.8 <= radius.min() and radius.max() <= 0.99  # the code's ring r in [0.8, 0.99]
 
 
 def test_fmlprec_left_aligns_right_padded_sequences():
@@ -223,9 +250,11 @@ def test_predict_agrees_with_full_sort_predict(data_path, model_name):
     torch.testing.assert_close(model.predict(batch), expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("model_name", ["fMRLRec", "LRURec", "FMLPRec"])
-def test_loss_is_finite_and_decreases_on_a_tiny_batch(data_path, model_name):
-    model, _, dataset = build(model_name, data_path, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
-    losses = train_steps(model, training_batch(dataset), steps=30)
+@pytest.mark.parametrize("model_name,train_mode", [
+    ("fMRLRec", "sequence"), ("fMRLRec", "prefix"), ("LRURec", "sequence"), ("LRURec", "prefix"), ("FMLPRec", "prefix"),
+])
+def test_loss_is_finite_and_decreases_on_a_tiny_batch(data_path, model_name, train_mode):
+    model, _, dataset = build(model_name, data_path, hidden_dropout_prob=0.0, attn_dropout_prob=0.0, train_mode=train_mode)
+    losses = train_steps(model, training_batch(dataset), steps=60)
     assert all(np.isfinite(losses))
     assert losses[-1] < 0.5 * losses[0], losses

@@ -1,5 +1,12 @@
-"""Datasets of the plugin."""
+"""Datasets and training loaders of the plugin."""
 
-from recbole_fmrl.data.dataset import MultimodalSequentialDataset, read_feature_file
+from recbole_fmrl.data.dataloader import LengthGroupedTrainDataLoader, data_preparation
+from recbole_fmrl.data.dataset import MultimodalSequentialDataset, read_feature_file, sequence_window_rows
 
-__all__ = ["MultimodalSequentialDataset", "read_feature_file"]
+__all__ = [
+    "LengthGroupedTrainDataLoader",
+    "MultimodalSequentialDataset",
+    "data_preparation",
+    "read_feature_file",
+    "sequence_window_rows",
+]

@@ -65,6 +65,23 @@ def _read_item_ids(items_file, path):
     return item_ids
 
 
+def sequence_window_rows(user_of_row, window):
+    """Rows of RecBole's augmented training set that together hold every target exactly once.
+
+    RecBole's row j of a user (0-based, in time order) predicts the user's item j + 1 from the last
+    ``min(j + 1, window)`` items before it. Its sequence, read position by position, holds the
+    pairs of rows ``j - window + 1 .. j`` (a causal model's position t sees items <= t), so the
+    user's last row and every ``window``-th row before it cover all rows with no overlap.
+    ``user_of_row`` must list each user's rows contiguously, in time order.
+    """
+    last_of_run = np.flatnonzero(np.r_[user_of_row[1:] != user_of_row[:-1], True])
+    if len(np.unique(user_of_row[last_of_run])) != len(last_of_run):
+        raise ValueError("the training rows of a user are not contiguous")
+    run_lengths = np.diff(np.r_[-1, last_of_run])
+    rows_after = np.repeat(last_of_run, run_lengths) - np.arange(len(user_of_row))
+    return np.flatnonzero(rows_after % window == 0)
+
+
 class MultimodalSequentialDataset(SequentialDataset):
     """``SequentialDataset`` whose items also have feature matrices per modality (text, image).
 
@@ -74,6 +91,15 @@ class MultimodalSequentialDataset(SequentialDataset):
     def __init__(self, config):
         self._item_feature_cache = {}  # shared by the train/valid/test copies
         super().__init__(config)
+
+    def build(self):
+        """RecBole's train/valid/test split; with ``train_mode: sequence`` the training part keeps
+        one row per window of ``MAX_ITEM_LIST_LENGTH`` targets (:func:`sequence_window_rows`)."""
+        train, valid, test = super().build()
+        if self.config["train_mode"] == "sequence":
+            keep = sequence_window_rows(train.inter_feat[self.uid_field].numpy(), self.max_item_list_len)
+            train = train.copy(train.inter_feat[torch.from_numpy(keep)])
+        return [train, valid, test]
 
     def _fill_nan(self):
         """RecBole's imputation, assigning results instead of chained in-place ``fillna``

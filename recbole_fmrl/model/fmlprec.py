@@ -7,7 +7,6 @@ from recbole.model.layers import FeedForward
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.model.id_scoring import ItemEmbeddingScoring
 
 
 class FilterLayer(nn.Module):
@@ -27,7 +26,7 @@ class FilterLayer(nn.Module):
         return self.LayerNorm(self.dropout(filtered) + x)
 
 
-class FMLPRec(ItemEmbeddingScoring, SequentialRecommender):
+class FMLPRec(SequentialRecommender):
     r"""FMLP-Rec: item + position embedding, LayerNorm, dropout, then ``n_layers`` x (filter layer,
     feed-forward Linear-GELU-Linear with dropout and residual LayerNorm); last position · item table.
 
@@ -81,3 +80,17 @@ class FMLPRec(ItemEmbeddingScoring, SequentialRecommender):
         for layer in self.layers:
             hidden = layer(hidden)
         return hidden[:, -1]  # [B, D]
+
+    def calculate_loss(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        logits = seq_output @ self.item_embedding.weight.T
+        return nn.functional.cross_entropy(logits, interaction[self.POS_ITEM_ID])
+
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        test_item_emb = self.item_embedding(interaction[self.ITEM_ID])
+        return torch.mul(seq_output, test_item_emb).sum(dim=1)  # [B]
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return seq_output @ self.item_embedding.weight.T  # [B, n_items]

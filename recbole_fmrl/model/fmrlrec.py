@@ -12,8 +12,10 @@ from recbole_fmrl.model.layers import (
     check_nested_sizes,
     count_parameters,
     doubling_sizes,
+    nested_cross_entropy,
     sliced_state_dict,
 )
+from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode
 
 FEATURE_MODALITIES = ("text", "image")
 MODALITIES = FEATURE_MODALITIES + ("id",)
@@ -62,10 +64,12 @@ class MultimodalItemEncoder(nn.Module):
         return params
 
 
-class fMRLRec(SequentialRecommender):
+class fMRLRec(NextItemTraining, SequentialRecommender):
     r"""fMRLRec (arXiv 2409.16627): multimodal item projection (eq. 7), LRU blocks made of fMRL
     layers (eq. 4-5) so that every size m in M = ``mrl_hidden_sizes`` is a sub-model, scores
-    ``h[:m] · E[:, :m]ᵀ`` (eq. 13) and the loss summed over all sizes (eq. 14).
+    ``h[:m] · E[:, :m]ᵀ`` with h the last block's output (eq. 13) and the loss summed over all
+    sizes (eq. 14), averaged over the batch's training pairs (``train_mode``: every position of
+    every sequence, as in the authors' code, or RecBole's prefixes).
 
     ``eval_size`` selects the size used by ``predict``/``full_sort_predict``;
     ``sliced_state_dict(m)`` with ``sliced_config(m)`` export the standalone size-m model, and
@@ -84,6 +88,7 @@ class fMRLRec(SequentialRecommender):
         self.modalities = self._check_modalities(config["modalities"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"fMRLRec is trained with the CE loss (eq. 14), got loss_type={config['loss_type']!r}")
+        self.train_mode = check_train_mode(config["train_mode"], "fMRLRec", self.trains_on_sequences)
 
         features = [dataset.item_features(m) for m in self.modalities if m in FEATURE_MODALITIES]
         self.item_encoder = MultimodalItemEncoder(
@@ -159,27 +164,11 @@ class fMRLRec(SequentialRecommender):
         embedded = self.input_dropout(F.embedding(item_ids, self.item_table()))
         return self.encoder.step(embedded, state, item_ids != 0)
 
-    def nested_logits(self, seq_output, item_table):
-        """Scores at every size, one [B, n_items] tensor per m in M:
-        ``logits_m = Σ_{blocks ≤ m} h_block · E_blockᵀ``.
-
-        One product per block (together the FLOPs of one full-size product), each accumulated into
-        the previous size's scores by ``addmm`` (a ``cumsum`` over a size axis is several times
-        slower on CPU, forward and backward).
-        """
-        logits, running = [], None
-        for a, b in zip([0] + self.mrl_hidden_sizes[:-1], self.mrl_hidden_sizes):
-            block, table = seq_output[:, a:b], item_table[:, a:b].T
-            running = block @ table if running is None else torch.addmm(running, block, table)
-            logits.append(running)
-        return logits
-
     def calculate_loss(self, interaction):
         """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores."""
         item_table = self.item_encoder()
-        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_table)
-        targets = interaction[self.POS_ITEM_ID]
-        return sum(F.cross_entropy(logits, targets) for logits in self.nested_logits(seq_output, item_table))
+        outputs, targets = self.training_pairs(interaction, item_table=item_table)
+        return nested_cross_entropy(outputs, item_table, targets, self.mrl_hidden_sizes)
 
     def predict(self, interaction):
         size = self.eval_size

@@ -1,36 +1,74 @@
 """LRURec: Yue, Wang, He, Zeng, McAuley, Wang, "Linear Recurrent Units for Sequential
-Recommendation" (WSDM 2024, arXiv 2310.02367)."""
+Recommendation" (WSDM 2024, arXiv 2310.02367), as published with the authors' code."""
 
+import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.model.id_scoring import ItemEmbeddingScoring
-from recbole_fmrl.model.layers import LRUEncoder
+from recbole_fmrl.model.layers import LRUEncoder, PostNormLRUBlock, check_positive_int
+from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode
 
 
-class LRURec(ItemEmbeddingScoring, SequentialRecommender):
-    r"""ID-based LRU recommender: item embedding -> dropout -> LayerNorm -> LRU blocks, scored
-    against the item embedding table with the CE loss.
+class LRURec(NextItemTraining, SequentialRecommender):
+    r"""ID-based LRU recommender: item embedding -> dropout -> LayerNorm, ``n_layers`` post-LN
+    blocks (LRU with 2D complex state units, dropout, residual, LayerNorm; then a D -> 4D -> D GELU
+    feed-forward with dropout, residual, LayerNorm), scores ``h · Eᵀ + b`` with a per-item bias b
+    and the shared item embedding E, CE loss over every position (``train_mode: sequence``).
 
-    NOTE:
-        The blocks are fMRLRec's LRU blocks at a single size (``mrl_hidden_sizes = [D]``), so fMRLRec
-        and LRURec differ only in their item representations and nesting: pre-LN residual blocks with a
-        gated SiLU feed-forward instead of LRURec's post-LN GELU feed-forward, and no item bias.
+    Initialisation as in the authors' code: every parameter except the LayerNorms and the LRU's
+    ``params_log`` (ring-initialised, ``r_min <= |λ| <= r_max``) is drawn from a normal with
+    std 0.02 truncated to ±0.04.
     """
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hidden_size = config["hidden_size"]
+        check_positive_int(hidden_size=self.hidden_size, n_layers=config["n_layers"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"LRURec is trained with the CE loss, got loss_type={config['loss_type']!r}")
-        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        nn.init.trunc_normal_(self.item_embedding.weight, std=0.02, a=-0.04, b=0.04)
+        self.train_mode = check_train_mode(config["train_mode"], "LRURec", self.trains_on_sequences)
+        self.item_embedding = nn.Embedding(self.n_items, self.hidden_size)
         self.embedding_dropout = nn.Dropout(config["hidden_dropout_prob"])
         self.embedding_norm = nn.LayerNorm(self.hidden_size)
-        self.encoder = LRUEncoder.from_config([self.hidden_size], config)
+        self.encoder = LRUEncoder(
+            PostNormLRUBlock(
+                self.hidden_size,
+                hidden_dropout=config["hidden_dropout_prob"],
+                lru_dropout=config["attn_dropout_prob"],
+                r_min=config["r_min"],
+                r_max=config["r_max"],
+            )
+            for _ in range(config["n_layers"])
+        )
+        self.item_bias = nn.Parameter(torch.zeros(self.n_items))
+        self._truncated_normal_init()
+
+    def _truncated_normal_init(self, std=0.02):
+        norms = {id(p) for m in self.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if id(param) not in norms and not name.endswith("params_log"):
+                    nn.init.trunc_normal_(param, std=std, a=-2 * std, b=2 * std)
+
+    def encode(self, item_seq):
+        """Hidden states of every position, [B, L, D]; position t only reads items <= t."""
+        embedded = self.embedding_norm(self.embedding_dropout(self.item_embedding(item_seq)))
+        return self.encoder(embedded, item_seq != 0)
 
     def forward(self, item_seq, item_seq_len):
-        embedded = self.embedding_norm(self.embedding_dropout(self.item_embedding(item_seq)))
-        output = self.encoder(embedded, item_seq != 0)
-        return self.gather_indexes(output, item_seq_len - 1)  # [B, D]
+        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)  # [B, D]
+
+    def calculate_loss(self, interaction):
+        outputs, targets = self.training_pairs(interaction)
+        logits = torch.addmm(self.item_bias, outputs, self.item_embedding.weight.T)
+        return nn.functional.cross_entropy(logits, targets)
+
+    def predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        items = interaction[self.ITEM_ID]
+        return (seq_output * self.item_embedding(items)).sum(dim=1) + self.item_bias[items]  # [B]
+
+    def full_sort_predict(self, interaction):
+        seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return torch.addmm(self.item_bias, seq_output, self.item_embedding.weight.T)  # [B, n_items]

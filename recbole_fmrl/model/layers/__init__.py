@@ -1,4 +1,4 @@
-"""Building blocks: the fMRL operator, nested LayerNorm and the LRU block."""
+"""Building blocks: the fMRL operator, nested LayerNorm, LRU blocks and the nested loss (eq. 14)."""
 
 from recbole_fmrl.model.layers.fmrl import (
     FMRLLinear,
@@ -8,7 +8,16 @@ from recbole_fmrl.model.layers.fmrl import (
     doubling_sizes,
     sliced_state_dict,
 )
-from recbole_fmrl.model.layers.lru import GatedFeedForward, LRUBlock, LRUEncoder, LRULayer, linear_scan
+from recbole_fmrl.model.layers.nested_loss import nested_cross_entropy
+from recbole_fmrl.model.layers.lru import (
+    GatedFeedForward,
+    LRUBlock,
+    LRUEncoder,
+    LRULayer,
+    PostNormLRUBlock,
+    check_positive_int,
+    linear_scan,
+)
 
 __all__ = [
     "FMRLLinear",
@@ -17,9 +26,12 @@ __all__ = [
     "LRUEncoder",
     "LRULayer",
     "NestedLayerNorm",
+    "PostNormLRUBlock",
     "check_nested_sizes",
+    "check_positive_int",
     "count_parameters",
     "doubling_sizes",
     "linear_scan",
+    "nested_cross_entropy",
     "sliced_state_dict",
 ]

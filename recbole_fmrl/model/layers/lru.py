@@ -33,18 +33,20 @@ class LRULayer(nn.Module):
     ``Λ = exp(-exp(ν_log) + i·exp(θ_log))`` ring-initialised to ``r_min <= |λ| <= r_max`` and
     ``γ = sqrt(1 - |λ|²)`` (learned as ``γ_log`` from that value, as in the LRU and LRURec code).
 
-    B (D -> 2D, real/imag interleaved) and C (2D -> D) are fMRL layers with k = 2, so the first m
-    outputs only depend on the first m inputs.
+    B (D -> 2N, real/imag interleaved) and C (2N -> D) are fMRL layers, so the first m outputs only
+    depend on the first m inputs. The complex state has ``state_sizes[-1] = N`` units, N = D by
+    default (fMRLRec); LRURec's code uses N = 2D (``state_sizes = [2D]``).
     """
 
-    def __init__(self, sizes, r_min=0.0, r_max=0.1, bias=True):
+    def __init__(self, sizes, r_min=0.0, r_max=0.1, bias=True, state_sizes=None):
         super().__init__()
         if not 0.0 <= r_min <= r_max or not 0.0 < r_max < 1.0:
             raise ConfigError(
                 f"LRU ring needs 0 <= r_min <= r_max < 1 and r_max > 0, got r_min={r_min}, r_max={r_max}"
             )
         self.sizes = list(sizes)
-        dim = self.sizes[-1]
+        self.state_sizes = list(sizes if state_sizes is None else state_sizes)
+        dim = self.state_sizes[-1]
         tiny = torch.finfo(torch.float32).tiny
         u1, u2 = torch.rand(dim).clamp_min(tiny), torch.rand(dim).clamp_min(tiny)
         radius_sq = u1 * (r_max**2 - r_min**2) + r_min**2
@@ -52,15 +54,15 @@ class LRULayer(nn.Module):
         theta_log = torch.log(u2 * 2 * math.pi)
         gamma_log = 0.5 * torch.log(1.0 - radius_sq)
         self.params_log = nn.Parameter(torch.stack([nu_log, theta_log, gamma_log]))  # [3, D]
-        self.in_proj = FMRLLinear(self.sizes, [2 * m for m in self.sizes], bias=bias)  # B
-        self.out_proj = FMRLLinear([2 * m for m in self.sizes], self.sizes, bias=bias)  # C
+        self.in_proj = FMRLLinear(self.sizes, [2 * n for n in self.state_sizes], bias=bias)  # B
+        self.out_proj = FMRLLinear([2 * n for n in self.state_sizes], self.sizes, bias=bias)  # C
 
     def _recurrence(self):
         nu, theta, gamma = self.params_log.exp()
         return torch.exp(torch.complex(-nu, theta)), gamma
 
     def _driving_input(self, x, mask, gamma):
-        """``γ ⊙ B x`` as complex [..., D], zero where ``mask`` is False."""
+        """``γ ⊙ B x`` as complex [..., N], zero where ``mask`` is False."""
         projected = self.in_proj(x) * mask.unsqueeze(-1).to(x.dtype)
         return torch.view_as_complex(projected.unflatten(-1, (-1, 2))) * gamma
 
@@ -73,14 +75,14 @@ class LRULayer(nn.Module):
         return self._readout(linear_scan(self._driving_input(x, mask, gamma), decay))
 
     def step(self, x, state, mask):
-        """One recurrent step: ``x`` [B, D], ``state`` [B, 2D] -> (``y`` [B, D], new state [B, 2D])."""
+        """One recurrent step: ``x`` [B, D], ``state`` [B, 2N] -> (``y`` [B, D], new state [B, 2N])."""
         decay, gamma = self._recurrence()
         previous = torch.view_as_complex(state.unflatten(-1, (-1, 2)))
         hidden = decay * previous + self._driving_input(x, mask, gamma)
         return self._readout(hidden), torch.view_as_real(hidden).flatten(-2)
 
     def sliced_parameters(self, index):
-        return {"params_log": self.params_log[:, : self.sizes[index]]}
+        return {"params_log": self.params_log[:, : self.state_sizes[index]]}
 
 
 class GatedFeedForward(nn.Module):
@@ -99,7 +101,8 @@ class GatedFeedForward(nn.Module):
 
 
 class LRUBlock(nn.Module):
-    """Pre-LN residual block: ``x + drop(LRU(LN(x)))``, then ``x + drop(FFN(LN(x)))`` (nested LNs)."""
+    """fMRLRec's pre-LN residual block: ``x + drop(LRU(LN(x)))``, then ``x + drop(FFN(LN(x)))``
+    with nested LayerNorms and the gated SiLU FFN (the authors' code: square, ``expansion = 1``)."""
 
     def __init__(self, sizes, ffn_expansion, hidden_dropout, lru_dropout, r_min, r_max):
         super().__init__()
@@ -122,53 +125,87 @@ class LRUBlock(nn.Module):
         return self._feed_forward(x + self.lru_dropout(y)), state
 
 
+class PostNormLRUBlock(nn.Module):
+    """LRURec's block (Yue et al. 2024 and their code): ``h = LN(x + drop(LRU(x)))``, then
+    ``LN(h + drop(W2 drop(GELU(W1 h))))`` with ``W1: D -> 4D``; the LRU state has 2D complex units."""
+
+    def __init__(self, hidden_size, hidden_dropout, lru_dropout, r_min, r_max, inner_size=None):
+        super().__init__()
+        inner_size = inner_size or 4 * hidden_size
+        self.lru = LRULayer([hidden_size], r_min, r_max, state_sizes=[2 * hidden_size])
+        self.lru_dropout = nn.Dropout(lru_dropout)
+        self.lru_norm = nn.LayerNorm(hidden_size)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden_size, inner_size),
+            nn.GELU(),
+            nn.Dropout(hidden_dropout),
+            nn.Linear(inner_size, hidden_size),
+            nn.Dropout(hidden_dropout),
+        )
+        self.ffn_norm = nn.LayerNorm(hidden_size)
+
+    def _feed_forward(self, x):
+        return self.ffn_norm(x + self.ffn(x))
+
+    def forward(self, x, mask):
+        return self._feed_forward(self.lru_norm(x + self.lru_dropout(self.lru(x, mask))))
+
+    def step(self, x, state, mask):
+        y, state = self.lru.step(x, state, mask)
+        return self._feed_forward(self.lru_norm(x + self.lru_dropout(y))), state
+
+
 class LRUEncoder(nn.Module):
-    """A stack of :class:`LRUBlock` followed by a nested LayerNorm.
+    """A stack of LRU blocks whose last output is the sequence representation (eq. 13: no norm after it).
 
     ``forward`` runs whole (right-padded) sequences with the parallel scan; ``init_state`` and
     ``step`` run the same network one item at a time with O(1) work per item, e.g. to keep a
-    per-user state when serving. The stacked state is [n_layers, B, 2D].
+    per-user state when serving. The stacked state is [n_layers, B, 2N].
     """
 
-    def __init__(self, sizes, n_layers, ffn_expansion, hidden_dropout, lru_dropout, r_min, r_max):
+    def __init__(self, blocks):
         super().__init__()
-        for name, value in (("n_layers", n_layers), ("ffn_expansion", ffn_expansion)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        self.sizes = list(sizes)
-        self.blocks = nn.ModuleList(
-            LRUBlock(sizes, ffn_expansion, hidden_dropout, lru_dropout, r_min, r_max)
-            for _ in range(n_layers)
-        )
-        self.norm = NestedLayerNorm(sizes)
+        self.blocks = nn.ModuleList(blocks)
+        self.state_size = 2 * self.blocks[0].lru.state_sizes[-1]
 
     @classmethod
     def from_config(cls, sizes, config):
-        """The encoder described by RecBole config keys (``n_layers``, ``ffn_expansion``,
+        """fMRLRec's encoder from RecBole config keys (``n_layers``, ``ffn_expansion``,
         ``hidden_dropout_prob``, ``attn_dropout_prob`` for the LRU output, ``r_min``, ``r_max``)."""
+        n_layers, ffn_expansion = config["n_layers"], config["ffn_expansion"]
+        check_positive_int(n_layers=n_layers, ffn_expansion=ffn_expansion)
         return cls(
-            sizes,
-            n_layers=config["n_layers"],
-            ffn_expansion=config["ffn_expansion"],
-            hidden_dropout=config["hidden_dropout_prob"],
-            lru_dropout=config["attn_dropout_prob"],
-            r_min=config["r_min"],
-            r_max=config["r_max"],
+            LRUBlock(
+                sizes,
+                ffn_expansion,
+                hidden_dropout=config["hidden_dropout_prob"],
+                lru_dropout=config["attn_dropout_prob"],
+                r_min=config["r_min"],
+                r_max=config["r_max"],
+            )
+            for _ in range(n_layers)
         )
 
     def forward(self, x, mask):
         for block in self.blocks:
             x = block(x, mask)
-        return self.norm(x)
+        return x
 
     def init_state(self, batch_size):
-        weight = self.norm.weight
-        return weight.new_zeros(len(self.blocks), batch_size, 2 * self.sizes[-1])
+        weight = self.blocks[0].lru.params_log
+        return weight.new_zeros(len(self.blocks), batch_size, self.state_size)
 
     def step(self, x, state, mask):
-        """``x`` [B, D], ``state`` [n_layers, B, 2D] -> (output [B, D], new state)."""
+        """``x`` [B, D], ``state`` [n_layers, B, 2N] -> (output [B, D], new state)."""
         new_states = []
         for block, block_state in zip(self.blocks, state):
             x, block_state = block.step(x, block_state, mask)
             new_states.append(block_state)
-        return self.norm(x), torch.stack(new_states)
+        return x, torch.stack(new_states)
+
+
+def check_positive_int(**values):
+    """Raise ConfigError for the first value that is not a positive integer."""
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")

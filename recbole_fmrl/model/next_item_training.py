@@ -1,0 +1,55 @@
+"""Training pairs of the causal LRU models, per row (``train_mode: prefix``, RecBole's augmentation)
+or per position (``train_mode: sequence``, the authors' training: every position of a user's
+sequence predicts the next item in one pass)."""
+
+import torch
+
+from recbole_fmrl.errors import ConfigError
+
+TRAIN_MODES = ("sequence", "prefix")
+
+
+def check_train_mode(train_mode, model_name, trains_on_sequences):
+    """``train_mode`` if valid for the model, else ConfigError naming the choices."""
+    if train_mode not in TRAIN_MODES:
+        raise ConfigError(f"train_mode must be one of {list(TRAIN_MODES)}, got {train_mode!r}")
+    if train_mode == "sequence" and not trains_on_sequences:
+        raise ConfigError(
+            f"train_mode 'sequence' needs a causal model that trains on every position "
+            f"(fMRLRec, LRURec); {model_name} trains on prefixes: set train_mode: prefix"
+        )
+    return train_mode
+
+
+def next_item_targets(item_seq, item_seq_len, pos_items):
+    """Per-position targets of right-padded rows: ``(real [B, L] bool, targets [B, L])``.
+
+    The target of position t is the item at t + 1; the last real position's target is the row's
+    target ``pos_items``. Position t of a causal encoder reads only items <= t, so (row, t) is the
+    training pair (history ``item_seq[:t+1]``, target) of RecBole's prefix augmentation.
+    """
+    rows = torch.arange(item_seq.size(0), device=item_seq.device)
+    real = torch.arange(item_seq.size(1), device=item_seq.device)[None, :] < item_seq_len[:, None]
+    targets = torch.cat([item_seq[:, 1:], item_seq.new_zeros(item_seq.size(0), 1)], dim=1)
+    targets[rows, item_seq_len - 1] = pos_items
+    return real, targets
+
+
+class NextItemTraining:
+    """Mixin for a causal ``SequentialRecommender`` with ``encode(item_seq, **kw) -> [B, L, D]``.
+
+    ``training_pairs`` returns the representations and targets the CE loss is taken over:
+    in ``sequence`` mode one per real position of every row (gathered before scoring, so padding
+    costs no scoring work), in ``prefix`` mode one per row (its last real position).
+    """
+
+    trains_on_sequences = True
+
+    def training_pairs(self, interaction, **encode_kwargs):
+        """``(outputs [N, D], targets [N])`` of this batch's training pairs."""
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        hidden = self.encode(item_seq, **encode_kwargs)
+        if self.train_mode == "prefix":
+            return self.gather_indexes(hidden, item_seq_len - 1), interaction[self.POS_ITEM_ID]
+        real, targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
+        return hidden[real], targets[real]
