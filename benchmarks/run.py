@@ -10,21 +10,28 @@ Cases (each timed after warm-up, median of repeated runs):
   d  exported size-m model vs size D: top-10 over the catalogue for a batch of users     goal D/8 <= 1/8
   e  serving: top-10 after one new event from a cached LRU state vs re-running the sequence goal >= 10x
   f  peak memory of a train step, fMRLRec vs LRURec                                          (info)
+  g  one training epoch on real Beauty (D = 64, L = 50, one thread): train_mode sequence vs
+     prefix for fMRLRec and LRURec (goal <= 1/6 each), fMRLRec vs LRURec in sequence mode (<= 1.15)
 
 Models are the plugin's real classes from a real Config with the YAML defaults, except that LRURec
 gets fMRLRec's dropout rates (a hyper-parameter, not a cost of nesting); items and features are
 synthetic (see ``benchmarks/common.py``). ``--quick`` runs D = 256 (case a: 256 and 1024) with fewer
 repeats (about 5 minutes on a 2-core CPU); ``--tiny`` shrinks everything (seconds; for the test
-suite). Results: JSON with machine info, and a table of ratios with their goals on stdout.
+suite). Case g reads the real embedded Beauty (``--quick``: prefix-mode epochs estimated from 40
+random batches × the epoch's batch count; sequence epochs always whole). Results: JSON with machine
+info, and a table of ratios with their goals on stdout.
 """
 
 import argparse
 import gc
 import io
+import itertools
 import json
 import math
 import os
+import random
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -60,14 +67,19 @@ class Settings:
     repeats: int = 5
     serve_repeats: int = 20  # (e): fast calls, more repeats
     independent_repeats: int = 3  # (c): the independent models
+    epoch_dataset: str = "beauty"  # (g): a real dataset; "" = a small random one (tests)
+    epoch_hidden_size: int = 64  # (g)
+    epoch_prefix_batches: int = 0  # (g): prefix-mode batches timed (0 = the whole epoch)
 
 
 PRESETS = {
     "full": Settings(),
-    "quick": Settings(hidden_sizes=[256], warmup=1, repeats=3, serve_repeats=10, independent_repeats=2),
+    "quick": Settings(hidden_sizes=[256], warmup=1, repeats=3, serve_repeats=10, independent_repeats=2,
+                      epoch_prefix_batches=40),
     "tiny": Settings(
         hidden_sizes=[64], train_sizes=[64], n_items=500, batch_size=8, seq_len=10, layer_dim=64, layer_rows=64,
-        serve_users=4, warmup=1, repeats=2, serve_repeats=3, independent_repeats=1,
+        serve_users=4, warmup=1, repeats=2, serve_repeats=3, independent_repeats=1, epoch_dataset="",
+        epoch_hidden_size=16, epoch_prefix_batches=3,
     ),
 }
 
@@ -286,6 +298,54 @@ class Bench:
                          fmrl_mb=peak["fMRLRec"]["step_peak_mb"], lrurec_mb=peak["LRURec"]["step_peak_mb"],
                          method=peak["fMRLRec"]["method"], details=peak))
 
+    # ------------------------------------------------------------------------------------ g
+    def case_g(self):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            seconds = {(model, mode): s for mode in ("sequence", "prefix") for model, s in self.epoch_seconds(mode).items()}
+        finally:
+            torch.set_num_threads(threads)
+        name = self.s.epoch_dataset or "random"
+        for model in ("fMRLRec", "LRURec"):
+            self.add(row("g", f"epoch {model} train_mode sequence / prefix, {name} D={self.s.epoch_hidden_size}",
+                         seconds[model, "sequence"] / seconds[model, "prefix"], ("<=", round(1 / 6, 4)),
+                         sequence_s=round(seconds[model, "sequence"], 1), prefix_s=round(seconds[model, "prefix"], 1)))
+        self.add(row("g", f"epoch fMRLRec / LRURec, train_mode sequence, {name} D={self.s.epoch_hidden_size}",
+                     seconds["fMRLRec", "sequence"] / seconds["LRURec", "sequence"], ("<=", 1.15)))
+
+    def epoch_seconds(self, train_mode):
+        """Seconds of one training epoch (RecBole's ``_train_epoch``: batches, loss, backward, clip,
+        AdamW) per model, both models on the same training loader."""
+        from recbole_fmrl.config import Config
+        from recbole_fmrl.data import data_preparation
+        from recbole_fmrl.model import LRURec, fMRLRec
+        from recbole_fmrl.utils import create_dataset, get_trainer
+
+        dataset_name, data_path = self.s.epoch_dataset, "dataset/"
+        if not dataset_name:
+            dataset_name, data_path = "random", write_random_dataset()
+        common = {"hidden_size": self.s.epoch_hidden_size, "MAX_ITEM_LIST_LENGTH": self.s.seq_len,
+                  "train_mode": train_mode, "data_path": data_path, "use_gpu": self.device.type == "cuda",
+                  "checkpoint_dir": tempfile.mkdtemp(prefix="fmrl-bench-"), "show_progress": False}
+        if not self.s.epoch_dataset:
+            common.update(modalities=["id"], load_col={"inter": ["user_id", "item_id", "timestamp"]})
+        configs = {name: Config(name, dataset_name, config_dict=common) for name in ("fMRLRec", "LRURec")}
+        train_data = data_preparation(configs["fMRLRec"], create_dataset(configs["fMRLRec"]))[0]
+        batches = len(train_data)
+        timed = batches if train_mode == "sequence" or not self.s.epoch_prefix_batches else self.s.epoch_prefix_batches
+        seconds = {}
+        for name, model_class in (("fMRLRec", fMRLRec), ("LRURec", LRURec)):
+            torch.manual_seed(0)
+            model = model_class(configs[name], train_data.dataset).to(self.device)
+            trainer = get_trainer(configs[name]["MODEL_TYPE"], name)(configs[name], model)
+            started = time.perf_counter()
+            trainer._train_epoch(itertools.islice(train_data, timed), 0)
+            synchronize(self.device)
+            seconds[name] = (time.perf_counter() - started) * batches / timed
+            self.log(f"   g: {name} {train_mode}: {batches} batches/epoch, {timed} timed, epoch {seconds[name]:.1f} s")
+        return seconds
+
 
 class BlockLoopLinear(nn.Module):
     """The authors' MRL linear layer: one nn.Linear per output block j reading ``x[..., :M[j]]``,
@@ -299,6 +359,19 @@ class BlockLoopLinear(nn.Module):
 
     def forward(self, x):
         return torch.cat([block(x[..., :m]) for m, block in zip(self.sizes, self.blocks)], dim=-1)
+
+
+def write_random_dataset(users=300, items=200, seed=0):
+    """A small RecBole atomic dataset ``random`` (5-60 events per user) in a temporary folder."""
+    rng = random.Random(seed)
+    root = tempfile.mkdtemp(prefix="fmrl-bench-data-")
+    os.makedirs(os.path.join(root, "random"))
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    for user in range(users):
+        lines += [f"u{user}\ti{rng.randrange(1, items)}\t{t}" for t in range(rng.randint(5, 60))]
+    with open(os.path.join(root, "random", "random.inter"), "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    return root
 
 
 def same_dropout(model_name):
@@ -448,7 +521,7 @@ def to_jsonable(value):
     return value
 
 
-CASES = "abcdef"
+CASES = "abcdefg"
 
 
 def busy_warning(info, device):
@@ -474,7 +547,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="results/bench.json")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--sizes", default=None, help="comma-separated D values, e.g. 256,1024")
-    parser.add_argument("--cases", default=CASES, help="subset of 'abcdef' to run")
+    parser.add_argument("--cases", default=CASES, help=f"subset of '{CASES}' to run")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
     parser.add_argument("--no-profile", action="store_true", help="do not profile cases that miss")
     return parser.parse_args(argv)

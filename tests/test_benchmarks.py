@@ -23,14 +23,15 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
     assert result["preset"] == "tiny"
     for key in ("torch", "device_name", "threads", "date", "git_commit"):
         assert key in result["machine"], key
-    assert sorted(result["cases"]) == list("abcdef")
+    assert sorted(result["cases"]) == list("abcdefg")
     for case, rows in result["cases"].items():
         assert rows, case
         for row in rows:
             assert isinstance(row["ratio"], float) and math.isfinite(row["ratio"]) and row["ratio"] > 0, row
             assert row["status"] in ("PASS", "MISS", "INFO")
     goals = {case: [r for r in rows if r["goal"]] for case, rows in result["cases"].items()}
-    assert all(goals[case] for case in "abde")  # every case with a goal is judged
+    assert all(goals[case] for case in "abdeg")  # every case with a goal is judged
+    assert len(result["cases"]["g"]) == 3  # sequence / prefix for fMRLRec and LRURec, fMRLRec / LRURec
     assert len(result["cases"]["d"]) == 4  # one row per nested size m in M = [8, 16, 32, 64]
     assert "PASS" in done.stdout or "MISS" in done.stdout  # the table is printed
 
