@@ -94,12 +94,20 @@ class MultimodalSequentialDataset(SequentialDataset):
 
     def build(self):
         """RecBole's train/valid/test split; with ``train_mode: sequence`` the training part keeps
-        one row per window of ``MAX_ITEM_LIST_LENGTH`` targets (:func:`sequence_window_rows`)."""
+        one row per window of ``MAX_ITEM_LIST_LENGTH`` targets (:func:`sequence_window_rows`).
+
+        Validation and test rows are ordered by history length (metrics are per-user means, so the
+        order changes no result): evaluation batches then hold histories of similar length, which
+        the causal models cut to their longest row instead of encoding the padding."""
         train, valid, test = super().build()
         if self.config["train_mode"] == "sequence":
             keep = sequence_window_rows(train.inter_feat[self.uid_field].numpy(), self.max_item_list_len)
             train = train.copy(train.inter_feat[torch.from_numpy(keep)])
-        return [train, valid, test]
+        return [train] + [self._by_history_length(split) for split in (valid, test)]
+
+    def _by_history_length(self, split):
+        order = torch.sort(split.inter_feat[self.item_list_length_field], stable=True).indices
+        return split.copy(split.inter_feat[order])
 
     def _fill_nan(self):
         """RecBole's imputation, assigning results instead of chained in-place ``fillna``

@@ -15,7 +15,7 @@ from recbole_fmrl.model.layers import (
     nested_cross_entropy,
     sliced_state_dict,
 )
-from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode
+from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode, trim_padding
 
 FEATURE_MODALITIES = ("text", "image")
 MODALITIES = FEATURE_MODALITIES + ("id",)
@@ -150,7 +150,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
 
     def forward(self, item_seq, item_seq_len, item_table=None):
         """User representation at the last real position, [B, D]."""
-        return self.gather_indexes(self.encode(item_seq, item_table), item_seq_len - 1)
+        return self.gather_indexes(self.encode(trim_padding(item_seq, item_seq_len), item_table), item_seq_len - 1)
 
     def init_state(self, batch_size):
         """Zero recurrent state for ``batch_size`` users, [n_layers, B, 2D]."""

@@ -7,7 +7,7 @@ from torch import nn
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import LRUEncoder, PostNormLRUBlock, check_positive_int
-from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode
+from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode, trim_padding
 
 
 class LRURec(NextItemTraining, SequentialRecommender):
@@ -57,7 +57,7 @@ class LRURec(NextItemTraining, SequentialRecommender):
         return self.encoder(embedded, item_seq != 0)
 
     def forward(self, item_seq, item_seq_len):
-        return self.gather_indexes(self.encode(item_seq), item_seq_len - 1)  # [B, D]
+        return self.gather_indexes(self.encode(trim_padding(item_seq, item_seq_len)), item_seq_len - 1)  # [B, D]
 
     def calculate_loss(self, interaction):
         outputs, targets = self.training_pairs(interaction)

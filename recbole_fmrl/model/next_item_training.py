@@ -21,6 +21,12 @@ def check_train_mode(train_mode, model_name, trains_on_sequences):
     return train_mode
 
 
+def trim_padding(item_seq, item_seq_len):
+    """Right-padded rows cut to the longest row: a causal encoder's real positions never read the
+    padding after them, so the cut changes no output and saves encoding it."""
+    return item_seq[:, : int(item_seq_len.max())]
+
+
 def next_item_targets(item_seq, item_seq_len, pos_items):
     """Per-position targets of right-padded rows: ``(real [B, L] bool, targets [B, L])``.
 
@@ -48,6 +54,7 @@ class NextItemTraining:
     def training_pairs(self, interaction, **encode_kwargs):
         """``(outputs [N, D], targets [N])`` of this batch's training pairs."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        item_seq = trim_padding(item_seq, item_seq_len)
         hidden = self.encode(item_seq, **encode_kwargs)
         if self.train_mode == "prefix":
             return self.gather_indexes(hidden, item_seq_len - 1), interaction[self.POS_ITEM_ID]
