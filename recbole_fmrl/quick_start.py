@@ -12,6 +12,7 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_fmrl.checkpoint import run_identity
 from recbole_fmrl.config import Config, get_model, to_primitive
 from recbole_fmrl.utils import create_dataset, get_trainer
 
@@ -30,6 +31,8 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     reset_recbole_logging()
     init_logger(config)
     logger = getLogger()
+    for line in config.warnings:
+        logger.warning(line)
     dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
     logger.info(config)
     logger.info(dataset)
@@ -89,6 +92,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     config, model, (train_data, valid_data, test_data) = build(model, dataset, config_file_list, config_dict)
     logger = getLogger()
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.identity = run_identity(train_data._dataset, model)
     if resume:
         trainer.resume_checkpoint(resume)
     try:
@@ -128,11 +132,6 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     )
     logger.info(set_color("test result", "yellow") + ":\n" + format_table({"test": test_result}, ""))
     return result
-
-
-def load_checkpoint(path):
-    """A checkpoint or export written by the plugin (``weights_only=True``: no pickled objects)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def main_guarded(main):

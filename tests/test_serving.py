@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from recbole_fmrl.checkpoint import run_identity
 from recbole_fmrl.config import Config
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.model import LRURec, fMRLRec
@@ -175,8 +176,8 @@ def test_load_real_export_file_with_tokens(data_path, tmp_path):
 
     model, config, dataset = build(data_path)
     checkpoint = tmp_path / "full.pth"
-    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(),
-                 "config": config.to_dict(), "state_dict": model.state_dict()}, str(checkpoint))
+    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
+                 "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, str(checkpoint))
     export(str(checkpoint), 8, str(tmp_path / "small.pth"))
 
     small = Recommender.load(str(tmp_path / "small.pth"))  # builds the dataset named in the file
