@@ -158,7 +158,7 @@ def test_text_features_and_manifest(prepared):
     assert (manifest["dim"], manifest["n_items"], manifest["n_zero_rows"]) == (384, 6, 1)
     assert manifest["items_file"] == "beauty.items.tsv"
     items = atomic.read_items(folder / "beauty.items.tsv")
-    assert manifest["source_sha256"] == amazon2014.source_sha256(items, "text")
+    assert manifest["source_sha256"] == atomic.source_sha256(items, "text")
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), [1, 1, 1, 1, 1, 0], atol=1e-5)
     expected, _ = encode_texts(["Title: Lip Balm Price: 12.99 Brand: Acme Categories: Beauty, Skin Care, Lips"],
                                load_text_encoder(PACKAGED_MINILM))
@@ -185,7 +185,7 @@ def test_rerun_skips_finished_steps(prepared, caplog):
     stamps = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder) if "." in name}
     n_requests = len(_ImageHandler.requests_seen)
     with caplog.at_level(logging.INFO, logger="dataset_prep"):
-        row = amazon2014.prepare_dataset("beauty", str(out_dir), raw_dir="/nonexistent",
+        row = amazon2014.prepare_dataset("beauty", str(out_dir), raw_dir=str(out_dir.parent / "raw"),
                                          text_encoder=PACKAGED_MINILM, image_model=IMAGE_MODEL,
                                          image_pretrained=None)
     assert {name: os.stat(folder / name).st_mtime_ns for name in stamps} == stamps
@@ -250,7 +250,7 @@ def test_ensure_embedded_dataset_writes_once(tmp_path):
     inter = pd.read_csv(folder / "toys.inter", sep="\t", dtype=str)
     assert len(inter) == 167597 and list(inter.columns) == [
         "user_id:token", "item_id:token", "timestamp:float", "position:float"]
-    assert sorted(os.listdir(folder)) == ["toys.inter", "toys.items.tsv"]  # no text offline
+    assert sorted(os.listdir(folder)) == ["toys.inter", "toys.interactions.done.json", "toys.items.tsv"]  # no text offline
     assert len(atomic.read_items(folder / "toys.items.tsv")) == 11924
 
 
