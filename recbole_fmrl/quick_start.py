@@ -12,7 +12,7 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
-from recbole_fmrl.checkpoint import run_identity
+from recbole_fmrl.checkpoint import read_checkpoint, run_identity
 from recbole_fmrl.config import Config, get_model, to_primitive
 from recbole_fmrl.utils import create_dataset, get_trainer
 
@@ -89,12 +89,13 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     ``callback(epoch, valid_score)`` runs after every validation (Ray Tune reports through it).
     """
     started = time.time()
+    checkpoint = read_checkpoint(resume) if resume else None  # a damaged file fails before anything runs
     config, model, (train_data, valid_data, test_data) = build(model, dataset, config_file_list, config_dict)
     logger = getLogger()
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.identity = run_identity(train_data._dataset, model)
     if resume:
-        trainer.resume_checkpoint(resume)
+        trainer.resume_checkpoint(resume, checkpoint)
     try:
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback

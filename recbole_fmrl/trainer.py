@@ -95,7 +95,7 @@ class SafeCheckpointMixin:
 
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 
-    def resume_checkpoint(self, resume_file):
+    def resume_checkpoint(self, resume_file, checkpoint=None):
         """Continue the run of a ``-last.pth`` (or best) checkpoint exactly where it stopped: weights,
         ``resumable_states``, epoch, early-stopping state and every random state.
 
@@ -103,8 +103,9 @@ class SafeCheckpointMixin:
         dataset and shape (:func:`~recbole_fmrl.checkpoint.check_resume`). The run goes on in this
         run's ``checkpoint_dir`` under the checkpoint's file names; the best checkpoint so far is
         read from beside ``resume_file`` (the folder may have moved) and copied there if elsewhere.
+        ``checkpoint``: the file's content if already read.
         """
-        checkpoint = read_checkpoint(resume_file)
+        checkpoint = checkpoint or read_checkpoint(resume_file)
         best_source = check_resume(checkpoint, resume_file, self)
         name = os.path.basename(checkpoint["best_model_file"])
         self.saved_model_file = os.path.join(self.checkpoint_dir, name)
