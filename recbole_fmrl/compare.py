@@ -327,7 +327,7 @@ def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
-    if args.dataset:
+    if args.dataset is not None:
         output_folder(args.out, args.dataset)  # a name, not a path: checked before anything is written
     config_files = args.config_files.split()
     check_config_files(config_files)

@@ -198,3 +198,15 @@ def test_loading_23k_by_1024_features_takes_seconds(tmp_path, monkeypatch):
     internal = dataset.field2token_id["item_id"][items["item_id"][100]]
     assert np.array_equal(features[internal].numpy(), matrix[100])
     assert seconds < 10, f"loading took {seconds:.1f} s"
+
+
+def test_features_of_a_reordered_items_table_are_refused(tiny, tmp_path):
+    dataset, folder, order = tiny
+    work = _copy_dataset_files(folder, tmp_path)
+    atomic.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": order[::-1], "text": "", "image_url": ""}))
+    npy = work / "mm.text.npy"
+    with pytest.raises(FeatureFileError) as caught:
+        _load(dataset, {"text": str(npy)})
+    assert str(caught.value) == (
+        f"feature file {npy} was computed from another version of {work / 'mm.items.tsv'} (reordered or edited: "
+        "source_sha256 differs), so its rows would belong to other items; prepare the dataset again")
