@@ -171,8 +171,8 @@ def absolute_settings(config, overrides, config_files):
 
 
 def model_keys(model, dataset):
-    """Keys the model (and RecBole's trainer) understands: those of its default Config."""
-    return set(Config(model=model, dataset=dataset, config_dict={"use_gpu": False}).final_config_dict)
+    """Keys the model (and RecBole's trainer) understands (:meth:`Config.known_keys`)."""
+    return Config(model=model, dataset=dataset, config_dict={"use_gpu": False}).known_keys()
 
 
 def trial_rows(result_grid, metric, mode, derived):
