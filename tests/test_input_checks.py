@@ -10,7 +10,7 @@ import pytest
 import run_recbole_fmrl
 from recbole_fmrl import compare, tune
 from recbole_fmrl.config import Config, parse_overrides
-from recbole_fmrl.errors import ConfigError, InputFileError, PluginError
+from recbole_fmrl.errors import ConfigError, InputFileError
 from recbole_fmrl.quick_start import build, main_guarded
 from recbole_fmrl.utils import create_dataset
 
@@ -75,6 +75,7 @@ def test_duplicates_are_kept_only_when_asked(tmp_path, monkeypatch):
     ("epochs", "-3", "an integer >= 1", "-3"),
     ("epochs", "ten", "an integer >= 1", "'ten'"),
     ("epochs", "2.5", "an integer >= 1", "2.5"),
+    ("teacher", "os.system('x')", "a model name", '"os.system(\'x\')"'),  # KD_DAGFM eval()s it
 ])
 def test_bad_config_values_are_one_line_naming_the_key(key, value, expected, shown):
     with pytest.raises(ConfigError) as caught:

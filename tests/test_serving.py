@@ -231,3 +231,16 @@ def test_padding_of_a_batched_top_k_never_becomes_an_item(data_path):
     assert rec.to_tokens(-1) is None and rec.to_tokens([-1, 0]) == []
     with pytest.raises(PluginError, match=rf"item id {rec.n_items} is not in the catalogue \(ids 1 to {last}\)"):
         rec.to_tokens(rec.n_items)
+
+
+def test_a_checkpoint_is_refused_once_its_feature_files_changed(data_path, tmp_path):
+    model, config, dataset = build(data_path)
+    checkpoint = tmp_path / "full.pth"
+    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
+                 "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, str(checkpoint))
+    assert Recommender.load(str(checkpoint)).n_items == dataset.item_num
+    manifest = tmp_path / "tiny" / "tiny.image.npy.json"
+    manifest.write_text(manifest.read_text().replace('"random"', '"another encoder"'))
+    with pytest.raises(PluginError) as refused:
+        Recommender.load(str(checkpoint))
+    assert str(refused.value) == f"{checkpoint}: was trained with other image features of 'tiny' (their manifest changed)"
