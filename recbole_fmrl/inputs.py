@@ -123,8 +123,9 @@ def check_inter_file(path, config):
     for field in (config["USER_ID_FIELD"], config["ITEM_ID_FIELD"]):
         if field not in needed:
             needed.append(field)
-    if (config["eval_args"] or {}).get("order") == "TO" and config["TIME_FIELD"] not in needed:
-        needed.append(config["TIME_FIELD"])
+    time_field = config["TIME_FIELD"]
+    if time_field and (config["eval_args"] or {}).get("order") == "TO" and time_field not in needed:
+        needed.append(time_field)
     missing = [field for field in needed if field not in column_of]
     if missing:
         raise InputFileError(
