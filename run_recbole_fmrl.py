@@ -9,13 +9,13 @@ from recbole_fmrl.config import parse_overrides
 from recbole_fmrl.quick_start import main_guarded, run
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default="fMRLRec", help="fMRLRec, LRURec, FMLPRec or any RecBole model")
     parser.add_argument("--dataset", "-d", default="beauty", help="dataset name (folder under data_path)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files")
     parser.add_argument("--resume", default=None, help="continue from a '-last.pth' checkpoint")
-    args, extra = parser.parse_known_args()
+    args, extra = parser.parse_known_args(argv)
     run(args.model, args.dataset, args.config_files.split() or None, parse_overrides(extra), resume=args.resume)
 
 

@@ -3,8 +3,10 @@
 Input is either the official raw files (``--raw-dir`` with ``reviews_<Category>_5.json.gz`` and
 ``meta_<Category>.json.gz``) or interaction tables (``--tables-dir``, default: the copy embedded in
 this package). Steps, each logged on one line with its counts: parse -> 5-core -> order ->
-item text -> write -> text features -> image download -> image features. Finished steps are
-skipped on a rerun unless ``--force``; every file is written atomically.
+item text -> write -> text features -> image download -> image features. A finished step is
+skipped on a rerun unless ``--force`` or its inputs changed: each step leaves a completion record
+naming the sha256 of its inputs (``<name>.interactions.done.json``; a feature matrix's manifest),
+removed when the step starts, so an interrupted step is done again. Every file is written atomically.
 
     python -m dataset_prep.amazon2014 --dataset beauty --out dataset/
     python -m dataset_prep.amazon2014 --check        # embedded tables vs. the paper's Table 1
@@ -13,7 +15,6 @@ skipped on a rerun unless ``--force``; every file is written atomically.
 import argparse
 import ast
 import gzip
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from dataset_prep import atomic
-from recbole_fmrl.errors import PluginError
+from recbole_fmrl.errors import InputFileError, PluginError
 
 logger = logging.getLogger(__name__)
 
@@ -51,14 +52,41 @@ _ASIN_IN_LINE = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
 
 # ----------------------------------------------------------------------------- parse
 
+REVIEW_KEYS = ("reviewerID", "asin", "unixReviewTime")
+
+
+def _lines(path):
+    """``(line number, line)`` of a gzip text file; a file that is not gzip is one error line."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            yield from enumerate(f, 1)
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise InputFileError(path, f"not a readable gzip text file: {err}") from None
+
+
 def parse_reviews(path):
-    """Interactions (user_id, item_id, timestamp) of a ``reviews_*_5.json.gz`` file, in file order."""
+    """Interactions (user_id, item_id, timestamp) of a ``reviews_*_5.json.gz`` file, in file order.
+
+    A line that is not a JSON review (object with reviewerID, asin and a numeric unixReviewTime)
+    is one error naming the file and line."""
     rows = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                review = json.loads(line)
-                rows.append((review["reviewerID"], review["asin"], float(review["unixReviewTime"])))
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            review = json.loads(line)
+        except ValueError as err:
+            raise InputFileError(path, f"not a JSON review: {err}", line=number) from None
+        if not isinstance(review, dict):
+            raise InputFileError(path, f"expected a JSON object (one review), got a {type(review).__name__}", line=number)
+        missing = [key for key in REVIEW_KEYS if key not in review]
+        if missing:
+            raise InputFileError(path, f"the review has no {', '.join(missing)}", line=number)
+        try:
+            time = float(review["unixReviewTime"])
+        except (TypeError, ValueError):
+            raise InputFileError(path, f"unixReviewTime {review['unixReviewTime']!r} is not a number", line=number) from None
+        rows.append((review["reviewerID"], review["asin"], time))
     return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
 
 
@@ -66,39 +94,57 @@ def parse_meta(path, wanted):
     """``asin -> metadata dict`` for the ASINs in ``wanted`` from a ``meta_*.json.gz`` file.
 
     Lines are Python literals (parsed with ``ast.literal_eval``; strict JSON lines also work);
-    lines of other items are skipped before parsing, unparsable ones are counted and logged.
+    lines of other items are skipped before parsing, unparsable ones are counted and logged; a line
+    that parses to something other than a dict with an ``asin`` is one error naming file and line.
     """
     meta, n_bad = {}, 0
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            found = _ASIN_IN_LINE.search(line)
-            if found is None or found.group(1) not in wanted:
-                continue
+    for number, line in _lines(path):
+        found = _ASIN_IN_LINE.search(line)
+        if found is None or found.group(1) not in wanted:
+            continue
+        try:
+            record = ast.literal_eval(line)
+        except (ValueError, SyntaxError):
             try:
-                record = ast.literal_eval(line)
-            except (ValueError, SyntaxError):
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    n_bad += 1
-                    continue
-            meta[record["asin"]] = record
+                record = json.loads(line)
+            except ValueError:
+                n_bad += 1
+                continue
+        if not isinstance(record, dict) or "asin" not in record:
+            what = "a dict without 'asin'" if isinstance(record, dict) else f"a {type(record).__name__}"
+            raise InputFileError(path, f"expected a dict with one item's metadata, got {what}", line=number)
+        meta[record["asin"]] = record
     if n_bad:
         logger.warning("parse: %d unparsable metadata lines in %s were skipped", n_bad, path)
     return meta
 
 
-def read_raw(raw_dir, name):
-    """Interactions and item metadata from the official raw files; order key ``timestamp``."""
+def raw_files(raw_dir, name):
+    """The official raw files of ``name``: reviews and metadata (one error line if one is missing)."""
     category = CATEGORIES[name]
-    reviews = os.path.join(raw_dir, f"reviews_{category}_5.json.gz")
-    meta_file = os.path.join(raw_dir, f"meta_{category}.json.gz")
-    for path in (reviews, meta_file):
+    paths = [os.path.join(raw_dir, f"reviews_{category}_5.json.gz"), os.path.join(raw_dir, f"meta_{category}.json.gz")]
+    for path in paths:
         if not os.path.isfile(path):
             raise PluginError(f"raw file not found: {path}")
+    return paths
+
+
+def read_raw(raw_dir, name):
+    """Interactions and item metadata from the official raw files; order key ``timestamp``."""
+    reviews, meta_file = raw_files(raw_dir, name)
     inter = parse_reviews(reviews)
     meta = parse_meta(meta_file, set(inter["item_id"]))
     return inter, meta
+
+
+def table_files(tables_dir, name):
+    """The interaction table of ``name`` (one error line if missing) and its titles table, if any."""
+    folder = os.path.join(tables_dir, name)
+    table = os.path.join(folder, f"{name}.interactions.tsv.gz")
+    if not os.path.isfile(table):
+        raise PluginError(f"interaction table not found: {table}")
+    titles = os.path.join(folder, f"{name}.titles.tsv.gz")
+    return [table, titles] if os.path.isfile(titles) else [table]
 
 
 def read_tables(tables_dir, name):
@@ -107,18 +153,14 @@ def read_tables(tables_dir, name):
     The order key is ``position`` (the paper's order, ties included); ``timestamp`` is kept when
     the table has it.
     """
-    folder = os.path.join(tables_dir, name)
-    table = os.path.join(folder, f"{name}.interactions.tsv.gz")
-    if not os.path.isfile(table):
-        raise PluginError(f"interaction table not found: {table}")
+    table, *titles_file = table_files(tables_dir, name)
     inter = pd.read_csv(table, sep="\t", dtype={"user_id": str, "item_id": str})
     if "timestamp" not in inter:
         inter["timestamp"] = np.nan
     inter["timestamp"] = inter["timestamp"].astype(float)
     meta = {}
-    titles = os.path.join(folder, f"{name}.titles.tsv.gz")
-    if os.path.isfile(titles):
-        frame = pd.read_csv(titles, sep="\t", dtype=str, keep_default_na=False)
+    if titles_file:
+        frame = pd.read_csv(titles_file[0], sep="\t", dtype=str, keep_default_na=False)
         meta = {asin: {"title": title} for asin, title in zip(frame["item_id"], frame["title"]) if title}
     return inter, meta
 
@@ -173,14 +215,6 @@ def build_items(item_ids, meta):
     return pd.DataFrame(rows, columns=list(atomic.ITEMS_COLUMNS))
 
 
-def source_sha256(items, column):
-    """Hash of the (item_id, ``column``) pairs that a feature matrix is computed from."""
-    digest = hashlib.sha256()
-    for asin, value in zip(items["item_id"], items[column]):
-        digest.update(f"{asin}\t{value}\n".encode("utf-8"))
-    return digest.hexdigest()
-
-
 def _is_current(npy_path, encoder, source):
     """Whether ``npy_path`` exists and its manifest matches this encoder and input."""
     manifest = atomic.read_manifest(npy_path)
@@ -188,12 +222,25 @@ def _is_current(npy_path, encoder, source):
             and manifest.get("encoder") == encoder and manifest.get("source_sha256") == source)
 
 
+def text_features_current(folder, name, text_encoder):
+    """Whether ``<name>.text.npy`` was computed by ``text_encoder`` from the current items table."""
+    items = atomic.read_items(atomic.items_path(folder, name))
+    return _is_current(atomic.feature_path(folder, name, "text"), text_encoder, atomic.source_sha256(items, "text"))
+
+
+def interactions_current(folder, name, inputs):
+    """Whether the interactions step finished (its record exists) on exactly these ``inputs`` files."""
+    record = atomic.read_done(folder, name, "interactions")
+    return (record is not None and record.get("inputs") == atomic.file_hashes(inputs)
+            and os.path.exists(atomic.inter_path(folder, name)) and os.path.exists(atomic.items_path(folder, name)))
+
+
 # ----------------------------------------------------------------------------- features
 
 def text_features_step(folder, name, items, text_encoder, batch_size, device, force):
     """Encode the item texts into ``<name>.text.npy`` (skipped when current)."""
     npy = atomic.feature_path(folder, name, "text")
-    source = source_sha256(items, "text")
+    source = atomic.source_sha256(items, "text")
     n_text = int((items["text"] != "").sum())
     if n_text == 0:
         logger.info("text features: no item has text, skipped")
@@ -209,7 +256,7 @@ def text_features_step(folder, name, items, text_encoder, batch_size, device, fo
     seconds = time.perf_counter() - started
     manifest = atomic.write_features(
         npy, features, encoder=text_encoder, items_file=atomic.items_path(folder, name),
-        source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
+        source_column="text", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
     logger.info("text features: %d items x %d dims with %s in %.1f s, %d zero rows (no text)",
                 len(items), features.shape[1], text_encoder, seconds, n_zero)
     return manifest
@@ -220,7 +267,7 @@ def image_features_step(folder, name, items, image_model, image_pretrained, imag
     """Download the item photos and encode them into ``<name>.image.npy`` (skipped when current)."""
     npy = atomic.feature_path(folder, name, "image")
     encoder = f"open_clip:{image_model}:{image_pretrained}"
-    source = source_sha256(items, "image_url")
+    source = atomic.source_sha256(items, "image_url")
     n_url = int((items["image_url"] != "").sum())
     if n_url == 0:
         logger.info("image download: no item has an image URL, skipped")
@@ -243,7 +290,7 @@ def image_features_step(folder, name, items, image_model, image_pretrained, imag
     seconds = time.perf_counter() - started
     manifest = atomic.write_features(
         npy, features, encoder=encoder, items_file=atomic.items_path(folder, name),
-        source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
+        source_column="image_url", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
     logger.info("image features: %d items x %d dims with %s in %.1f s, %d zero rows "
                 "(no photo or unreadable)", len(items), features.shape[1], encoder, seconds, n_zero)
     return manifest
@@ -290,14 +337,19 @@ def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, 
         raise PluginError(f"unknown dataset '{name}' (known: {', '.join(CATEGORIES)})")
     folder = os.path.join(out_dir, name)
     inter_file, items_file = atomic.inter_path(folder, name), atomic.items_path(folder, name)
-    if not force and os.path.exists(inter_file) and os.path.exists(items_file):
-        logger.info("parse/5-core/order/write: %s exists, skipped (--force rebuilds)", inter_file)
+    inputs = raw_files(raw_dir, name) if raw_dir else table_files(tables_dir or EMBEDDED_TABLES_DIR, name)
+    if not force and interactions_current(folder, name, inputs):
+        logger.info("parse/5-core/order/write: %s is current, skipped (--force rebuilds)", inter_file)
         inter = pd.read_csv(inter_file, sep="\t", usecols=[0, 1], dtype=str)
         inter.columns = ["user_id", "item_id"]
     else:
+        done = atomic.done_path(folder, name, "interactions")
+        if os.path.exists(done):
+            os.remove(done)
         inter, items = build_interactions(name, raw_dir, tables_dir)
         atomic.write_items(items_file, items)
         atomic.write_inter(inter_file, inter)
+        atomic.write_json_atomic(done, {"step": "interactions", "inputs": atomic.file_hashes(inputs)})
         logger.info("write: %s (%s rows), %s (%s items)", inter_file, f"{len(inter):,}",
                     items_file, f"{len(items):,}")
     items = atomic.read_items(items_file)  # the exact strings that were written

@@ -11,7 +11,11 @@ Layout of ``<out>/<name>/``:
 - ``<name>.items.tsv`` -- one row per item (``item_id``, ``text``, ``image_url``); its row order
   is the row order of every feature matrix.
 - ``<name>.<modality>.npy`` -- float32 ``[n_items, dim]``, with the manifest
-  ``<name>.<modality>.npy.json`` beside it.
+  ``<name>.<modality>.npy.json`` beside it, whose ``source_sha256`` hashes the (item_id, source
+  column) pairs of the items table it was computed from, in row order.
+- ``<name>.<step>.done.json`` -- the completion record of a preparation step (the manifest is the
+  record of a feature step): the sha256 of every input it read. Removed when the step starts, written
+  when it has finished, so a step that was interrupted or whose inputs changed is done again.
 """
 
 import contextlib
@@ -24,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 ITEMS_COLUMNS = ("item_id", "text", "image_url")
+SOURCE_COLUMNS = {"text": "text", "image": "image_url"}  # modality -> the items column it is computed from
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -88,6 +93,32 @@ def manifest_path(npy_path):
     return npy_path + ".json"
 
 
+def done_path(folder, name, step):
+    return os.path.join(folder, f"{name}.{step}.done.json")
+
+
+def file_hashes(paths):
+    """``{file name: sha256}`` of ``paths``: what a completion record names as a step's inputs."""
+    return {os.path.basename(path): sha256_file(path) for path in paths}
+
+
+def read_done(folder, name, step):
+    """The completion record of ``step``, or None when the step has not finished."""
+    try:
+        with open(done_path(folder, name, step), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def source_sha256(items, column):
+    """Hash of the (item_id, ``column``) pairs, in row order, that a feature matrix is computed from."""
+    digest = hashlib.sha256()
+    for asin, value in zip(items["item_id"], items[column]):
+        digest.update(f"{asin}\t{value}\n".encode("utf-8"))
+    return digest.hexdigest()
+
+
 def write_inter(path, inter):
     """Write interactions (user_id, item_id, timestamp, position) as a RecBole ``.inter`` file.
 
@@ -134,15 +165,20 @@ def read_manifest(npy_path):
         return json.load(f)
 
 
-def write_features(npy_path, features, *, encoder, items_file, source_sha256, n_zero_rows, extra=None):
-    """Save a float32 feature matrix, then its manifest (the manifest marks the step as done)."""
+def write_features(npy_path, features, *, encoder, items_file, source_column, source_sha256, n_zero_rows,
+                   extra=None):
+    """Save a float32 feature matrix, then its manifest (the manifest marks the step as done: it is
+    removed first, so a matrix whose save was interrupted never has a manifest that vouches for it)."""
     features = np.ascontiguousarray(features, dtype=np.float32)
+    if os.path.exists(manifest_path(npy_path)):
+        os.remove(manifest_path(npy_path))
     save_npy_atomic(npy_path, features)
     manifest = {
         "encoder": encoder,
         "dim": int(features.shape[1]),
         "n_items": int(features.shape[0]),
         "items_file": os.path.basename(items_file),
+        "source_column": source_column,
         "source_sha256": source_sha256,
         "n_zero_rows": int(n_zero_rows),
         "dtype": "float32",

@@ -10,8 +10,9 @@ import logging
 import os
 import time
 
-from dataset_prep import atomic
-from dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, prepare_dataset
+from dataset_prep.amazon2014 import (
+    EMBEDDED_TABLES_DIR, interactions_current, prepare_dataset, table_files, text_features_current,
+)
 from dataset_prep.encoders import PACKAGED_MINILM
 
 logger = logging.getLogger(__name__)
@@ -22,13 +23,11 @@ WITH_TEXT = frozenset({"beauty"})
 
 
 def _is_complete(folder, name):
-    """Whether the atomic files (and, where there is text, the text features) are in place."""
-    if not os.path.exists(atomic.inter_path(folder, name)):
+    """Whether every preparation step finished on the embedded tables (the atomic files and, where
+    there is text, the text features of the current items table)."""
+    if not interactions_current(folder, name, table_files(EMBEDDED_TABLES_DIR, name)):
         return False
-    if name in WITH_TEXT:
-        npy = atomic.feature_path(folder, name, "text")
-        return os.path.exists(npy) and atomic.read_manifest(npy) is not None
-    return True
+    return name not in WITH_TEXT or text_features_current(folder, name, PACKAGED_MINILM)
 
 
 def ensure_embedded_dataset(name, data_path):
@@ -36,7 +35,7 @@ def ensure_embedded_dataset(name, data_path):
 
     ``data_path`` is the root that holds one folder per dataset (RecBole's ``data_path`` before it
     appends the dataset name). Returns True when files were written, False when ``name`` is not
-    embedded or its files already exist; existing files are never overwritten.
+    embedded or its files are complete; only an unfinished step is done again.
     """
     if name not in EMBEDDED:
         return False

@@ -29,7 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recbole_fmrl import reports
-from recbole_fmrl.config import check_config_files, parse_overrides
+from recbole_fmrl.config import parse_overrides
+from recbole_fmrl.inputs import check_config_files, output_folder
 from recbole_fmrl.errors import FeatureFileError, PluginError
 from recbole_fmrl.quick_start import REPORTED_METRICS, main_guarded
 
@@ -210,7 +211,7 @@ def compare(dataset, models, config_files=(), overrides=None, out="results", for
     model_config_files = model_config_files or {}
     for model in list(models) + list(model_config_files):
         get_model(model)  # unknown names fail before anything runs
-    out_dir = Path(out) / dataset
+    out_dir = output_folder(out, dataset)
     results = {}
     for i, model in enumerate(models, 1):
         logger.info(f"({i}/{len(models)}) {model}")
@@ -241,7 +242,7 @@ def comparison_run_with(modalities, dataset, config_files, overrides, out_dir):
 
 def ablation(dataset, modality_sets, config_files=(), overrides=None, out="results", force=False, runner=None):
     """Table 3: one fMRLRec run per modality set; writes ablation.md/.csv. Returns ``{label: …}``."""
-    out_dir = Path(out) / dataset
+    out_dir = output_folder(out, dataset)
     results = {}
     for i, modalities in enumerate(modality_sets, 1):
         label = modality_label(modalities)
@@ -283,7 +284,7 @@ def parameters(dataset, full_sizes, config_files=(), overrides=None, out="result
     logger.info(f"counting parameters of fMRLRec for D in {full_sizes} ({independent} independent models)")
     rows = reports.parameter_rows(dataset, full_sizes, item_num, feature_dims, list(config_files) or None,
                                   overrides, independent)
-    out_dir = Path(out) / dataset
+    out_dir = output_folder(out, dataset)
     reports.write_params(rows, out_dir, title=f"fMRLRec parameters ({dataset} config)")
     for row in rows:
         paper = row["paper_figure4"]
@@ -326,6 +327,8 @@ def main(argv=None):
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     overrides = parse_overrides(extra)
+    if args.dataset is not None:
+        output_folder(args.out, args.dataset)  # a name, not a path: checked before anything is written
     config_files = args.config_files.split()
     check_config_files(config_files)
     model_config_files = {}
@@ -346,7 +349,7 @@ def main(argv=None):
         dataset = args.dataset or record.get("dataset")
         if not dataset:
             raise PluginError("pass --dataset: the run file names no dataset")
-        write_sizes_from_record(record, Path(args.out) / dataset, dataset)
+        write_sizes_from_record(record, output_folder(args.out, dataset), dataset)
         did_something = True
     if not args.dataset:
         if did_something:

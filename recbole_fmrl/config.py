@@ -1,7 +1,8 @@
-"""The plugin's RecBole ``Config``: plugin models first, plugin YAML defaults, numpy-2 safe."""
+"""The plugin's RecBole ``Config``: plugin models first, plugin YAML defaults, numpy-2 safe, and no
+``eval`` of config strings."""
 
 import enum
-import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,10 @@ import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
-from recbole_fmrl.errors import PluginError
+from recbole_fmrl.errors import ConfigError, PluginError
+from recbole_fmrl.inputs import (
+    check_config_files, check_config_values, dataset_name, literal_value, unknown_key_warnings,
+)
 
 RECBOLE_PROPERTIES_DIR = Path(recbole.__file__).resolve().parent / "properties"
 # From a checkout: <repo>/properties. From a wheel: setup.cfg installs it as recbole_fmrl/properties.
@@ -51,11 +55,22 @@ def get_model(name):
     return model_class
 
 
-def check_config_files(files):
-    """One clear line for the first config file that does not exist."""
-    for file in files:
-        if not os.path.isfile(file):
-            raise PluginError(f"config file not found: {file}")
+# YAML 1.1 reads 1e-4 (no dot) as a string; RecBole's loader adds this float pattern, so does ours.
+YAML_FLOAT = re.compile(
+    r"""^(?:[-+]?[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+class ConfigYamlLoader(yaml.SafeLoader):
+    """YAML's safe loader (plain values only, no Python objects) with RecBole's float pattern."""
+
+
+ConfigYamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML_FLOAT, list("-+0123456789."))
 
 
 class Config(RecBoleConfig):
@@ -66,12 +81,36 @@ class Config(RecBoleConfig):
       ``properties/model/<Model>.yaml`` and ``properties/dataset/<dataset>.yaml``;
     * the command line is NOT read implicitly (``run_recbole_fmrl.py`` passes its
       ``--key=value`` pairs as ``config_dict``), so library calls are reproducible;
-    * ``compatibility_settings`` works on numpy 2.
+    * ``compatibility_settings`` works on numpy 2;
+    * nothing is executed: YAML is read with the safe loader and string values (command line,
+      ``config_dict``, a checkpoint's stored settings) as Python literals, where RecBole calls
+      ``eval`` on them; values are checked (:func:`~recbole_fmrl.inputs.check_config_values`) and
+      ``warnings`` lists the keys no part of the run reads, each with the closest known key.
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None):
         check_config_files(config_file_list or [])
-        super().__init__(model, dataset, config_file_list, config_dict)
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except (ValueError, NotImplementedError) as err:  # RecBole's own checks (metrics, topk, eval_args)
+            if isinstance(err, PluginError):
+                raise
+            raise ConfigError(f"invalid config: {str(err).strip().splitlines()[0]}") from None
+        check_config_values(self.final_config_dict)
+        self.warnings = unknown_key_warnings(self.external_config_dict, self.known_keys(), self.model)
+
+    def known_keys(self):
+        """Keys some part of the run reads: every default (RecBole's and the plugin's YAML for this
+        model and dataset) and RecBole's documented arguments."""
+        documented = {key for keys in self.parameters.values() for key in keys}
+        return set(self.internal_config_dict) | documented | {"model", "dataset"}
+
+    def _build_yaml_loader(self):
+        return ConfigYamlLoader
+
+    def _convert_config_dict(self, config_dict):
+        """String values as Python literals (:func:`~recbole_fmrl.inputs.literal_value`), never ``eval``."""
+        return {key: literal_value(value) if isinstance(value, str) else value for key, value in config_dict.items()}
 
     def compatibility_settings(self):
         """RecBole still uses the numpy aliases removed in numpy 2 (np.float, np.bool, ...)."""
@@ -98,6 +137,7 @@ class Config(RecBoleConfig):
             raise PluginError("no model given: pass --model=<name>")
         if dataset is None:
             raise PluginError("no dataset given: pass --dataset=<name>")
+        dataset_name(dataset)
         model_class = get_model(model) if isinstance(model, str) else model
         return model_class.__name__, model_class, dataset
 
@@ -145,7 +185,7 @@ def to_primitive(value):
 
 def parse_value(text):
     """A ``--key=value`` value read as YAML (``[text,image]``, ``0.5``, ``true``); what YAML leaves a
-    string (e.g. ``1e-4``) RecBole's Config converts further."""
+    string (e.g. ``1e-4``) the Config reads further as a Python literal, never as code."""
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError:

@@ -11,3 +11,11 @@ class ConfigError(PluginError, ValueError):
 
 class FeatureFileError(PluginError, ValueError):
     """A multimodal feature file that is missing, malformed, or does not match the dataset."""
+
+
+class InputFileError(PluginError, ValueError):
+    """Bad content in an input file (interactions, raw reviews, checkpoint): ``<file>[, line N]: <what>``."""
+
+    def __init__(self, path, message, line=None):
+        where = f"{path}, line {line}" if line is not None else f"{path}"
+        super().__init__(f"{where}: {message}")

@@ -7,8 +7,9 @@ printed is the metrics as JSON.
 import argparse
 import json
 
+from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.export import build_trained, read_checkpoint
+from recbole_fmrl.export import build_trained
 from recbole_fmrl.quick_start import count_parameters, main_guarded
 from recbole_fmrl.utils import get_trainer
 
@@ -18,7 +19,7 @@ def evaluate(path, dataset=None, size=None):
     checkpoint = read_checkpoint(path)
     if dataset and dataset != checkpoint["dataset"]:
         raise PluginError(f"{path} was trained on '{checkpoint['dataset']}', not '{dataset}'")
-    config, model, (_, _, test_data) = build_trained(checkpoint)
+    config, model, (_, _, test_data) = build_trained(checkpoint, path)
     if size is not None:
         if size not in getattr(model, "mrl_hidden_sizes", ()):
             raise PluginError(f"--size {size} is not one of the model's sizes {getattr(model, 'mrl_hidden_sizes', [])}")

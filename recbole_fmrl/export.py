@@ -8,30 +8,25 @@ import argparse
 import os
 from logging import getLogger
 
+from recbole_fmrl.checkpoint import read_checkpoint, restore_weights
 from recbole_fmrl.config import Config
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.quick_start import build, count_parameters, load_checkpoint, main_guarded
+from recbole_fmrl.quick_start import build, count_parameters, main_guarded
 from recbole_fmrl.trainer import atomic_save
 
 
-def read_checkpoint(path):
-    """A checkpoint or export written by the plugin; one clear line if it is missing."""
-    if not os.path.isfile(path):
-        raise PluginError(f"checkpoint not found: {path}")
-    return load_checkpoint(path)
-
-
-def build_trained(checkpoint):
-    """Config, data loaders and the model with the checkpoint's weights, as they were trained."""
+def build_trained(checkpoint, path):
+    """Config, data loaders and the model with the weights of ``checkpoint`` (read from ``path``), as
+    they were trained; one error line if the checkpoint does not fit the dataset it names."""
     config, model, loaders = build(checkpoint["model"], checkpoint["dataset"], config_dict=checkpoint["overrides"])
-    model.load_state_dict(checkpoint["state_dict"])
+    restore_weights(model, loaders[0]._dataset, checkpoint, path)
     return config, model, loaders
 
 
 def export(checkpoint_path, size, out_path):
     """Write the size-``size`` model of ``checkpoint_path`` to ``out_path``; returns its parameter count."""
     checkpoint = read_checkpoint(checkpoint_path)
-    config, model, (train_data, _, _) = build_trained(checkpoint)
+    config, model, (train_data, _, _) = build_trained(checkpoint, checkpoint_path)
     sizes = getattr(model, "mrl_hidden_sizes", None)
     if sizes is None:
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes to export")
@@ -45,6 +40,7 @@ def export(checkpoint_path, size, out_path):
         "dataset": checkpoint["dataset"],
         "overrides": overrides,
         "config": {**checkpoint["config"], **overrides},
+        "identity": checkpoint["identity"],
         "size": size,
         "num_params": count_parameters(small_model),
         "source_checkpoint": os.path.abspath(checkpoint_path),

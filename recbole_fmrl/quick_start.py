@@ -11,6 +11,7 @@ import colorlog
 import torch
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_fmrl.checkpoint import read_checkpoint, run_identity
 from recbole_fmrl.config import Config, get_model, to_primitive
 from recbole_fmrl.data import data_preparation
 from recbole_fmrl.model.next_item_training import check_train_mode
@@ -31,6 +32,8 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     reset_recbole_logging()
     init_logger(config)
     logger = getLogger()
+    for line in config.warnings:
+        logger.warning(line)
     model_class = get_model(config["model"])
     check_train_mode(config["train_mode"], config["model"], getattr(model_class, "trains_on_sequences", False))
     dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
@@ -89,11 +92,13 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     ``callback(epoch, valid_score)`` runs after every validation (Ray Tune reports through it).
     """
     started = time.time()
+    checkpoint = read_checkpoint(resume) if resume else None  # a damaged file fails before anything runs
     config, model, (train_data, valid_data, test_data) = build(model, dataset, config_file_list, config_dict)
     logger = getLogger()
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.identity = run_identity(train_data._dataset, model)
     if resume:
-        trainer.resume_checkpoint(resume)
+        trainer.resume_checkpoint(resume, checkpoint)
     try:
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback
@@ -131,11 +136,6 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     )
     logger.info(set_color("test result", "yellow") + ":\n" + format_table({"test": test_result}, ""))
     return result
-
-
-def load_checkpoint(path):
-    """A checkpoint or export written by the plugin (``weights_only=True``: no pickled objects)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def main_guarded(main):

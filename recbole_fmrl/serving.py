@@ -17,6 +17,7 @@ is trained and evaluated on; events added by ``update`` beyond that window are s
 (decayed by |λ|^age), where a full forward pass over the truncated window would have dropped them.
 """
 
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -90,28 +91,29 @@ class Recommender:
     def load(cls, source, dataset=None, size=None, device="cpu"):
         """A Recommender from a size-m export or training checkpoint (path or loaded dict), or a model.
 
-        Files are read with ``torch.load(weights_only=True)``. The model is rebuilt from the stored
-        model name, dataset name and config overrides; its item features and token list come from
-        ``dataset`` (a RecBole dataset of the plugin) when given, else from the dataset named in the
-        file, which is loaded as for training (its files must be present).
+        Files are read with ``torch.load(weights_only=True)`` (no code runs). The model is rebuilt
+        from the stored model name, dataset name and config overrides (read as data); its item
+        features and token list come from ``dataset`` (a RecBole dataset of the plugin) when given,
+        else from the dataset named in the file, which is loaded as for training (its files must be
+        present). A file whose run does not fit that dataset (other items, item order or features)
+        is refused with one line.
         """
         if isinstance(source, nn.Module):
             return cls(source, item_tokens=_item_tokens(dataset), size=size, device=device)
-        if isinstance(source, (str, os.PathLike)):
-            from recbole_fmrl.export import read_checkpoint
-
-            source = read_checkpoint(os.fspath(source))
-        if not isinstance(source, dict) or not {"model", "dataset", "state_dict"} <= source.keys():
-            raise PluginError("not a plugin checkpoint or export: expected a dict with model, dataset, state_dict")
+        from recbole_fmrl.checkpoint import check_format, read_checkpoint, restore_weights
         from recbole_fmrl.config import Config, get_model
         from recbole_fmrl.utils import create_dataset
 
-        overrides = dict(source.get("overrides") or {})
-        config = Config(source["model"], source["dataset"], config_dict=overrides)
+        if isinstance(source, (str, os.PathLike)):
+            path = os.fspath(source)
+            source = read_checkpoint(path)
+        else:
+            path = "the given checkpoint"
+            check_format(source, path)
+        config = Config(source["model"], source["dataset"], config_dict=dict(source["overrides"]))
         if dataset is None:
             dataset = create_dataset(config)
-        model = get_model(source["model"])(config, dataset)
-        model.load_state_dict(source["state_dict"])
+        model = restore_weights(get_model(source["model"])(config, dataset), dataset, source, path)
         return cls(model, item_tokens=_item_tokens(dataset), size=size, device=device)
 
     # ------------------------------------------------------------------------------------ states
@@ -160,7 +162,7 @@ class Recommender:
 
         Item 0 (padding) is never recommended; with ``exclude_seen`` neither is any item of the
         user's events. When fewer than ``k`` items are left, a one-user result is shorter and a
-        batched one is filled with -1.
+        batched one is filled with -1, which is padding, not an item (``to_tokens`` leaves it out).
         """
         self._check_started(state)
         scores = self._score(state)
@@ -183,14 +185,23 @@ class Recommender:
 
     # ----------------------------------------------------------------------------------- tokens
     def to_tokens(self, item_ids):
-        """The dataset's item tokens of internal ids (any nesting of lists or a tensor)."""
+        """The dataset's item tokens of internal ids (an id, any nesting of lists, or a tensor).
+
+        Padding is never an item: the -1 that fills a batched ``recommend`` row with fewer than ``k``
+        items left (and id 0) is left out of a list, so each row holds only real items and may be
+        shorter than ``k``; a single padding id gives None. An id past the catalogue is an error.
+        """
         if self.item_tokens is None:
             raise PluginError("this Recommender has no item token list (load it with its dataset)")
         if isinstance(item_ids, torch.Tensor):
             item_ids = item_ids.tolist()
-        if isinstance(item_ids, int):
+        if isinstance(item_ids, numbers.Integral):
+            if item_ids < 1:
+                return None
+            if item_ids >= len(self.item_tokens):
+                raise PluginError(f"item id {item_ids} is not in the catalogue (ids 1 to {len(self.item_tokens) - 1})")
             return self.item_tokens[item_ids]
-        return [self.to_tokens(i) for i in item_ids]
+        return [token for token in map(self.to_tokens, item_ids) if token is not None]
 
     def to_ids(self, tokens):
         """Internal ids of item tokens (a token or a list of them)."""

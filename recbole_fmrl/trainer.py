@@ -4,16 +4,21 @@ decay schedule, no decay on biases and norms) and checkpoints that load under
 
 import math
 import os
+import shutil
+import uuid
 
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch import nn, optim
 
+from dataset_prep.atomic import atomic_path
+from recbole_fmrl.checkpoint import check_resume, read_checkpoint, rng_state, set_rng_state
+from recbole_fmrl.config import to_primitive
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import NestedLayerNorm
 
-from recbole_fmrl.config import to_primitive
+RUN_FILE_SUFFIXES = (".pth", "-last.pth", ".results.json")  # the files of one run, after its stem
 
 
 class SafeCheckpointMixin:
@@ -21,8 +26,12 @@ class SafeCheckpointMixin:
 
     Two files per run: the best model (``saved_model_file``, as in RecBole) and
     ``<name>-last.pth`` written after every epoch, from which ``resume_checkpoint`` continues.
-    Both are plain dicts of tensors and Python values.
+    Both are plain dicts of tensors and Python values, with the run's ``identity`` (set by the
+    runner: :func:`~recbole_fmrl.checkpoint.run_identity`) and every random state.
     """
+
+    # Attributes whose ``state_dict()`` a checkpoint stores under their name and ``--resume`` restores.
+    resumable_states = ("optimizer", "lr_scheduler")
 
     def _checkpoint_state(self, epoch):
         return {
@@ -38,13 +47,25 @@ class SafeCheckpointMixin:
             "valid_history": list(self.valid_history),
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
+            "identity": self.identity,
+            "run_id": self.run_id,
+            "rng_state": rng_state(self._generators()),
+            **{name: getattr(self, name).state_dict() for name in self.resumable_states},
         }
 
     def __init__(self, config, model):
         super().__init__(config, model)
         self.valid_history = []  # [epoch, validation score] per validated epoch
+        self.identity = None  # what the run is trained on (checkpoint.run_identity), set by the runner
+        self.run_id = uuid.uuid4().hex  # tells this run's files from another run's of the same name
+        self.train_data = None
+        self.resumed_rng_state = None  # restored when training starts (fit)
+        self.saved_model_file = unused_model_file(self.saved_model_file)
+
+    def _generators(self):
+        """The random generators of the training data (its shuffling), saved with the global ones."""
+        generator = getattr(self.train_data, "generator", None)
+        return [generator] if generator is not None else []
 
     @property
     def best_epoch(self):
@@ -65,6 +86,11 @@ class SafeCheckpointMixin:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.train_data = train_data
+        if self.resumed_rng_state is not None:  # the random state the interrupted run had at this epoch
+            set_rng_state(self.resumed_rng_state, self._generators())
+            self.resumed_rng_state = None
+
         def after_epoch(epoch_idx, valid_score):
             self.valid_history.append([epoch_idx, float(valid_score)])
             if saved:
@@ -74,19 +100,33 @@ class SafeCheckpointMixin:
 
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 
-    def resume_checkpoint(self, resume_file):
-        """Continue from a ``-last.pth`` (or best) checkpoint: model, optimizer, epoch, best score."""
-        checkpoint = torch.load(resume_file, map_location=self.device, weights_only=True)
+    def resume_checkpoint(self, resume_file, checkpoint=None):
+        """Continue the run of a ``-last.pth`` (or best) checkpoint exactly where it stopped: weights,
+        ``resumable_states``, epoch, early-stopping state and every random state.
+
+        Refused with one line (before anything is written) when the checkpoint is not of this model,
+        dataset and shape (:func:`~recbole_fmrl.checkpoint.check_resume`). The run goes on in this
+        run's ``checkpoint_dir`` under the checkpoint's file names; the best checkpoint so far is
+        read from beside ``resume_file`` (the folder may have moved) and copied there if elsewhere.
+        ``checkpoint``: the file's content if already read.
+        """
+        checkpoint = checkpoint or read_checkpoint(resume_file)
+        best_source = check_resume(checkpoint, resume_file, self)
+        name = os.path.basename(checkpoint["best_model_file"])
+        self.saved_model_file = os.path.join(self.checkpoint_dir, name)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        for state in self.resumable_states:
+            getattr(self, state).load_state_dict(checkpoint[state])
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint["best_valid_result"] or None
         self.valid_history = checkpoint["valid_history"]
-        self.saved_model_file = checkpoint["best_model_file"]
-        self.model.load_state_dict(checkpoint["state_dict"])
-        self.model.load_other_parameter(checkpoint.get("other_parameter"))
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.resumed_scheduler_state = checkpoint.get("lr_scheduler")
+        self.run_id = checkpoint["run_id"]
+        self.resumed_rng_state = checkpoint["rng_state"]
+        if not os.path.exists(self.saved_model_file) or not os.path.samefile(best_source, self.saved_model_file):
+            copy_atomic(best_source, self.saved_model_file)
         self.logger.info(f"Checkpoint {resume_file} loaded. Resume training from epoch {self.start_epoch}")
 
 
@@ -132,9 +172,16 @@ class TrainingRecipeMixin:
     """
 
     def __init__(self, config, model):
-        self.lr_scheduler = None
-        self.resumed_scheduler_state = None
         super().__init__(config, model)
+        schedule, warmup_steps = config["lr_schedule"], config["warmup_steps"]
+        if schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}")
+        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
+        self.total_steps = self.epochs  # set to epochs x batches per epoch when training starts
+        self.lr_scheduler = optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: warmup_then(schedule, warmup_steps, self.total_steps)(step)
+        )
 
     def _build_optimizer(self, **kwargs):
         learner = self.config["learner"].lower()
@@ -144,20 +191,8 @@ class TrainingRecipeMixin:
         optimizer_class = optim.AdamW if learner == "adamw" else optim.Adam
         return optimizer_class(groups, lr=self.learning_rate, eps=self.config["adam_epsilon"])
 
-    def _build_lr_scheduler(self, steps_per_epoch):
-        schedule, warmup_steps = self.config["lr_schedule"], self.config["warmup_steps"]
-        if schedule not in LR_SCHEDULES:
-            raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}")
-        if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
-        total_steps = self.epochs * steps_per_epoch
-        scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, warmup_then(schedule, warmup_steps, total_steps))
-        if self.resumed_scheduler_state:
-            scheduler.load_state_dict(self.resumed_scheduler_state)
-        return scheduler
-
     def fit(self, train_data, *args, **kwargs):
-        self.lr_scheduler = self._build_lr_scheduler(len(train_data))
+        self.total_steps = self.epochs * len(train_data)
         hook = self.optimizer.register_step_post_hook(lambda *_: self.lr_scheduler.step())
         try:
             return super().fit(train_data, *args, **kwargs)
@@ -167,9 +202,24 @@ class TrainingRecipeMixin:
 
 def atomic_save(obj, path):
     """``torch.save`` to a temp file, then rename: an interrupted save never corrupts ``path``."""
-    tmp = f"{path}.tmp"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def copy_atomic(source, path):
+    """Copy the file ``source`` to ``path`` (temp file, then rename)."""
+    with atomic_path(path) as tmp:
+        shutil.copyfile(source, tmp)
+
+
+def unused_model_file(path):
+    """``path`` (``<stem>.pth``), or ``<stem>-2.pth``, ... when a run started in the same second
+    already owns a file of that stem (RecBole names runs by model and time to the second)."""
+    stem, n = path[: -len(".pth")], 1
+    while any(os.path.exists(f"{stem}{suffix}") for suffix in RUN_FILE_SUFFIXES):
+        n += 1
+        stem = f"{path[: -len('.pth')]}-{n}"
+    return f"{stem}.pth"
 
 
 def with_safe_checkpoints(trainer_class):

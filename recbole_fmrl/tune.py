@@ -34,7 +34,8 @@ from pathlib import Path
 import yaml
 
 from recbole_fmrl import reports
-from recbole_fmrl.config import PROPERTIES_DIR, Config, check_config_files, parse_overrides, to_primitive
+from recbole_fmrl.config import PROPERTIES_DIR, Config, parse_overrides, to_primitive
+from recbole_fmrl.inputs import check_config_files, output_folder
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.quick_start import main_guarded
 
@@ -170,8 +171,8 @@ def absolute_settings(config, overrides, config_files):
 
 
 def model_keys(model, dataset):
-    """Keys the model (and RecBole's trainer) understands: those of its default Config."""
-    return set(Config(model=model, dataset=dataset, config_dict={"use_gpu": False}).final_config_dict)
+    """Keys the model (and RecBole's trainer) understands (:meth:`Config.known_keys`)."""
+    return Config(model=model, dataset=dataset, config_dict={"use_gpu": False}).known_keys()
 
 
 def trial_rows(result_grid, metric, mode, derived):
@@ -257,7 +258,7 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
         concurrency = min(concurrency, max(1, int(torch.cuda.device_count() / gpus_per_trial)))
     if gpus_per_trial == 0:
         overrides["use_gpu"] = False
-    out_dir = Path(out).resolve() / dataset
+    out_dir = output_folder(Path(out).resolve(), dataset)
     storage = Path(storage).resolve() if storage else out_dir / "ray_tune"
     logger.info(
         f"tuning {model} on {dataset}: {num_samples} samples of {space_file}, {scheduler} on {metric} ({mode}), "

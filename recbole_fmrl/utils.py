@@ -7,6 +7,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_fmrl.config import get_model
 from recbole_fmrl.errors import PluginError
+from recbole_fmrl.inputs import check_inter_file
 from recbole_fmrl.trainer import SafeTrainer, with_safe_checkpoints
 
 __all__ = ["get_model", "get_trainer", "check_dataset_files", "create_dataset"]
@@ -22,7 +23,8 @@ def get_trainer(model_type, model_name):
 
 
 def check_dataset_files(config):
-    """Prepare an embedded dataset on first use; else fail with one line if files are missing."""
+    """Prepare an embedded dataset on first use; else fail with one line if files are missing or the
+    interactions are unusable (:func:`~recbole_fmrl.inputs.check_inter_file`)."""
     from dataset_prep.embedded import EMBEDDED, ensure_embedded_dataset
 
     name, folder = config["dataset"], config["data_path"]
@@ -35,6 +37,7 @@ def check_dataset_files(config):
         )
     if not os.path.isfile(inter_file):
         raise PluginError(f"dataset '{name}': interaction file {inter_file} not found")
+    check_inter_file(inter_file, config)
 
 
 def create_dataset(config):

@@ -35,7 +35,8 @@ def _write_tiny(folder, name="mm"):
     atomic.write_items(atomic.items_path(path, name), items)
     features = np.repeat(np.arange(1, len(order) + 1, dtype=np.float32)[:, None], DIM, axis=1)
     atomic.write_features(str(path / f"{name}.text.npy"), features, encoder="test",
-                          items_file=atomic.items_path(path, name), source_sha256="-", n_zero_rows=0)
+                          items_file=atomic.items_path(path, name), source_column="text",
+                          source_sha256=atomic.source_sha256(items, "text"), n_zero_rows=0)
     return order
 
 
@@ -185,7 +186,8 @@ def test_loading_23k_by_1024_features_takes_seconds(tmp_path, monkeypatch):
     items = atomic.read_items(atomic.items_path(folder, "clothing"))
     matrix = np.random.default_rng(0).standard_normal((len(items), 1024), dtype=np.float32)
     atomic.write_features(str(folder / "clothing.image.npy"), matrix, encoder="random",
-                          items_file=atomic.items_path(folder, "clothing"), source_sha256="-", n_zero_rows=0)
+                          items_file=atomic.items_path(folder, "clothing"), source_column="image_url",
+                          source_sha256=atomic.source_sha256(items, "image_url"), n_zero_rows=0)
     config = Config(model="SASRec", dataset="clothing", config_dict={
         "data_path": str(tmp_path), "use_gpu": False, "feature_files": {"image": "clothing.image.npy"}})
     dataset = MultimodalSequentialDataset(config)
@@ -196,3 +198,15 @@ def test_loading_23k_by_1024_features_takes_seconds(tmp_path, monkeypatch):
     internal = dataset.field2token_id["item_id"][items["item_id"][100]]
     assert np.array_equal(features[internal].numpy(), matrix[100])
     assert seconds < 10, f"loading took {seconds:.1f} s"
+
+
+def test_features_of_a_reordered_items_table_are_refused(tiny, tmp_path):
+    dataset, folder, order = tiny
+    work = _copy_dataset_files(folder, tmp_path)
+    atomic.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": order[::-1], "text": "", "image_url": ""}))
+    npy = work / "mm.text.npy"
+    with pytest.raises(FeatureFileError) as caught:
+        _load(dataset, {"text": str(npy)})
+    assert str(caught.value) == (
+        f"feature file {npy} was computed from another version of {work / 'mm.items.tsv'} (reordered or edited: "
+        "source_sha256 differs), so its rows would belong to other items; prepare the dataset again")

@@ -158,7 +158,7 @@ def test_text_features_and_manifest(prepared):
     assert (manifest["dim"], manifest["n_items"], manifest["n_zero_rows"]) == (384, 6, 1)
     assert manifest["items_file"] == "beauty.items.tsv"
     items = atomic.read_items(folder / "beauty.items.tsv")
-    assert manifest["source_sha256"] == amazon2014.source_sha256(items, "text")
+    assert manifest["source_sha256"] == atomic.source_sha256(items, "text")
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), [1, 1, 1, 1, 1, 0], atol=1e-5)
     expected, _ = encode_texts(["Title: Lip Balm Price: 12.99 Brand: Acme Categories: Beauty, Skin Care, Lips"],
                                load_text_encoder(PACKAGED_MINILM))
@@ -185,7 +185,7 @@ def test_rerun_skips_finished_steps(prepared, caplog):
     stamps = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder) if "." in name}
     n_requests = len(_ImageHandler.requests_seen)
     with caplog.at_level(logging.INFO, logger="dataset_prep"):
-        row = amazon2014.prepare_dataset("beauty", str(out_dir), raw_dir="/nonexistent",
+        row = amazon2014.prepare_dataset("beauty", str(out_dir), raw_dir=str(out_dir.parent / "raw"),
                                          text_encoder=PACKAGED_MINILM, image_model=IMAGE_MODEL,
                                          image_pretrained=None)
     assert {name: os.stat(folder / name).st_mtime_ns for name in stamps} == stamps
@@ -250,7 +250,7 @@ def test_ensure_embedded_dataset_writes_once(tmp_path):
     inter = pd.read_csv(folder / "toys.inter", sep="\t", dtype=str)
     assert len(inter) == 167597 and list(inter.columns) == [
         "user_id:token", "item_id:token", "timestamp:float", "position:float"]
-    assert sorted(os.listdir(folder)) == ["toys.inter", "toys.items.tsv"]  # no text offline
+    assert sorted(os.listdir(folder)) == ["toys.inter", "toys.interactions.done.json", "toys.items.tsv"]  # no text offline
     assert len(atomic.read_items(folder / "toys.items.tsv")) == 11924
 
 
@@ -258,3 +258,64 @@ def test_clothing_inter_has_no_timestamp_column(tmp_path):
     assert ensure_embedded_dataset("clothing", str(tmp_path))
     with open(tmp_path / "clothing" / "clothing.inter", encoding="utf-8") as f:
         assert f.readline().rstrip("\n").split("\t") == ["user_id:token", "item_id:token", "position:float"]
+
+
+def test_malformed_raw_lines_name_file_and_line(tmp_path, capsys):
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    _write_raw(raw_dir, "http://127.0.0.1:9")
+    reviews, meta = raw_dir / "reviews_Beauty_5.json.gz", raw_dir / "meta_Beauty.json.gz"
+    good_reviews, good_meta = gzip.open(reviews, "rt").read(), gzip.open(meta, "rt").read()
+    cases = [
+        (reviews, good_reviews.replace("}\n", "\n", 1), "not a JSON review: Expecting ',' delimiter: line 2 column 1 (char 93)", 1),
+        (reviews, '["U0", "I0", 1]\n' + good_reviews, "expected a JSON object (one review), got a list", 1),
+        (reviews, good_reviews + '{"reviewerID": "U9", "asin": "I0"}\n', "the review has no unixReviewTime", 45),
+        (meta, "[" + good_meta.splitlines()[0] + "]\n" + good_meta, "expected a dict with one item's metadata, got a list", 1),
+    ]
+    for path, text, message, line in cases:
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+        status = amazon2014.main(["--dataset", "beauty", "--raw-dir", str(raw_dir), "--out", str(tmp_path / "out"),
+                                  "--no-text", "--no-images"])
+        assert (status, capsys.readouterr().err.strip().splitlines()) == (2, [f"error: {path}, line {line}: {message}"])
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(good_reviews if path == reviews else good_meta)
+
+
+def _write_table(tables_dir, extra_item=False):
+    """``beauty`` interaction table: 6 users x 6 items, and item I6 for five of them when ``extra_user``."""
+    folder = tables_dir / "beauty"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [(user, item, k) for user in CORE_USERS for k, item in enumerate(CORE_ITEMS)]
+    if extra_item:
+        rows += [(user, "I6", 6) for user in CORE_USERS[:5]]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "position"])
+    frame.to_csv(folder / "beauty.interactions.tsv.gz", sep="\t", index=False)
+
+
+def test_a_step_interrupted_or_with_changed_inputs_is_done_again(tmp_path, monkeypatch):
+    tables, out = tmp_path / "tables", tmp_path / "out"
+    _write_table(tables)
+    prepare = functools.partial(amazon2014.prepare_dataset, "beauty", str(out), tables_dir=str(tables),
+                                text=False, images=False)
+    assert prepare()["items"] == 6
+    folder = out / "beauty"
+    _write_table(tables, extra_item=True)  # the input changes, then --force is interrupted mid-write
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(atomic, "write_inter", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(force=True)
+    assert len(atomic.read_items(folder / "beauty.items.tsv")) == 7  # new items table next to the old .inter
+    assert not (folder / "beauty.interactions.done.json").exists()
+    row = prepare()  # no --force: the unfinished step is done again
+    assert (row["items"], row["inter"]) == (7, 41)
+    assert len(pd.read_csv(folder / "beauty.inter", sep="\t")) == 41
+    record = json.loads((folder / "beauty.interactions.done.json").read_text())
+    assert record["inputs"] == {"beauty.interactions.tsv.gz": atomic.sha256_file(tables / "beauty" / "beauty.interactions.tsv.gz")}
+
+    _write_table(tables)  # the input changes back: redone without --force
+    assert (prepare()["items"], len(pd.read_csv(folder / "beauty.inter", sep="\t"))) == (6, 36)

@@ -186,8 +186,4 @@ def test_trainer_applies_epsilon_warmup_and_saves_the_schedule(data_path, tmp_pa
     assert seen[-1] == pytest.approx(0.01 * 0.5 * (1 + np.cos(np.pi * (steps - 4) / (steps - 3))))  # cosine
     checkpoint = torch.load(trainer.last_model_file, weights_only=True)
     assert checkpoint["lr_scheduler"]["last_epoch"] == steps
-    resumed = SafeTrainer(config, model)
-    resumed.resume_checkpoint(trainer.last_model_file)
-    resumed.lr_scheduler = resumed._build_lr_scheduler(len(train_data))
-    assert resumed.lr_scheduler.last_epoch == steps
-    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(trainer.optimizer.param_groups[0]["lr"])
+    # restoring it on --resume is covered by test_checkpoints' interrupted == uninterrupted run

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+from recbole_fmrl.checkpoint import run_identity
 from recbole_fmrl.config import Config
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.model import LRURec, fMRLRec
@@ -175,8 +176,8 @@ def test_load_real_export_file_with_tokens(data_path, tmp_path):
 
     model, config, dataset = build(data_path)
     checkpoint = tmp_path / "full.pth"
-    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(),
-                 "config": config.to_dict(), "state_dict": model.state_dict()}, str(checkpoint))
+    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
+                 "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, str(checkpoint))
     export(str(checkpoint), 8, str(tmp_path / "small.pth"))
 
     small = Recommender.load(str(tmp_path / "small.pth"))  # builds the dataset named in the file
@@ -211,3 +212,35 @@ def test_in_memory_model_and_errors(data_path):
     with pytest.raises(PluginError, match="cannot be served recurrently"):
         Recommender(LRURec(config, dataset))
 
+
+
+def test_padding_of_a_batched_top_k_never_becomes_an_item(data_path):
+    model, _, dataset = build(data_path)
+    rec = Recommender.load(model, dataset=dataset)
+    last = rec.n_items - 1
+    history_a = list(range(4, rec.n_items))  # every item but 1, 2, 3; the last catalogue item included
+    state = rec.start_many([history_a[:MAX_LEN], [1, 2]])
+    for item in history_a[MAX_LEN:]:
+        state = rec.update(state, [item, 5])
+    top = rec.recommend(state, k=5)
+    assert sorted(top[0, :3].tolist()) == [1, 2, 3] and top[0, 3:].tolist() == [-1, -1]
+    assert (top[1] >= 1).all()
+    tokens = rec.to_tokens(top)
+    assert tokens[0] == [rec.item_tokens[i] for i in top[0, :3].tolist()]  # 3 items, no padding
+    assert len(tokens[1]) == 5 and rec.item_tokens[last] not in tokens[0]
+    assert rec.to_tokens(-1) is None and rec.to_tokens([-1, 0]) == []
+    with pytest.raises(PluginError, match=rf"item id {rec.n_items} is not in the catalogue \(ids 1 to {last}\)"):
+        rec.to_tokens(rec.n_items)
+
+
+def test_a_checkpoint_is_refused_once_its_feature_files_changed(data_path, tmp_path):
+    model, config, dataset = build(data_path)
+    checkpoint = tmp_path / "full.pth"
+    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
+                 "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, str(checkpoint))
+    assert Recommender.load(str(checkpoint)).n_items == dataset.item_num
+    manifest = tmp_path / "tiny" / "tiny.image.npy.json"
+    manifest.write_text(manifest.read_text().replace('"random"', '"another encoder"'))
+    with pytest.raises(PluginError) as refused:
+        Recommender.load(str(checkpoint))
+    assert str(refused.value) == f"{checkpoint}: was trained with other image features of 'tiny' (their manifest changed)"

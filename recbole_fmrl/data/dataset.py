@@ -17,11 +17,14 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureType
 
+from dataset_prep import atomic
 from recbole_fmrl.errors import FeatureFileError
 
 
-def read_feature_file(path):
-    """Open a feature matrix (memory-mapped) and the item ids of its rows, checking the manifest.
+def read_feature_file(path, modality=None):
+    """Open a feature matrix (memory-mapped) and the item ids of its rows, checking the manifest
+    (and, when it has ``source_sha256``, that the items table is still the one the rows were
+    computed from: :func:`check_feature_source`).
 
     Returns ``(matrix, item_ids, manifest)``; raises :class:`FeatureFileError` naming the file.
     """
@@ -44,10 +47,30 @@ def read_feature_file(path):
         raise FeatureFileError(
             f"feature file {path} has shape {tuple(matrix.shape)} but its manifest says dim {dim}")
     item_ids = _read_item_ids(os.path.join(os.path.dirname(path), items_name), path)
+    check_feature_source(path, manifest, modality)
     if len(item_ids) != matrix.shape[0]:
         raise FeatureFileError(
             f"feature file {path} has {matrix.shape[0]} rows but its items file lists {len(item_ids)} items")
     return matrix, item_ids, manifest
+
+
+def check_feature_source(path, manifest, modality):
+    """One :class:`FeatureFileError` if the items table beside ``path`` no longer hashes to the
+    manifest's ``source_sha256`` (its rows reordered or edited since the matrix was computed: the
+    matrix's rows would attach to the wrong items). Manifests without ``source_sha256`` are not checked."""
+    expected = manifest.get("source_sha256")
+    if expected is None:
+        return
+    items_file = os.path.join(os.path.dirname(path), manifest["items_file"])
+    column = manifest.get("source_column") or atomic.SOURCE_COLUMNS.get(modality)
+    items = atomic.read_items(items_file)
+    if column not in items:
+        raise FeatureFileError(
+            f"cannot check feature file {path} against {items_file}: no source column {column!r} for its source_sha256")
+    if atomic.source_sha256(items, column) != expected:
+        raise FeatureFileError(
+            f"feature file {path} was computed from another version of {items_file} (reordered or edited: "
+            f"source_sha256 differs), so its rows would belong to other items; prepare the dataset again")
 
 
 def _read_item_ids(items_file, path):
@@ -146,7 +169,7 @@ class MultimodalSequentialDataset(SequentialDataset):
     def _load_item_features(self, modality):
         started = time.perf_counter()
         path = self.feature_file(modality)
-        matrix, item_ids, manifest = read_feature_file(path)
+        matrix, item_ids, manifest = read_feature_file(path, modality)
         row_of = {item_id: row for row, item_id in enumerate(item_ids)}
         tokens = self.field2id_token[self.iid_field][1:]  # id 0 is [PAD]
         missing = [token for token in tokens if token not in row_of]
