@@ -10,6 +10,8 @@ Cases (each timed after warm-up, median of repeated runs):
   d  exported size-m model vs size D: top-10 over the catalogue for a batch of users     goal D/8 <= 1/8
   e  serving: top-10 after one new event from a cached LRU state vs re-running the sequence goal >= 10x
   f  peak memory of a train step, fMRLRec vs LRURec                                          (info)
+  r  Matryoshka funnel retrieval vs exact full-size top-10 (needs --checkpoint, a trained fMRLRec;
+     see ``benchmarks/funnel.py``): real test NDCG@10 ratio, 1,000,000-item agreement and speed-up
 
 Models are the plugin's real classes from a real Config with the YAML defaults, except that LRURec
 gets fMRLRec's dropout rates (a hyper-parameter, not a cost of nesting); items and features are
@@ -43,6 +45,7 @@ from benchmarks.common import (
     random_batch,
     synchronize,
 )
+from benchmarks.funnel import funnel_case
 from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 
@@ -448,7 +451,7 @@ def to_jsonable(value):
     return value
 
 
-CASES = "abcdef"
+CASES = "abcdefr"
 
 
 def busy_warning(info, device):
@@ -474,9 +477,10 @@ def parse_args(argv=None):
     parser.add_argument("--out", default="results/bench.json")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument("--sizes", default=None, help="comma-separated D values, e.g. 256,1024")
-    parser.add_argument("--cases", default=CASES, help="subset of 'abcdef' to run")
+    parser.add_argument("--cases", default=CASES, help=f"subset of '{CASES}' to run")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
     parser.add_argument("--no-profile", action="store_true", help="do not profile cases that miss")
+    parser.add_argument("--checkpoint", default=None, help="case r: a trained fMRLRec checkpoint (D = 256 for its goals)")
     return parser.parse_args(argv)
 
 
@@ -503,9 +507,15 @@ def main(argv=None):
     bench = Bench(settings, device, profile_misses=not args.no_profile)
     case_seconds = {}
     for case in CASES:
+        if case == "r" and case in args.cases and not args.checkpoint:
+            print("r  skipped: needs --checkpoint (a trained fMRLRec)")
+            continue
         if case in args.cases:
             t0 = time.perf_counter()
-            getattr(bench, f"case_{case}")()
+            if case == "r":
+                funnel_case(bench, args.checkpoint, preset, row)
+            else:
+                getattr(bench, f"case_{case}")()
             case_seconds[case] = round(time.perf_counter() - t0, 1)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     info["wall_s"] = round(time.perf_counter() - started, 1)
@@ -531,7 +541,7 @@ def main(argv=None):
         "preset": preset,
         "settings": asdict(settings),
         "machine": info,
-        "cases": {case: [r for r in bench.rows if r["case"] == case] for case in CASES if case in args.cases},
+        "cases": {case: [r for r in bench.rows if r["case"] == case] for case in CASES if case in case_seconds},
         "floors_d": floors,
         "profiles": bench.profiles,
         "table": table,
