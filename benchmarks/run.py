@@ -46,6 +46,7 @@ from benchmarks.common import (
     synchronize,
 )
 from benchmarks.funnel import funnel_case
+from recbole_fmrl.budget import storage_bytes, transient_peak_bytes
 from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 
@@ -406,29 +407,7 @@ def held_bytes(model, step, batch):
     for state in step.optimizer.state.values():
         tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
     tensors += [p.grad for p in model.parameters() if p.grad is not None]
-    storages = {}
-    for t in tensors:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
-
-
-def transient_peak_bytes(fn):
-    """Highest net growth of torch's CPU allocations while ``fn()`` runs (profiler memory events)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    records = sorted(
-        (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
-        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
-    )
-    live = peak = 0
-    for _, nbytes in records:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
+    return storage_bytes(tensors)
 
 
 # ---------------------------------------------------------------------------------- reporting

@@ -9,13 +9,12 @@ and top-k from cached user states; median after warm-up), and for every m < D th
 of the full model (shortlist ``--funnel-k`` items at size m through a ``--index`` faiss index,
 rerank at D; the index is built once, its build time is shown apart). Memory: ``resident`` is what
 the deployment holds (weights, buffers, the cached item table, the index), ``peak`` what one top-k
-call needs on top (CUDA: peak allocation; CPU on Linux: peak resident set above the one before).
+call allocates on top (CUDA: the allocator's peak; CPU: the peak of torch's allocations).
 It prints a table, then the largest exact size within the budget with that size's test NDCG@10
 from the training run's ``<checkpoint>.results.json``.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import random
@@ -80,57 +79,45 @@ def pick_size(rows, latency_ms, memory_mb=None):
     return max(fitting, key=lambda row: row["size"], default=None)
 
 
-def resident_bytes(model, *tensors):
-    """Bytes of the model's parameters and buffers plus ``tensors`` (storage shared once)."""
-    seen, total = set(), 0
-    for tensor in (*model.parameters(), *model.buffers(), *tensors):
+def storage_bytes(tensors):
+    """Bytes of the distinct storages behind ``tensors`` (views of one storage count once)."""
+    storages = {}
+    for tensor in tensors:
         storage = tensor.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            total += storage.nbytes()
-    return total
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def transient_peak_bytes(fn):
+    """Highest net growth of torch's CPU allocations while ``fn()`` runs (profiler memory events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
 
 
 def peak_working_bytes(fn, device):
-    """Memory one call of ``fn`` needs above what is held before it; None where it cannot be measured.
-
-    CUDA: the allocator's peak. CPU: the peak resident set (VmHWM, reset through
-    ``/proc/self/clear_refs``) minus the resident set before; glibc is told to return every freed
-    block of 128 KiB or more to the system at once, so freed tensors do not hide in the heap.
-    """
-    if device.type == "cuda":
-        synchronize(device)
-        before = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        fn()
-        synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    if not _return_freed_memory():
-        return None
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset the peak resident set to the current one
-        before = _proc_status_kib("VmRSS")
-        fn()
-        return (_proc_status_kib("VmHWM") - before) * 1024
-    except OSError:
-        return None
-
-
-def _return_freed_memory():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, 128 * 1024))  # M_MMAP_THRESHOLD: fixed, so large blocks are unmapped on free
-    except (OSError, AttributeError):
-        return False
-
-
-def _proc_status_kib(field):
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise OSError(f"no {field} in /proc/self/status")
+    """Memory one call of ``fn`` allocates on top of what is held: the CUDA allocator's peak, or on
+    CPU the peak of torch's allocations (:func:`transient_peak_bytes`; faiss's small result buffers
+    are not seen)."""
+    if device.type != "cuda":
+        return transient_peak_bytes(fn)
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
 
 
 def per_size_ndcg(checkpoint_path, checkpoint):
@@ -176,7 +163,7 @@ def measure(checkpoint_path, users=256, device="cpu", k=10, funnel_k=200, index=
         state = rec.start_many(histories)
         calls[("exact", size)] = lambda rec=rec, state=state: rec.recommend(state, k)
         rows.append({"mode": "exact", "size": size, "shortlist": None, "index": None,
-                     "resident": resident_bytes(rec.model, rec.item_table_t)})
+                     "resident": storage_bytes([*rec.model.parameters(), *rec.model.buffers(), rec.item_table_t])})
     full_state = full.start_many(histories)
     for size in sizes[:-1]:
         started = time.perf_counter()
@@ -184,14 +171,14 @@ def measure(checkpoint_path, users=256, device="cpu", k=10, funnel_k=200, index=
         build_s = time.perf_counter() - started
         calls[("funnel", size)] = lambda size=size: full.recommend(full_state, k, funnel=(size, funnel_k), index=index)
         rows.append({"mode": "funnel", "size": size, "shortlist": funnel_k, "index": index, "build_s": build_s,
-                     "resident": resident_bytes(full.model, full.item_table_t) + funnel_index.nbytes()})
+                     "resident": storage_bytes([*full.model.parameters(), *full.model.buffers(), full.item_table_t])
+                     + funnel_index.nbytes()})
     times = measure_many(calls, device, warmup, repeats)
     for row in rows:
         key = (row["mode"], row["size"])
         row["latency_ms"] = times[key]["median_s"] * 1000
         row["resident_mb"] = row.pop("resident") / MIB
-        peak = peak_working_bytes(calls[key], device)
-        row["peak_mb"] = None if peak is None else peak / MIB
+        row["peak_mb"] = peak_working_bytes(calls[key], device) / MIB
     return rows, checkpoint
 
 
@@ -203,7 +190,7 @@ def format_rows(rows, ndcg):
         lines.append(
             f"{row['mode']:<7}{row['size']:>6}{row['shortlist'] or '-':>6}  {row['index'] or '-':<6}"
             f"{row['latency_ms']:>10.2f}{row['resident_mb']:>13.3f}"
-            f"{'n/a' if row['peak_mb'] is None else format(row['peak_mb'], '.3f'):>9}"
+            f"{row['peak_mb']:>9.3f}"
             f"  {'-' if quality is None else format(quality, '.4f'):>12}"
         )
     return "\n".join(lines)

@@ -19,7 +19,6 @@ Row 0 of the item table (padding) is never indexed, so it is never recommended.
 
 import argparse
 import hashlib
-import json
 import math
 import os
 
@@ -27,7 +26,7 @@ import faiss
 import numpy as np
 import torch
 
-from dataset_prep.atomic import atomic_path, write_json_atomic
+from dataset_prep.atomic import atomic_path, manifest_path, read_manifest, write_json_atomic
 from recbole_fmrl.errors import PluginError
 
 INDEX_KINDS = ("flat", "hnsw", "ivf")
@@ -127,22 +126,21 @@ class FunnelIndex:
             "nprobe": self.nprobe,
             "faiss": faiss.__version__,
         }
-        write_json_atomic(path + ".json", manifest)
+        write_json_atomic(manifest_path(path), manifest)
         return path
 
     @classmethod
     def load(cls, path, item_tokens):
         """The index saved at ``path``, refused (one line) unless it was built for ``item_tokens``."""
-        manifest_file = path + ".json"
+        manifest_file = manifest_path(path)
         if not os.path.isfile(path):
             raise PluginError(f"funnel index not found: {path}")
-        if not os.path.isfile(manifest_file):
-            raise PluginError(f"funnel index {path} has no manifest {manifest_file}")
         try:
-            with open(manifest_file, encoding="utf-8") as f:
-                manifest = json.load(f)
+            manifest = read_manifest(path)
         except (OSError, ValueError) as err:
             raise PluginError(f"unreadable funnel index manifest {manifest_file}: {err}") from None
+        if manifest is None:
+            raise PluginError(f"funnel index {path} has no manifest {manifest_file}")
         if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
             raise PluginError(f"{manifest_file} is not a funnel index manifest ({MANIFEST_FORMAT})")
         if item_tokens is None:
