@@ -12,6 +12,7 @@ import torch
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.evaluate import evaluate
 from recbole_fmrl.funnel import INDEX_KINDS, FunnelIndex, index_path_beside, item_order_sha256
+from recbole_fmrl.funnel import main as funnel_main
 from recbole_fmrl.serving import Recommender
 from recbole_fmrl.trainer import atomic_save
 
@@ -82,7 +83,7 @@ def test_saved_index_is_reused_and_refused_for_another_catalogue(data_path, tmp_
         Recommender(model).load_funnel_index(path)
 
 
-def test_evaluator_funnel_equals_exact_and_cli_refuses_foreign_index_in_one_line(data_path, tmp_path):
+def test_evaluator_funnel_equals_exact_and_cli_refuses_foreign_index_in_one_line(data_path, tmp_path, monkeypatch):
     model, config, dataset = build(data_path)
     checkpoint = str(tmp_path / "model.pth")
     atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(),
@@ -93,6 +94,13 @@ def test_evaluator_funnel_equals_exact_and_cli_refuses_foreign_index_in_one_line
     assert funnel["funnel"] == {"size": 4, "shortlist": N_ITEMS, "index": "flat"}
     narrow = evaluate(checkpoint, size=8, funnel=(4, 10), index="flat")["test_result"]
     assert narrow != exact["test_result"]  # a real shortlist changes the ranking on this model
+
+    monkeypatch.setattr(sys, "argv", ["funnel", checkpoint, "--size=4", "--index=ivf"])
+    funnel_main()  # python -m recbole_fmrl.funnel: build once, save beside the checkpoint
+    saved = index_path_beside(checkpoint, 4, "ivf")
+    assert saved == str(tmp_path / "model.m4-ivf.faiss") and Path(saved + ".json").is_file()
+    reused = evaluate(checkpoint, size=8, funnel=(4, N_ITEMS), index_file=saved)
+    assert reused["test_result"] == exact["test_result"] and reused["funnel"]["index"] == "ivf"
 
     tokens = [str(t) for t in dataset.field2id_token["item_id"]]
     foreign = FunnelIndex.build(model.item_table().detach(), 4, "flat", item_order_sha256(tokens[::-1]))
