@@ -10,12 +10,11 @@ items from generated files would only add minutes of preprocessing that no timed
 import datetime
 import os
 import platform
-import statistics
 import tempfile
-import time
 
 import torch
 
+from recbole_fmrl.budget import measure_many, synchronize  # noqa: F401 (the benchmarks' timing)
 from recbole_fmrl.reports import git_commit
 
 BEAUTY_ITEMS = 12101  # item count of Amazon Beauty (the paper's dataset); row 0 is padding
@@ -109,44 +108,6 @@ class TrainStep:
         loss = self.model.calculate_loss(self.batch)
         loss.backward()
         self.optimizer.step()
-
-
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_many(fns, device, warmup, repeats):
-    """Time several functions that are compared with each other, interleaved round-robin.
-
-    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs; the rounds alternate between
-    the functions (rotating which goes first), so a slow phase of a shared machine hits all of them
-    alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
-    """
-    names = list(fns)
-    for name in names:
-        for _ in range(warmup):
-            fns[name]()
-    synchronize(device)
-    samples = {name: [] for name in names}
-    for round_index in range(repeats):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            synchronize(device)
-            started = time.perf_counter()
-            fns[name]()
-            synchronize(device)
-            samples[name].append(time.perf_counter() - started)
-    return {
-        name: {
-            "median_s": statistics.median(times),
-            "min_s": min(times),
-            "max_s": max(times),
-            "repeats": repeats,
-            "warmup": warmup,
-        }
-        for name, times in samples.items()
-    }
 
 
 def profile_top_ops(fn, device, steps=2, row_limit=12):

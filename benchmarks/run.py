@@ -12,6 +12,8 @@ Cases (each timed after warm-up, median of repeated runs):
   f  peak memory of a train step, fMRLRec vs LRURec                                          (info)
   g  one training epoch on real Beauty (D = 64, L = 50, one thread): train_mode sequence vs
      prefix for fMRLRec and LRURec (goal <= 1/6 each), fMRLRec vs LRURec in sequence mode (<= 1.15)
+  r  Matryoshka funnel retrieval vs exact full-size top-10 (needs --checkpoint, a trained fMRLRec;
+     see ``benchmarks/funnel.py``): real test NDCG@10 ratio, 1,000,000-item agreement and speed-up
 
 Models are the plugin's real classes from a real Config with the YAML defaults, except that LRURec
 gets fMRLRec's dropout rates (a hyper-parameter, not a cost of nesting); items and features are
@@ -50,6 +52,8 @@ from benchmarks.common import (
     random_batch,
     synchronize,
 )
+from benchmarks.funnel import funnel_case
+from recbole_fmrl.budget import storage_bytes, transient_peak_bytes
 from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 
@@ -476,29 +480,7 @@ def held_bytes(model, step, batch):
     for state in step.optimizer.state.values():
         tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
     tensors += [p.grad for p in model.parameters() if p.grad is not None]
-    storages = {}
-    for t in tensors:
-        storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
-    return sum(storages.values())
-
-
-def transient_peak_bytes(fn):
-    """Highest net growth of torch's CPU allocations while ``fn()`` runs (profiler memory events)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    records = sorted(
-        (event.start_ns(), event.nbytes())
-        for event in prof.profiler.kineto_results.events()
-        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
-    )
-    live = peak = 0
-    for _, nbytes in records:
-        live += nbytes
-        peak = max(peak, live)
-    return peak
+    return storage_bytes(tensors)
 
 
 # ---------------------------------------------------------------------------------- reporting
@@ -521,7 +503,7 @@ def to_jsonable(value):
     return value
 
 
-CASES = "abcdefg"
+CASES = "abcdefgr"
 
 
 def busy_warning(info, device):
@@ -550,6 +532,7 @@ def parse_args(argv=None):
     parser.add_argument("--cases", default=CASES, help=f"subset of '{CASES}' to run")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
     parser.add_argument("--no-profile", action="store_true", help="do not profile cases that miss")
+    parser.add_argument("--checkpoint", default=None, help="case r: a trained fMRLRec checkpoint (D = 256 for its goals)")
     return parser.parse_args(argv)
 
 
@@ -576,9 +559,15 @@ def main(argv=None):
     bench = Bench(settings, device, profile_misses=not args.no_profile)
     case_seconds = {}
     for case in CASES:
+        if case == "r" and case in args.cases and not args.checkpoint:
+            print("r  skipped: needs --checkpoint (a trained fMRLRec)")
+            continue
         if case in args.cases:
             t0 = time.perf_counter()
-            getattr(bench, f"case_{case}")()
+            if case == "r":
+                funnel_case(bench, args.checkpoint, preset, row)
+            else:
+                getattr(bench, f"case_{case}")()
             case_seconds[case] = round(time.perf_counter() - t0, 1)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     info["wall_s"] = round(time.perf_counter() - started, 1)
@@ -604,7 +593,7 @@ def main(argv=None):
         "preset": preset,
         "settings": asdict(settings),
         "machine": info,
-        "cases": {case: [r for r in bench.rows if r["case"] == case] for case in CASES if case in args.cases},
+        "cases": {case: [r for r in bench.rows if r["case"] == case] for case in CASES if case in case_seconds},
         "floors_d": floors,
         "profiles": bench.profiles,
         "table": table,

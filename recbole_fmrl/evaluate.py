@@ -2,20 +2,32 @@
 printed is the metrics as JSON.
 
     python -m recbole_fmrl.evaluate fMRLRec-64.pth [--dataset beauty] [--size m]
+    python -m recbole_fmrl.evaluate fMRLRec-64.pth --funnel 16,200 [--index hnsw | --index-file F]
+
+``--funnel m,K`` scores through Matryoshka funnel retrieval (``recbole_fmrl.funnel``): every item at
+size m through a faiss index, the top K reranked at the evaluated size, the rest ranked last; the
+metrics are RecBole's, as for exact scoring.
 """
 
 import argparse
 import json
 
+import torch
+
 from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.export import build_trained
+from recbole_fmrl.funnel import INDEX_KINDS, FunnelIndex, item_order_sha256, shortlist_and_rerank
 from recbole_fmrl.quick_start import count_parameters, main_guarded
 from recbole_fmrl.utils import get_trainer
 
 
-def evaluate(path, dataset=None, size=None):
-    """Test metrics of the model stored in ``path`` (at nested size ``size`` if given)."""
+def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_file=None):
+    """Test metrics of the model stored in ``path`` (at nested size ``size`` if given).
+
+    ``funnel=(m, K)`` scores through the funnel with an index of kind ``index`` built from the
+    model, or the one saved at ``index_file`` (refused unless built for this catalogue).
+    """
     checkpoint = read_checkpoint(path)
     if dataset and dataset != checkpoint["dataset"]:
         raise PluginError(f"{path} was trained on '{checkpoint['dataset']}', not '{dataset}'")
@@ -24,6 +36,9 @@ def evaluate(path, dataset=None, size=None):
         if size not in getattr(model, "mrl_hidden_sizes", ()):
             raise PluginError(f"--size {size} is not one of the model's sizes {getattr(model, 'mrl_hidden_sizes', [])}")
         model.eval_size = size
+    if funnel is not None:
+        funnel_index = funnel_index_for(model, test_data._dataset, funnel[0], index, index_file)
+        model.full_sort_predict = funnel_full_sort_predict(model, funnel_index, funnel[1])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     result = dict(trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"]))
     return {
@@ -32,8 +47,56 @@ def evaluate(path, dataset=None, size=None):
         "dataset": checkpoint["dataset"],
         "size": getattr(model, "eval_size", config["hidden_size"]),
         "num_params": count_parameters(model),
+        **({"funnel": {"size": funnel[0], "shortlist": funnel[1], "index": funnel_index.kind}} if funnel else {}),
         "test_result": {k: float(v) for k, v in result.items()},
     }
+
+
+def funnel_index_for(model, dataset, size, kind, index_file=None):
+    """The funnel index of ``model``'s size-``size`` item prefix: loaded from ``index_file`` (checked
+    against ``dataset``'s item order) or built."""
+    if not hasattr(model, "item_table") or size not in getattr(model, "mrl_hidden_sizes", ()):
+        raise PluginError(f"funnel size {size} is not one of the model's sizes {getattr(model, 'mrl_hidden_sizes', [])}")
+    if size > model.eval_size:
+        raise PluginError(f"funnel size {size} is larger than the evaluated size {model.eval_size}")
+    tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+    if index_file:
+        index = FunnelIndex.load(index_file, tokens)
+        if index.size != size:
+            raise PluginError(f"funnel index {index_file} is of size {index.size}, not {size}")
+        return index
+    model.eval()
+    with torch.inference_mode():
+        return FunnelIndex.build(model.item_table(), size, kind, item_order_sha256(tokens))
+
+
+def funnel_full_sort_predict(model, index, shortlist):
+    """``model.full_sort_predict`` through the funnel: the K shortlisted items get their scores at
+    ``model.eval_size``, every other item -inf (ranked last), as RecBole's evaluator expects."""
+
+    def full_sort_predict(interaction):
+        size = model.eval_size
+        hidden = model.forward(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])[:, :size]
+        table = model.item_table()[:, :size]
+        candidates, scores = shortlist_and_rerank(hidden, table, index, shortlist)
+        dense = scores.new_full((hidden.size(0), table.size(0)), float("-inf"))
+        kept = candidates >= 0
+        rows = torch.arange(hidden.size(0), device=hidden.device).unsqueeze(1).expand_as(candidates)
+        dense[rows[kept], candidates[kept]] = scores[kept]
+        return dense
+
+    return full_sort_predict
+
+
+def parse_funnel(text):
+    """``m,K`` -> (m, K), two positive integers."""
+    try:
+        size, shortlist = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected m,K (two integers, e.g. 16,200), got {text!r}") from None
+    if size < 1 or shortlist < 1:
+        raise argparse.ArgumentTypeError(f"m and K must be positive, got {text!r}")
+    return size, shortlist
 
 
 def main():
@@ -41,8 +104,12 @@ def main():
     parser.add_argument("file", help="a checkpoint from training or an export")
     parser.add_argument("--dataset", default=None, help="the dataset it was trained on (checked)")
     parser.add_argument("--size", type=int, default=None, help="nested size to score at (fMRLRec)")
+    parser.add_argument("--funnel", type=parse_funnel, default=None, metavar="m,K",
+                        help="funnel retrieval: shortlist K items at size m, rerank at the evaluated size")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="flat", help="funnel index kind (default flat: exact)")
+    parser.add_argument("--index-file", default=None, help="a saved funnel index to reuse (python -m recbole_fmrl.funnel)")
     args = parser.parse_args()
-    print(json.dumps(evaluate(args.file, args.dataset, args.size)))
+    print(json.dumps(evaluate(args.file, args.dataset, args.size, args.funnel, args.index, args.index_file)))
 
 
 if __name__ == "__main__":

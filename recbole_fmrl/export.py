@@ -23,6 +23,15 @@ def build_trained(checkpoint, path):
     return config, model, loaders
 
 
+def sliced_model(model, checkpoint, dataset, size):
+    """The standalone size-``size`` model of ``model`` (trained as ``checkpoint`` says, on ``dataset``)
+    and its config overrides: what an export holds."""
+    overrides = {**checkpoint["overrides"], **model.sliced_config(size)}
+    small_model = type(model)(Config(checkpoint["model"], checkpoint["dataset"], config_dict=overrides), dataset)
+    small_model.load_state_dict(model.sliced_state_dict(size))
+    return small_model.to(next(model.parameters()).device).eval(), overrides
+
+
 def export(checkpoint_path, size, out_path):
     """Write the size-``size`` model of ``checkpoint_path`` to ``out_path``; returns its parameter count."""
     checkpoint = read_checkpoint(checkpoint_path)
@@ -32,9 +41,7 @@ def export(checkpoint_path, size, out_path):
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes to export")
     if size not in sizes:
         raise PluginError(f"--size {size} is not one of the trained sizes {list(sizes)}")
-    overrides = {**checkpoint["overrides"], **model.sliced_config(size)}
-    small_model = type(model)(Config(config["model"], config["dataset"], config_dict=overrides), train_data._dataset)
-    small_model.load_state_dict(model.sliced_state_dict(size))
+    small_model, overrides = sliced_model(model, checkpoint, train_data._dataset, size)
     export_state = {
         "model": checkpoint["model"],
         "dataset": checkpoint["dataset"],

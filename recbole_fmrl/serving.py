@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from recbole_fmrl.errors import PluginError
+from recbole_fmrl.funnel import FunnelIndex, item_order_sha256, shortlist_and_rerank
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class Recommender:
         self.max_length = int(model.max_seq_length)
         self.item_tokens = list(item_tokens) if item_tokens is not None else None
         self._token_ids = None
+        self._funnel_indexes = {}  # (size, kind) -> FunnelIndex
         with torch.inference_mode():
             # The catalogue's representations, computed once and stored transposed, [m, n_items]: scoring
             # one user is then a contiguous vector-matrix product (4x faster on CPU than against Eᵀ).
@@ -157,14 +159,21 @@ class Recommender:
         return scores[0] if state.single else scores
 
     @torch.inference_mode()
-    def recommend(self, state, k=10, exclude_seen=True):
+    def recommend(self, state, k=10, exclude_seen=True, funnel=None, index="flat"):
         """Top-``k`` internal item ids, best first: [k] for a one-user state, else [B, k].
 
         Item 0 (padding) is never recommended; with ``exclude_seen`` neither is any item of the
         user's events. When fewer than ``k`` items are left, a one-user result is shorter and a
         batched one is filled with -1, which is padding, not an item (``to_tokens`` leaves it out).
+
+        ``funnel=(m, K)``: Matryoshka funnel retrieval (``recbole_fmrl.funnel``): score every item at
+        size m through ``index`` (a kind among ``flat``, ``hnsw``, ``ivf``, built once by
+        :meth:`funnel_index`, or a loaded :class:`FunnelIndex`), keep the top K, rerank them at the
+        served size. With K covering the catalogue this equals exact scoring.
         """
         self._check_started(state)
+        if funnel is not None:
+            return self._recommend_funnel(state, k, exclude_seen, funnel, index)
         scores = self._score(state)
         scores[:, 0] = float("-inf")
         if exclude_seen:
@@ -179,6 +188,52 @@ class Recommender:
                 index = torch.tensor([rows, cols], dtype=torch.long, device=self.device)
                 scores.index_put_(tuple(index), scores.new_tensor(float("-inf")))
         values, top = torch.topk(scores, min(k, self.n_items), dim=1)
+        if state.single:
+            return top[0, : int(torch.isfinite(values[0]).sum())]
+        return top.masked_fill_(~torch.isfinite(values), -1)
+
+    # ----------------------------------------------------------------------------------- funnel
+    def funnel_index(self, size, kind="flat", **options):
+        """The faiss index of the size-``size`` prefix of the cached item table, built on first use
+        (``options``: ``FunnelIndex.build``'s) and kept per (size, kind); ``.save(path)`` writes it."""
+        key = (int(size), kind)
+        if key not in self._funnel_indexes:
+            if size not in getattr(self.model, "mrl_hidden_sizes", [self.size]) or size > self.size:
+                raise PluginError(f"funnel size {size} is not one of the model's sizes up to {self.size}")
+            tokens = self.item_tokens
+            with torch.inference_mode():
+                table = self.model.item_table()
+            self._funnel_indexes[key] = FunnelIndex.build(
+                table, size, kind, item_order_sha256(tokens) if tokens is not None else None, **options
+            )
+        return self._funnel_indexes[key]
+
+    def load_funnel_index(self, path):
+        """Use the index saved at ``path`` for its (size, kind); refused unless built for this catalogue."""
+        index = FunnelIndex.load(path, self.item_tokens)
+        if index.n_items != self.n_items or index.size > self.size:
+            raise PluginError(f"funnel index {path} (size {index.size}, {index.n_items} items) does not fit this "
+                              f"model (size {self.size}, {self.n_items} items)")
+        self._funnel_indexes[(index.size, index.kind)] = index
+        return index
+
+    def _recommend_funnel(self, state, k, exclude_seen, funnel, index):
+        size, shortlist = (int(v) for v in funnel)
+        if not isinstance(index, FunnelIndex):
+            index = self.funnel_index(size, index)
+        elif index.size != size or index.n_items != self.n_items:
+            raise PluginError(f"the given index is of size {index.size} over {index.n_items} items, not the "
+                              f"funnel's size {size} over this model's {self.n_items}")
+        exclude = [state.seen_items(user) for user in range(state.batch_size)] if exclude_seen else None
+        candidates, scores = shortlist_and_rerank(
+            state.hidden[:, : self.size], self.model.item_table()[:, : self.size], index, shortlist, exclude
+        )
+        missing = min(k, self.n_items) - scores.size(1)  # the shortlist is narrower than k: as many columns as exact
+        if missing > 0:
+            candidates = torch.nn.functional.pad(candidates, (0, missing), value=-1)
+            scores = torch.nn.functional.pad(scores, (0, missing), value=float("-inf"))
+        values, order = torch.topk(scores, min(k, scores.size(1)), dim=1)
+        top = candidates.gather(1, order)
         if state.single:
             return top[0, : int(torch.isfinite(values[0]).sum())]
         return top.masked_fill_(~torch.isfinite(values), -1)

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -42,3 +45,34 @@ def test_cli_rejects_unknown_cases(tmp_path):
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode != 0 and "unknown cases" in done.stderr
+
+
+def test_funnel_case_on_a_tiny_trained_checkpoint(tmp_path, monkeypatch):
+    """Case r end to end on a tiny trained fMRLRec with text + image features: a quality row per
+    (m, K, index), the large-catalogue rows with their goals, each ratio the quotient of the
+    measurements it reports."""
+    from benchmarks.funnel import funnel_case
+    from benchmarks.run import PRESETS, Bench, row
+    from conftest import write_multimodal_tiny
+    from recbole_fmrl.quick_start import run
+
+    monkeypatch.chdir(tmp_path)
+    data_path = write_multimodal_tiny(tmp_path, n_items=40)
+    trained = run("fMRLRec", "tiny", config_dict={
+        "data_path": data_path, "checkpoint_dir": str(tmp_path / "saved"), "epochs": 1, "hidden_size": 16,
+        "mrl_hidden_sizes": [4, 8, 16], "n_layers": 1, "MAX_ITEM_LIST_LENGTH": 10, "use_gpu": False,
+        "show_progress": False, "modalities": ["text", "image"],
+        "feature_files": {"text": "tiny.text.npy", "image": "tiny.image.npy"}})
+    bench = Bench(PRESETS["tiny"], torch.device("cpu"), log=lambda line: None)
+    funnel_case(bench, trained["checkpoint"], "tiny", row)
+    rows = bench.rows
+    assert {r["case"] for r in rows} == {"r"}
+    quality = [r for r in rows if "NDCG@10 funnel" in r["label"]]
+    assert [(r["m"], r["K"], r["index"]) for r in quality] == [(4, 10, "flat"), (8, 10, "hnsw")]
+    for r in quality:
+        assert 0 <= r["ndcg10_funnel"] <= 1 and 0 < r["ndcg10_exact"] <= 1
+        assert r["ratio"] == pytest.approx(r["ndcg10_funnel"] / r["ndcg10_exact"])
+    large = [r for r in rows if r["label"].startswith("5,000 items")]
+    assert [r["goal"] for r in large] == [">= 0.95", ">= 5"]
+    assert 0 <= large[0]["top10_found"] <= 1 and large[0]["ratio"] == large[0]["top10_found"]
+    assert large[1]["ratio"] == pytest.approx(large[1]["exact_ms"] / large[1]["funnel_ms"], rel=1e-2)

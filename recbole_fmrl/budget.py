@@ -1,0 +1,239 @@
+"""Which nested size fits a latency budget on this machine: measure every size of a trained fMRLRec.
+
+    python -m recbole_fmrl.budget saved/fMRLRec-....pth --latency-ms 20 [--users 256] [--device cpu]
+        [--k 10] [--funnel-k 200] [--index hnsw] [--memory-mb 300] [--warmup 2] [--repeats 7]
+
+For every size m in M it serves the standalone size-m model (what ``recbole_fmrl.export`` writes)
+and times top-k for a batch of ``--users`` users (``Recommender.recommend``: scoring the catalogue
+and top-k from cached user states; median after warm-up), and for every m < D the Matryoshka funnel
+of the full model (shortlist ``--funnel-k`` items at size m through a ``--index`` faiss index,
+rerank at D; the index is built once, its build time is shown apart). Memory: ``resident`` is what
+the deployment holds (weights, buffers, the cached item table, the index), ``peak`` what one top-k
+call allocates on top (CUDA: the allocator's peak; CPU: the peak of torch's allocations).
+It prints a table, then the largest exact size within the budget with that size's test NDCG@10
+from the training run's ``<checkpoint>.results.json``.
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+
+import torch
+
+from recbole_fmrl.errors import PluginError
+from recbole_fmrl.funnel import INDEX_KINDS
+
+MIB = 2**20
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_many(fns, device, warmup, repeats):
+    """Time several functions that are compared with each other, interleaved round-robin.
+
+    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs; the rounds alternate between
+    the functions (rotating which goes first), so a slow phase of a shared machine hits all of them
+    alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
+    """
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
+    synchronize(device)
+    samples = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            synchronize(device)
+            started = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - started)
+    return {
+        name: {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "max_s": max(times),
+            "repeats": repeats,
+            "warmup": warmup,
+        }
+        for name, times in samples.items()
+    }
+
+
+def pick_size(rows, latency_ms, memory_mb=None):
+    """The exact-scoring row of the largest size whose latency (and resident memory, if
+    ``memory_mb`` is given) is within budget; None when no size fits. Funnel rows are not picked:
+    their quality is not in the training run's per-size results."""
+    fitting = [
+        row for row in rows
+        if row["mode"] == "exact" and row["latency_ms"] <= latency_ms
+        and (memory_mb is None or row["resident_mb"] <= memory_mb)
+    ]
+    return max(fitting, key=lambda row: row["size"], default=None)
+
+
+def storage_bytes(tensors):
+    """Bytes of the distinct storages behind ``tensors`` (views of one storage count once)."""
+    storages = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def transient_peak_bytes(fn):
+    """Highest net growth of torch's CPU allocations while ``fn()`` runs (profiler memory events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in prof.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    live = peak = 0
+    for _, nbytes in records:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def peak_working_bytes(fn, device):
+    """Memory one call of ``fn`` allocates on top of what is held: the CUDA allocator's peak, or on
+    CPU the peak of torch's allocations (:func:`transient_peak_bytes`; faiss's small result buffers
+    are not seen)."""
+    if device.type != "cuda":
+        return transient_peak_bytes(fn)
+    synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def per_size_ndcg(checkpoint_path, checkpoint):
+    """{size: test NDCG@10} from the training run's ``.results.json`` (beside the checkpoint, or beside
+    the export's source checkpoint); ({}, why) when there is none."""
+    source = checkpoint.get("source_checkpoint") or checkpoint_path
+    path = (source[: -len(".pth")] if source.endswith(".pth") else source) + ".results.json"
+    if not os.path.isfile(path):
+        return {}, f"no per-size results ({path} not found)"
+    with open(path, encoding="utf-8") as f:
+        sizes = json.load(f).get("sizes") or {}
+    return {int(m): metrics.get("ndcg@10") for m, metrics in sizes.items()}, path
+
+
+def random_histories(n_users, length, n_items, seed=0):
+    """``n_users`` histories of ``length`` distinct random items (latency does not depend on which)."""
+    rng = random.Random(seed)
+    return [rng.sample(range(1, n_items), min(length, n_items - 1)) for _ in range(n_users)]
+
+
+def measure(checkpoint_path, users=256, device="cpu", k=10, funnel_k=200, index="hnsw", warmup=2, repeats=7):
+    """Rows ``{mode, size, shortlist, index, latency_ms, resident_mb, peak_mb, build_s}`` for every size."""
+    from recbole_fmrl.config import Config
+    from recbole_fmrl.checkpoint import read_checkpoint
+    from recbole_fmrl.export import sliced_model
+    from recbole_fmrl.serving import Recommender
+    from recbole_fmrl.utils import create_dataset
+
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PluginError("--device cuda but CUDA is not available")
+    checkpoint = read_checkpoint(checkpoint_path)
+    overrides = dict(checkpoint.get("overrides") or {})
+    dataset = create_dataset(Config(checkpoint["model"], checkpoint["dataset"], config_dict=overrides))
+    full = Recommender.load(checkpoint, dataset=dataset, device=device)
+    sizes = list(getattr(full.model, "mrl_hidden_sizes", []))
+    if not sizes:
+        raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes")
+    histories = random_histories(users, full.max_length, full.n_items)
+    servers, calls, rows = {}, {}, []
+    for size in sizes:
+        model = full.model if size == full.size else sliced_model(full.model, checkpoint, dataset, size)[0]
+        rec = servers[size] = Recommender(model, device=device)
+        state = rec.start_many(histories)
+        calls[("exact", size)] = lambda rec=rec, state=state: rec.recommend(state, k)
+        rows.append({"mode": "exact", "size": size, "shortlist": None, "index": None,
+                     "resident": storage_bytes([*rec.model.parameters(), *rec.model.buffers(), rec.item_table_t])})
+    full_state = full.start_many(histories)
+    for size in sizes[:-1]:
+        started = time.perf_counter()
+        funnel_index = full.funnel_index(size, index)
+        build_s = time.perf_counter() - started
+        calls[("funnel", size)] = lambda size=size: full.recommend(full_state, k, funnel=(size, funnel_k), index=index)
+        rows.append({"mode": "funnel", "size": size, "shortlist": funnel_k, "index": index, "build_s": build_s,
+                     "resident": storage_bytes([*full.model.parameters(), *full.model.buffers(), full.item_table_t])
+                     + funnel_index.nbytes()})
+    times = measure_many(calls, device, warmup, repeats)
+    for row in rows:
+        key = (row["mode"], row["size"])
+        row["latency_ms"] = times[key]["median_s"] * 1000
+        row["resident_mb"] = row.pop("resident") / MIB
+        row["peak_mb"] = peak_working_bytes(calls[key], device) / MIB
+    return rows, checkpoint
+
+
+def format_rows(rows, ndcg):
+    header = f"{'mode':<7}{'m':>6}{'K':>6}  {'index':<6}{'top-k ms':>10}{'resident MB':>13}{'peak MB':>9}  {'test NDCG@10':>12}"
+    lines = [header]
+    for row in rows:
+        quality = ndcg.get(row["size"]) if row["mode"] == "exact" else None
+        lines.append(
+            f"{row['mode']:<7}{row['size']:>6}{row['shortlist'] or '-':>6}  {row['index'] or '-':<6}"
+            f"{row['latency_ms']:>10.2f}{row['resident_mb']:>13.3f}"
+            f"{row['peak_mb']:>9.3f}"
+            f"  {'-' if quality is None else format(quality, '.4f'):>12}"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a training checkpoint of fMRLRec (its .results.json beside it)")
+    parser.add_argument("--latency-ms", type=float, required=True, help="budget for one top-k call of --users users")
+    parser.add_argument("--memory-mb", type=float, default=None, help="optional budget for the resident memory")
+    parser.add_argument("--users", type=int, default=256, help="users per top-k call (default 256)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
+    parser.add_argument("--k", type=int, default=10, help="items recommended per user (default 10)")
+    parser.add_argument("--funnel-k", type=int, default=200, help="funnel shortlist K (default 200)")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="hnsw", help="funnel index kind (default hnsw)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    for name in ("users", "k", "funnel_k", "repeats"):
+        if getattr(args, name) < 1:
+            raise PluginError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    rows, checkpoint = measure(args.checkpoint, args.users, args.device, args.k, args.funnel_k, args.index,
+                               args.warmup, args.repeats)
+    ndcg, source = per_size_ndcg(args.checkpoint, checkpoint)
+    print(f"top-{args.k} for {args.users} users on {args.device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median of {args.repeats} after {args.warmup} warm-up")
+    print(format_rows(rows, ndcg))
+    builds = ", ".join(f"m={r['size']} {r['build_s']:.2f} s" for r in rows if r["mode"] == "funnel")
+    if builds:
+        print(f"build of the {args.index} funnel indexes (once per model, not in the latency): {builds}")
+    budget = f"{args.latency_ms:g} ms" + (f" and {args.memory_mb:g} MB" if args.memory_mb is not None else "")
+    best = pick_size(rows, args.latency_ms, args.memory_mb)
+    if best is None:
+        print(f"no size fits within {budget}")
+        return
+    quality = ndcg.get(best["size"])
+    print(f"largest size within {budget}: m = {best['size']} ({best['latency_ms']:.2f} ms, "
+          f"{best['resident_mb']:.1f} MB); test NDCG@10 "
+          + (f"{quality:.4f} (from {source})" if quality is not None else f"unknown: {source}"))
+
+
+if __name__ == "__main__":
+    from recbole_fmrl.quick_start import main_guarded
+
+    main_guarded(main)

@@ -1,0 +1,206 @@
+"""Matryoshka funnel retrieval: shortlist with a size-m prefix through a faiss index, rerank at full size.
+
+"Adaptive retrieval" of Kusupati et al., Matryoshka Representation Learning (NeurIPS 2022): with
+nested representations the first m dimensions are a complete low-dimensional representation, so a
+cheap size-m search can shortlist K candidates and only those K are scored at the full size D. In
+fMRLRec the size-m prefix of the user vector, ``h[:m]``, and of the item table, ``E[:, :m]``, are
+exactly the size-m model's representations (paper §3.2), so the shortlist is the size-m model's
+top K. Exact when K covers the catalogue; otherwise one size-m search plus K·D per user.
+
+    index = FunnelIndex.build(item_table, size=16, kind="hnsw", item_order_sha256=...)
+    index.save("fMRLRec-64.m16-hnsw.faiss")       # + a JSON manifest beside it
+    FunnelIndex.load("fMRLRec-64.m16-hnsw.faiss", item_tokens)  # refuses another catalogue
+    candidates, scores = shortlist_and_rerank(hidden, item_table, index, shortlist=200)
+
+    python -m recbole_fmrl.funnel fMRLRec-64.pth --size 16 --index hnsw   # build and save beside it
+
+Row 0 of the item table (padding) is never indexed, so it is never recommended.
+"""
+
+import argparse
+import hashlib
+import math
+import os
+
+import faiss
+import numpy as np
+import torch
+
+from dataset_prep.atomic import atomic_path, manifest_path, read_manifest, write_json_atomic
+from recbole_fmrl.errors import PluginError
+
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+MANIFEST_FORMAT = "recbole_fmrl funnel index v1"
+HNSW_NEIGHBORS = 32  # faiss IndexHNSWFlat's M (links per node); faiss's own examples use 32
+IVF_POINTS_PER_LIST = 39  # faiss's k-means wants >= 39 training points per centroid
+
+
+def item_order_sha256(item_tokens):
+    """sha256 (hex) of the catalogue's item order: the internal-id -> token list, one token per line."""
+    return hashlib.sha256("\n".join(str(t) for t in item_tokens).encode("utf-8")).hexdigest()
+
+
+def index_path_beside(model_file, size, kind):
+    """Where an index of ``model_file`` is saved by default: ``<file without .pth>.m<size>-<kind>.faiss``."""
+    stem = model_file[: -len(".pth")] if model_file.endswith(".pth") else model_file
+    return f"{stem}.m{size}-{kind}.faiss"
+
+
+class FunnelIndex:
+    """A faiss inner-product index over the size-``size`` prefix of items 1..n-1 (item 0 is padding).
+
+    ``kind``: ``flat`` (exact ``IndexFlatIP``), ``hnsw`` (``IndexHNSWFlat``, graph search with
+    ``ef_search`` candidates, at least K) or ``ivf`` (``IndexIVFFlat`` over ``ivf_lists`` k-means
+    lists, ``nprobe`` of them visited per query).
+    """
+
+    def __init__(self, index, size, kind, n_items, item_order_sha256=None, ef_search=None, nprobe=None):
+        self.index = index
+        self.size = int(size)
+        self.kind = kind
+        self.n_items = int(n_items)
+        self.item_order_sha256 = item_order_sha256
+        self.ef_search = ef_search
+        self.nprobe = nprobe
+
+    @classmethod
+    def build(cls, item_table, size, kind="flat", item_order_sha256=None, ef_search=64, ivf_lists=None,
+              nprobe=None, seed=0):
+        """Index the first ``size`` columns of ``item_table`` ([n_items, >= size], row 0 = padding).
+
+        ``ivf_lists`` defaults to 4·sqrt(n) (faiss's guideline), at most n/39; ``nprobe`` to
+        a sixteenth of the lists.
+        """
+        if kind not in INDEX_KINDS:
+            raise PluginError(f"unknown index kind {kind!r}; choose among {list(INDEX_KINDS)}")
+        if not 1 <= size <= item_table.size(1):
+            raise PluginError(f"funnel size {size} is outside the item table's width {item_table.size(1)}")
+        vectors = _as_faiss_array(item_table[1:, :size])
+        n_indexed = vectors.shape[0]
+        if kind == "flat":
+            index = faiss.IndexFlatIP(size)
+        elif kind == "hnsw":
+            index = faiss.IndexHNSWFlat(size, HNSW_NEIGHBORS, faiss.METRIC_INNER_PRODUCT)
+        else:
+            lists = ivf_lists or max(1, min(round(4 * math.sqrt(n_indexed)), n_indexed // IVF_POINTS_PER_LIST))
+            nprobe = nprobe or max(1, lists // 16)
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(size), size, lists, faiss.METRIC_INNER_PRODUCT)
+            index.cp.seed = seed
+            index.train(vectors)
+        index.add(vectors)
+        return cls(index, size, kind, item_table.size(0), item_order_sha256,
+                   ef_search=ef_search if kind == "hnsw" else None, nprobe=nprobe if kind == "ivf" else None)
+
+    def search(self, queries, shortlist):
+        """Item ids of the ``shortlist`` best inner products of ``queries`` ([B, size]), best first,
+        as a LongTensor [B, shortlist] on the queries' device; -1 where the index found fewer."""
+        shortlist = min(int(shortlist), self.n_items - 1)
+        params = None
+        if self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, shortlist))
+        elif self.kind == "ivf":
+            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+        _, labels = self.index.search(_as_faiss_array(queries), shortlist, params=params)
+        ids = torch.from_numpy(labels)
+        ids = torch.where(ids >= 0, ids + 1, ids)  # row r of the index is item r + 1
+        return ids.to(queries.device)
+
+    def nbytes(self):
+        """Size of the serialized index (what it holds in memory, to within faiss's bookkeeping)."""
+        return int(faiss.serialize_index(self.index).nbytes)
+
+    # ------------------------------------------------------------------------------- files
+    def save(self, path):
+        """Write the index (faiss format) and ``<path>.json``: size, kind, item count, item order hash."""
+        if self.item_order_sha256 is None:
+            raise PluginError("this index has no item order hash (build it from a model loaded with its dataset)")
+        with atomic_path(path) as tmp:
+            faiss.write_index(self.index, tmp)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "size": self.size,
+            "kind": self.kind,
+            "n_items": self.n_items,
+            "item_order_sha256": self.item_order_sha256,
+            "ef_search": self.ef_search,
+            "nprobe": self.nprobe,
+            "faiss": faiss.__version__,
+        }
+        write_json_atomic(manifest_path(path), manifest)
+        return path
+
+    @classmethod
+    def load(cls, path, item_tokens):
+        """The index saved at ``path``, refused (one line) unless it was built for ``item_tokens``."""
+        manifest_file = manifest_path(path)
+        if not os.path.isfile(path):
+            raise PluginError(f"funnel index not found: {path}")
+        try:
+            manifest = read_manifest(path)
+        except (OSError, ValueError) as err:
+            raise PluginError(f"unreadable funnel index manifest {manifest_file}: {err}") from None
+        if manifest is None:
+            raise PluginError(f"funnel index {path} has no manifest {manifest_file}")
+        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+            raise PluginError(f"{manifest_file} is not a funnel index manifest ({MANIFEST_FORMAT})")
+        if item_tokens is None:
+            raise PluginError(f"cannot check {path} against the catalogue: the model has no item token list")
+        expected = item_order_sha256(item_tokens)
+        if manifest.get("item_order_sha256") != expected:
+            raise PluginError(
+                f"funnel index {path} was built for another catalogue: item order sha256 "
+                f"{str(manifest.get('item_order_sha256'))[:12]}… in {manifest_file}, {expected[:12]}… for this "
+                f"model's {len(item_tokens)} items; rebuild it (python -m recbole_fmrl.funnel)"
+            )
+        index = faiss.read_index(path)
+        return cls(index, manifest["size"], manifest["kind"], manifest["n_items"], expected,
+                   ef_search=manifest.get("ef_search"), nprobe=manifest.get("nprobe"))
+
+
+def shortlist_and_rerank(hidden, item_table, index, shortlist, exclude=None):
+    """The funnel: ``index`` shortlists ``shortlist`` items per user with ``hidden[:, :m]``, then those
+    are scored at the full size as ``hidden · item_table[item]``.
+
+    ``hidden``: [B, D]; ``item_table``: [n_items, D] (the same D); ``exclude``: per user, item ids
+    never to return (the user's seen items), skipped before the shortlist is cut at K.
+    Returns (candidates [B, W] with -1 for no item, full-size scores [B, W] with -inf there), W ≥ K.
+    """
+    per_user_excluded = [list(items) for items in exclude] if exclude is not None else []
+    extra = max((len(items) for items in per_user_excluded), default=0)
+    candidates = index.search(hidden[:, : index.size], shortlist + extra)
+    valid = candidates >= 0
+    if extra:
+        rows = [user for user, items in enumerate(per_user_excluded) for _ in items]
+        cols = [item for items in per_user_excluded for item in items]
+        excluded_keys = torch.tensor(rows, device=candidates.device) * index.n_items + torch.tensor(
+            cols, device=candidates.device)
+        row_ids = torch.arange(candidates.size(0), device=candidates.device).unsqueeze(1)
+        valid &= ~torch.isin(row_ids * index.n_items + candidates, excluded_keys)
+    valid &= valid.cumsum(dim=1) <= shortlist  # the first K that are left, in shortlist order
+    vectors = item_table[candidates.clamp_min(0)]  # [B, W, D]
+    scores = torch.bmm(vectors, hidden.unsqueeze(2)).squeeze(2)
+    return candidates.masked_fill(~valid, -1), scores.masked_fill(~valid, float("-inf"))
+
+
+def _as_faiss_array(tensor):
+    return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
+
+
+def main():
+    from recbole_fmrl.serving import Recommender
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("file", help="a training checkpoint or a size-m export")
+    parser.add_argument("--size", type=int, required=True, help="the prefix size m that is indexed")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="hnsw", help="index kind (default hnsw)")
+    parser.add_argument("--out", default=None, help="index file (default: beside FILE, <stem>.m<size>-<kind>.faiss)")
+    args = parser.parse_args()
+    rec = Recommender.load(args.file)
+    path = rec.funnel_index(args.size, args.index).save(args.out or index_path_beside(args.file, args.size, args.index))
+    print(f"wrote {path} and {path}.json ({rec.n_items - 1} items, size {args.size}, {args.index})")
+
+
+if __name__ == "__main__":
+    from recbole_fmrl.quick_start import main_guarded
+
+    main_guarded(main)
