@@ -3,12 +3,15 @@ causal Transformer (Kang & McAuley, ICDM 2018) over item representations that a 
 for the whole catalogue, and the temperature-scaled cosine cross-entropy that both papers use to
 fine-tune on the target domain."""
 
+from functools import partial
+
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import TransformerEncoder
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers import init_sasrec_weights
 
 
 class ItemTableTransformer(SequentialRecommender):
@@ -44,15 +47,9 @@ class ItemTableTransformer(SequentialRecommender):
         self.LayerNorm = nn.LayerNorm(self.hidden_size, eps=config["layer_norm_eps"])
         self.dropout = nn.Dropout(config["hidden_dropout_prob"])
 
-    def _init_weights(self, module):
-        """SASRec's initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorms."""
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+    def init_weights(self):
+        """SASRec's initialisation of every submodule (subclasses call it once their layers exist)."""
+        self.apply(partial(init_sasrec_weights, std=self.initializer_range))
 
     def item_table(self):
         """Representations of every item, ``[n_items, H]`` (row 0 = padding)."""

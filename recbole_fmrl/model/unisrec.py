@@ -72,7 +72,7 @@ class UniSRec(ItemTableTransformer):
         self.item_embedding = None
         if self.train_stage == "transductive_ft":
             self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
-        self.apply(self._init_weights)
+        self.init_weights()
 
     @property
     def table_label(self):

@@ -42,7 +42,7 @@ class VQRec(ItemTableTransformer):
         item_code_rows = torch.cat([torch.zeros(1, self.code_dim, dtype=torch.long), codes + offsets])
         self.register_buffer("item_code_rows", item_code_rows, persistent=False)
         self.code_embedding = nn.Embedding(1 + self.code_dim * self.code_cap, self.hidden_size, padding_idx=0)
-        self.apply(self._init_weights)
+        self.init_weights()
         with torch.no_grad():
             self.code_embedding.weight[0].zero_()
 

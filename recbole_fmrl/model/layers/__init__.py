@@ -1,4 +1,4 @@
-"""Building blocks: the fMRL operator, nested LayerNorm and the LRU block."""
+"""Building blocks: the fMRL operator, nested LayerNorm, the LRU block and SASRec's initialisation."""
 
 from recbole_fmrl.model.layers.fmrl import (
     FMRLLinear,
@@ -8,6 +8,7 @@ from recbole_fmrl.model.layers.fmrl import (
     doubling_sizes,
     sliced_state_dict,
 )
+from recbole_fmrl.model.layers.initialization import init_sasrec_weights
 from recbole_fmrl.model.layers.lru import GatedFeedForward, LRUBlock, LRUEncoder, LRULayer, linear_scan
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "check_nested_sizes",
     "count_parameters",
     "doubling_sizes",
+    "init_sasrec_weights",
     "linear_scan",
     "sliced_state_dict",
 ]
