@@ -60,6 +60,15 @@ def copy_text_row(data_path, source_item, target_item):
     np.save(os.path.join(folder, "tiny.text.npy"), matrix)
 
 
+def test_yaml_defaults_are_the_authors(data_path):
+    shared = ("n_layers", "n_heads", "hidden_size", "inner_size", "hidden_dropout_prob", "temperature", "train_batch_size")
+    for model, expected in (("UniSRec", {"train_stage": "transductive_ft", "n_exps": 8, "adaptor_dropout_prob": 0.2}),
+                            ("VQRec", {"code_dim": 32, "code_cap": 256})):
+        config = Config(model, "tiny", config_dict={"data_path": data_path, "use_gpu": False})
+        assert tuple(config[k] for k in shared) == (2, 2, 300, 256, 0.5, 0.07, 2048)
+        assert {k: config[k] for k in expected} == expected and config["loss_type"] == "CE"
+
+
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_each_model_trains_and_scores_the_catalogue_by_temperature_cosine(data_path, setting):
     model_class, overrides = SETTINGS[setting]
