@@ -183,8 +183,10 @@ def test_vqrec_codes_are_deterministic_for_a_seed_and_reused_from_the_cache(data
     ({"code_cap": 3}, "code_cap (codes per codebook) must be a power of two"),
     ({"code_dim": 5}, "code_dim (number of codebooks) must divide the feature width 12"),
     ({"code_cap": 32}, "code_cap 32 needs at least as many items"),
+    ({"hidden_size": 15}, "hidden_size must be a positive multiple of n_heads, got 15 and 2"),
+    ({"temperature": "warm"}, "temperature must be a positive number, got 'warm'"),
 ])
-def test_bad_vqrec_settings_raise_one_line(data_path, overrides, message):
+def test_bad_settings_raise_one_line(data_path, overrides, message):
     with pytest.raises(ConfigError) as error:
         build(VQRec, data_path, **overrides)
     assert message in str(error.value) and "\n" not in str(error.value)

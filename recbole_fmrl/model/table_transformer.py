@@ -23,15 +23,14 @@ class ItemTableTransformer(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.hidden_size = config["hidden_size"]
-        if not isinstance(self.hidden_size, int) or self.hidden_size < 1 or self.hidden_size % config["n_heads"]:
-            raise ConfigError(
-                f"hidden_size must be a positive multiple of n_heads ({config['n_heads']}), got {self.hidden_size!r}")
+        self.hidden_size, heads = config["hidden_size"], config["n_heads"]
+        if not all(isinstance(v, int) and v > 0 for v in (self.hidden_size, heads)) or self.hidden_size % heads:
+            raise ConfigError(f"hidden_size must be a positive multiple of n_heads, got {self.hidden_size!r} and {heads!r}")
         if config["loss_type"] != "CE":
             raise ConfigError(f"{type(self).__name__} is trained with the CE loss, got loss_type={config['loss_type']!r}")
-        self.temperature = float(config["temperature"])
-        if not self.temperature > 0:
-            raise ConfigError(f"temperature must be positive, got {config['temperature']!r}")
+        self.temperature = config["temperature"]
+        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
         self.initializer_range = config["initializer_range"]
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.trm_encoder = TransformerEncoder(
