@@ -2,7 +2,7 @@
 and Table 3 (modality ablation).
 
     python -m recbole_fmrl.compare --dataset beauty \\
-        [--models SASRec,BERT4Rec,FMLPRec,LRURec,fMRLRec] [--config_files "a.yaml b.yaml"] \\
+        [--models SASRec,LRURec,UniSRec@train_stage=inductive_ft,VQRec,fMRLRec] [--config_files "a.yaml b.yaml"] \\
         [--model-config fMRLRec=results/beauty/tune_best_fMRLRec.yaml ...] \\
         [--ablation "text,image;text;image;id"] [--params] [--force] [--out results] [--key=value ...]
     python -m recbole_fmrl.compare --dataset beauty --sizes-from saved/fMRLRec-....results.json
@@ -10,12 +10,15 @@ and Table 3 (modality ablation).
 
 Every model runs through ``recbole_fmrl.quick_start.run`` with the same config files and
 ``--key=value`` overrides, hence the same seed, split and evaluator (``--model-config`` adds a
-file for one model only, e.g. its tuned hyper-parameters). Each finished run is cached as
+file for one model only, e.g. its tuned hyper-parameters; ``MODEL@key=value[@key=value]`` in
+``--models`` runs a model with settings of its own, e.g. UniSRec's two fine-tuning settings). Each
+finished run is cached as
 ``<out>/<dataset>/runs/<label>.json``; a later call reuses it when its settings (config files, their
 contents and the overrides) are unchanged, unless ``--force``. Written under ``<out>/<dataset>/``:
 
 * ``comparison.md`` / ``comparison.csv`` — Table 2: N@5 R@5 N@10 R@10 on test (best bold, second
-  underlined in the md) and, per model, overrides, epochs run, best epoch, wall time, parameters, commit;
+  underlined in the md), rows grouped as the paper's columns (ID-based, text-based, multimodal) and,
+  per model, overrides, epochs run, best epoch, wall time, parameters, commit;
 * ``sizes.csv`` / ``sizes.png`` — Figure 3, whenever fMRLRec runs (or from ``--sizes-from``);
 * ``ablation.md`` / ``ablation.csv`` — Table 3, one fMRLRec run per modality set of ``--ablation``;
   a set whose features the dataset lacks gets the row ``not available: <reason>``;
@@ -29,12 +32,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from recbole_fmrl import reports
-from recbole_fmrl.config import parse_overrides
+from recbole_fmrl.config import parse_overrides, parse_value
 from recbole_fmrl.inputs import check_config_files, output_folder
 from recbole_fmrl.errors import FeatureFileError, PluginError
 from recbole_fmrl.quick_start import REPORTED_METRICS, main_guarded
 
-DEFAULT_MODELS = ("SASRec", "BERT4Rec", "FMLPRec", "LRURec", "fMRLRec")
+DEFAULT_MODELS = ("SASRec", "BERT4Rec", "FMLPRec", "LRURec", "UniSRec@train_stage=inductive_ft",
+                  "UniSRec@train_stage=transductive_ft", "VQRec", "fMRLRec")
+# Table 2's column groups. RecBole's sequential models learn item IDs, except those that also read
+# item attributes; those are not in the paper and get a group of their own.
+GROUPS = ("ID-based", "text-based", "multimodal", "attribute-aware (RecBole)")
+GROUP_OF = {"UniSRec": "text-based", "VQRec": "text-based", "fMRLRec": "multimodal",
+            **dict.fromkeys(("FDSA", "SASRecF", "GRU4RecF", "S3Rec", "KSR", "GRU4RecKG"), "attribute-aware (RecBole)")}
 DEFAULT_ABLATION = "text,image;text;image;id"
 MODALITY_NAMES = ("text", "image", "id")
 DETAIL_COLUMNS = ("epochs_run", "best_epoch", "wall_time", "num_params", "git_commit")
@@ -69,6 +78,23 @@ def parse_modality_sets(text):
 
 def modality_label(modalities):
     return "+".join(modalities)
+
+
+def parse_model_entry(entry):
+    """``"UniSRec@train_stage=inductive_ft"`` -> ``("UniSRec", {"train_stage": "inductive_ft"})``."""
+    model, *settings = entry.split("@")
+    overrides = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key.strip() or not model.strip():
+            raise PluginError(f"--models entry {entry!r}: expected MODEL or MODEL@key=value[@key=value]")
+        overrides[key.strip()] = parse_value(value)
+    return model.strip(), overrides
+
+
+def paper_group(model):
+    """The group of ``model``'s row in Table 2 (one of :data:`GROUPS`)."""
+    return GROUP_OF.get(model, "ID-based")
 
 
 # --------------------------------------------------------------------------- runs (cached)
@@ -152,8 +178,9 @@ def _details(record):
     }
 
 
-def results_table(rows, first_column):
-    """CSV header and rows for ``rows = [(label, record or "not available: …")]``."""
+def results_table(rows, first_column, groups=None):
+    """CSV header and rows for ``rows = [(label, record or "not available: …")]``; with ``groups``
+    (one per row), a ``group`` column after the first."""
     header = [first_column, *REPORTED_METRICS, *DETAIL_COLUMNS, "config_files", "overrides", "status"]
     table = []
     for label, record in rows:
@@ -163,15 +190,23 @@ def results_table(rows, first_column):
         test = record.get("test_result", {})
         details = _details(record)
         table.append([label, *(test.get(m) for m in REPORTED_METRICS), *(details[c] for c in header[5:-1]), "ok"])
+    if groups is not None:
+        header.insert(1, "group")
+        table = [[row[0], group, *row[1:]] for row, group in zip(table, groups)]
     return header, table
 
 
-def write_results_tables(rows, out_dir, stem, first_column, title):
-    """``<stem>.csv`` and ``<stem>.md``: the paper-shaped metric table and the run details."""
+def write_results_tables(rows, out_dir, stem, first_column, title, groups=None):
+    """``<stem>.csv`` and ``<stem>.md``: the paper-shaped metric table and the run details. With
+    ``groups`` (one per row, rows already in group order) the md table gets a heading row per group."""
     out_dir = Path(out_dir)
-    header, table = results_table(rows, first_column)
+    header, table = results_table(rows, first_column, groups)
     reports.write_csv(out_dir / f"{stem}.csv", header, table)
-    metric_rows = [(label, record if isinstance(record, str) else record.get("test_result", {})) for label, record in rows]
+    metric_rows = []
+    for i, (label, record) in enumerate(rows):
+        if groups is not None and (i == 0 or groups[i] != groups[i - 1]):
+            metric_rows.append((f"**{groups[i]}**", ""))
+        metric_rows.append((label, record if isinstance(record, str) else record.get("test_result", {})))
     lines = [f"# {title}", "", "Test set, full ranking; best per column in **bold**, second <u>underlined</u>.", ""]
     lines.append(reports.metric_table_markdown(metric_rows, first_column))
     details = [(label, _details(record)) for label, record in rows if not isinstance(record, str)]
@@ -202,27 +237,37 @@ def write_sizes_from_record(record, out_dir, dataset):
 
 def compare(dataset, models, config_files=(), overrides=None, out="results", force=False, runner=None,
             model_config_files=None):
-    """Table 2: run every model in ``models``; write comparison.md/.csv (and sizes.* for fMRLRec).
-    ``model_config_files`` (``{model: [file, ...]}``) adds files for one model only, after the
-    shared ones (e.g. its tuned ``tune_best_<model>.yaml``). Returns ``{model: record or "not available: …"}``."""
+    """Table 2: run every model in ``models`` (``MODEL`` or ``MODEL@key=value…``, see
+    :func:`parse_model_entry`); write comparison.md/.csv (and sizes.* for fMRLRec). ``model_config_files``
+    (``{model: [file, ...]}``) adds files for one model only, after the shared ones (e.g. its tuned
+    ``tune_best_<model>.yaml``). Returns ``{entry: record or "not available: …"}``; rows are labelled
+    by the model's ``table_label`` where it has one (e.g. "UniSRec (text), no pre-training")."""
     from recbole_fmrl.utils import get_model
 
     overrides = dict(overrides or {})
     model_config_files = model_config_files or {}
-    for model in list(models) + list(model_config_files):
+    entries = {entry: parse_model_entry(entry) for entry in models}
+    for model in [m for m, _ in entries.values()] + list(model_config_files):
         get_model(model)  # unknown names fail before anything runs
     out_dir = output_folder(out, dataset)
     results = {}
-    for i, model in enumerate(models, 1):
-        logger.info(f"({i}/{len(models)}) {model}")
+    for i, (entry, (model, settings)) in enumerate(entries.items(), 1):
+        logger.info(f"({i}/{len(models)}) {entry}")
         files = list(config_files) + list(model_config_files.get(model, []))
-        results[model] = run_or_unavailable(model, model, dataset, files, overrides, out_dir, force, runner)
-    write_results_tables(list(results.items()), out_dir, "comparison", "Model", f"Model comparison on {dataset} (Table 2)")
+        results[entry] = run_or_unavailable(entry, model, dataset, files, {**overrides, **settings}, out_dir, force, runner)
+    order = sorted(results, key=lambda entry: GROUPS.index(paper_group(entries[entry][0])))
+    rows = [(_row_label(entry, results[entry]), results[entry]) for entry in order]
+    write_results_tables(rows, out_dir, "comparison", "Model", f"Model comparison on {dataset} (Table 2)",
+                         groups=[paper_group(entries[entry][0]) for entry in order])
     logger.info(f"comparison written to {out_dir / 'comparison.md'} and comparison.csv")
     for model, record in results.items():
         if not isinstance(record, str) and record.get("sizes"):
             write_sizes_from_record(record, out_dir, dataset)
     return results
+
+
+def _row_label(entry, record):
+    return record.get("table_label", entry) if isinstance(record, dict) else entry
 
 
 def comparison_run_with(modalities, dataset, config_files, overrides, out_dir):
@@ -303,7 +348,8 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     parser.add_argument("--dataset", "-d", help="dataset name (folder under data_path, or an embedded one)")
-    parser.add_argument("--models", default=None, help=f"comma-separated models (default when nothing else is asked: {','.join(DEFAULT_MODELS)})")
+    parser.add_argument("--models", default=None, help="comma-separated models, each MODEL or MODEL@key=value[@key=value] (settings for that run only); "
+                        f"default when nothing else is asked: {','.join(DEFAULT_MODELS)}")
     parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every run")
     parser.add_argument("--model-config", action="append", default=[], metavar="MODEL=FILE",
                         help="a YAML file for one model only, e.g. fMRLRec=results/beauty/tune_best_fMRLRec.yaml (repeatable)")
@@ -363,7 +409,7 @@ def main(argv=None):
     feature_dims = parse_feature_dims(args.feature_dims) if args.params else None
     from recbole_fmrl.utils import get_model
 
-    for model in models + list(model_config_files):
+    for model in [parse_model_entry(entry)[0] for entry in models] + list(model_config_files):
         get_model(model)  # every check before the first run
     if args.params:
         parameters(args.dataset, full_sizes, config_files + model_config_files.get("fMRLRec", []), overrides,

@@ -128,6 +128,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     }
     if hasattr(model, "modalities"):
         result["modalities"] = list(model.modalities)
+    if hasattr(model, "table_label"):  # e.g. "UniSRec (text), no pre-training"
+        result["table_label"] = model.table_label
     if saved:
         with open(trainer.saved_model_file[: -len(".pth")] + ".results.json", "w") as f:
             json.dump(result, f, indent=1)

@@ -298,3 +298,35 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
         parse_overrides(["--epochs"])
     assert parse_overrides(["--modalities=[text,image]", "--epochs=3", "--learning_rate=1e-4"]) == {
         "modalities": ["text", "image"], "epochs": 3, "learning_rate": "1e-4"}
+
+
+def test_model_entries_carry_their_own_settings_and_rows_follow_the_papers_groups(tmp_path):
+    calls = []
+
+    def fake_run(model, dataset, config_file_list=None, config_dict=None, **kwargs):
+        calls.append((model, config_dict))
+        value = {"SASRec": 0.4, "UniSRec": 0.3, "VQRec": 0.2, "fMRLRec": 0.1}[model]
+        labels = {"UniSRec": f"UniSRec ({config_dict.get('train_stage')})", "VQRec": "VQRec, no pre-training"}
+        record = {"model": model, "dataset": dataset, "test_result": {m: value for m in REPORTED_METRICS},
+                  "sizes": {}, "epochs_run": 1, "best_epoch": 0, "wall_time": 1.0, "num_params": 5, "config": {}}
+        return {**record, "table_label": labels[model]} if model in labels else record
+
+    models = ["fMRLRec", "UniSRec@train_stage=inductive_ft", "SASRec", "VQRec", "UniSRec@train_stage=transductive_ft"]
+    results = compare.compare("tiny", models, overrides={"epochs": 3}, out=str(tmp_path), runner=fake_run)
+    assert list(results) == models
+    assert calls[1] == ("UniSRec", {"epochs": 3, "train_stage": "inductive_ft"})
+    assert [c[1] for c in calls if c[0] != "UniSRec"] == [{"epochs": 3}] * 3  # settings stay with their entry
+    assert (tmp_path / "tiny" / "runs" / "UniSRec@train_stage=transductive_ft.json").is_file()
+
+    rows = reports.read_csv(tmp_path / "tiny" / "comparison.csv")
+    assert [(r["Model"], r["group"]) for r in rows] == [
+        ("SASRec", "ID-based"), ("UniSRec (inductive_ft)", "text-based"), ("VQRec, no pre-training", "text-based"),
+        ("UniSRec (transductive_ft)", "text-based"), ("fMRLRec", "multimodal")]
+    md = [line.split("|")[1].strip() for line in (tmp_path / "tiny" / "comparison.md").read_text().splitlines()
+          if line.startswith("| ") and not line.startswith("| Model |")]
+    assert md[:8] == ["**ID-based**", "SASRec", "**text-based**", "UniSRec (inductive_ft)", "VQRec, no pre-training",
+                      "UniSRec (transductive_ft)", "**multimodal**", "fMRLRec"]
+    assert md[8:] == [row["Model"] for row in rows]  # the runs table: no group rows
+    assert compare.parse_model_entry("VQRec@code_cap=64@seed=3") == ("VQRec", {"code_cap": 64, "seed": 3})
+    with pytest.raises(PluginError, match="expected MODEL or MODEL@key=value"):
+        compare.parse_model_entry("UniSRec@train_stage")

@@ -3,5 +3,7 @@
 from recbole_fmrl.model.fmlprec import FMLPRec
 from recbole_fmrl.model.fmrlrec import fMRLRec
 from recbole_fmrl.model.lrurec import LRURec
+from recbole_fmrl.model.unisrec import UniSRec
+from recbole_fmrl.model.vqrec import VQRec
 
-__all__ = ["fMRLRec", "LRURec", "FMLPRec"]
+__all__ = ["fMRLRec", "LRURec", "FMLPRec", "UniSRec", "VQRec"]

@@ -1,12 +1,15 @@
 """FMLP-Rec: Zhou, Yu, Zhao, Wen, "Filter-enhanced MLP is All You Need for Sequential
 Recommendation" (WWW 2022)."""
 
+from functools import partial
+
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.model.layers import FeedForward
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers import init_sasrec_weights
 
 
 class FilterLayer(nn.Module):
@@ -54,16 +57,7 @@ class FMLPRec(SequentialRecommender):
             self.layers.append(
                 FeedForward(self.hidden_size, config["inner_size"], dropout, config["hidden_act"], layer_norm_eps)
             )
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            module.weight.data.normal_(mean=0.0, std=self.initializer_range)
-        elif isinstance(module, nn.LayerNorm):
-            module.bias.data.zero_()
-            module.weight.data.fill_(1.0)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            module.bias.data.zero_()
+        self.apply(partial(init_sasrec_weights, std=self.initializer_range))
 
     @staticmethod
     def left_align(item_seq, item_seq_len):

@@ -1,4 +1,5 @@
-"""Building blocks: the fMRL operator, nested LayerNorm, LRU blocks and the nested loss (eq. 14)."""
+"""Building blocks: the fMRL operator, nested LayerNorm, LRU blocks, the nested loss (eq. 14) and
+SASRec's initialisation."""
 
 from recbole_fmrl.model.layers.fmrl import (
     FMRLLinear,
@@ -8,6 +9,7 @@ from recbole_fmrl.model.layers.fmrl import (
     doubling_sizes,
     sliced_state_dict,
 )
+from recbole_fmrl.model.layers.initialization import init_sasrec_weights
 from recbole_fmrl.model.layers.nested_loss import nested_cross_entropy
 from recbole_fmrl.model.layers.lru import (
     GatedFeedForward,
@@ -31,6 +33,7 @@ __all__ = [
     "check_positive_int",
     "count_parameters",
     "doubling_sizes",
+    "init_sasrec_weights",
     "linear_scan",
     "nested_cross_entropy",
     "sliced_state_dict",
