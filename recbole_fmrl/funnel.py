@@ -25,6 +25,7 @@ import os
 import faiss
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dataset_prep.atomic import atomic_path, manifest_path, read_manifest, write_json_atomic
 from recbole_fmrl.errors import PluginError
@@ -51,7 +52,9 @@ class FunnelIndex:
 
     ``kind``: ``flat`` (exact ``IndexFlatIP``), ``hnsw`` (``IndexHNSWFlat``, graph search with
     ``ef_search`` candidates, at least K) or ``ivf`` (``IndexIVFFlat`` over ``ivf_lists`` k-means
-    lists, ``nprobe`` of them visited per query).
+    lists, ``nprobe`` of them visited per query). The approximate kinds index the L2 transform of
+    :func:`_euclidean_transform` (one more coordinate), on which they find inner products far better
+    than with faiss's inner-product metric (k-means cells and graph neighbours are distance notions).
     """
 
     def __init__(self, index, size, kind, n_items, item_order_sha256=None, ef_search=None, nprobe=None):
@@ -79,14 +82,16 @@ class FunnelIndex:
         n_indexed = vectors.shape[0]
         if kind == "flat":
             index = faiss.IndexFlatIP(size)
-        elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(size, HNSW_NEIGHBORS, faiss.METRIC_INNER_PRODUCT)
-        else:
-            lists = ivf_lists or max(1, min(round(4 * math.sqrt(n_indexed)), n_indexed // IVF_POINTS_PER_LIST))
-            nprobe = nprobe or max(1, lists // 16)
-            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(size), size, lists, faiss.METRIC_INNER_PRODUCT)
-            index.cp.seed = seed
-            index.train(vectors)
+        else:  # graph and k-means partitions are built for distances: search the MIPS-to-L2 transform
+            vectors = _euclidean_transform(vectors)
+            if kind == "hnsw":
+                index = faiss.IndexHNSWFlat(size + 1, HNSW_NEIGHBORS)
+            else:
+                lists = ivf_lists or max(1, min(round(4 * math.sqrt(n_indexed)), n_indexed // IVF_POINTS_PER_LIST))
+                nprobe = nprobe or max(1, lists // 16)
+                index = faiss.IndexIVFFlat(faiss.IndexFlatL2(size + 1), size + 1, lists)
+                index.cp.seed = seed
+                index.train(vectors)
         index.add(vectors)
         return cls(index, size, kind, item_table.size(0), item_order_sha256,
                    ef_search=ef_search if kind == "hnsw" else None, nprobe=nprobe if kind == "ivf" else None)
@@ -100,7 +105,10 @@ class FunnelIndex:
             params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, shortlist))
         elif self.kind == "ivf":
             params = faiss.SearchParametersIVF(nprobe=self.nprobe)
-        _, labels = self.index.search(_as_faiss_array(queries), shortlist, params=params)
+        queries = _as_faiss_array(queries)
+        if self.kind != "flat":  # the transform's query side: one zero coordinate
+            queries = np.concatenate([queries, np.zeros((queries.shape[0], 1), dtype=np.float32)], axis=1)
+        _, labels = self.index.search(queries, shortlist, params=params)
         ids = torch.from_numpy(labels)
         ids = torch.where(ids >= 0, ids + 1, ids)  # row r of the index is item r + 1
         return ids.to(queries.device)
@@ -177,9 +185,30 @@ def shortlist_and_rerank(hidden, item_table, index, shortlist, exclude=None):
         row_ids = torch.arange(candidates.size(0), device=candidates.device).unsqueeze(1)
         valid &= ~torch.isin(row_ids * index.n_items + candidates, excluded_keys)
     valid &= valid.cumsum(dim=1) <= shortlist  # the first K that are left, in shortlist order
-    vectors = item_table[candidates.clamp_min(0)]  # [B, W, D]
-    scores = torch.bmm(vectors, hidden.unsqueeze(2)).squeeze(2)
+    scores = rerank(hidden, item_table, candidates.clamp_min(0))
     return candidates.masked_fill(~valid, -1), scores.masked_fill(~valid, float("-inf"))
+
+
+def rerank(hidden, item_table, candidates):
+    """Full-size scores ``hidden[b] · item_table[candidates[b, j]]``, [B, W].
+
+    When the users' shortlists overlap (their union is at most a quarter of all candidates, e.g. a
+    small catalogue) one matrix product with the union is cheaper; otherwise each user's rows are
+    gathered (memory-bound, B·W·D reads).
+    """
+    union, position = torch.unique(candidates, return_inverse=True)
+    if 4 * union.numel() <= candidates.numel():
+        return (hidden @ item_table[union].T).gather(1, position)
+    return torch.bmm(F.embedding(candidates, item_table), hidden.unsqueeze(2)).squeeze(2)
+
+
+def _euclidean_transform(vectors):
+    """Items ``x`` -> ``[x, sqrt(R² - |x|²)]`` with R the largest norm (Bachrach et al., RecSys 2014):
+    for a query ``[q, 0]``, ``|q' - x'|² = |q|² + R² - 2 q·x``, so the nearest items in L2 are exactly
+    the largest inner products, and L2 indexes (HNSW graphs, k-means lists) apply unchanged."""
+    squared = np.square(vectors, dtype=np.float64).sum(axis=1)
+    extra = np.sqrt(np.maximum(squared.max() - squared, 0.0)).astype(np.float32)
+    return np.ascontiguousarray(np.concatenate([vectors, extra[:, None]], axis=1))
 
 
 def _as_faiss_array(tensor):
