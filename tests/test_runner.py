@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from recbole_fmrl.config import Config
-from recbole_fmrl.quick_start import run
-from recbole_fmrl.utils import get_model
+from recbole_fmrl.runner import run
+from recbole_fmrl.config import get_model
 
 REPO = Path(__file__).resolve().parent.parent
 

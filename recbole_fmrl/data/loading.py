@@ -1,35 +1,32 @@
-"""Model, dataset and trainer lookup for the plugin (RecBole's own helpers only know RecBole)."""
+"""A run's dataset: its folder made ready (an embedded dataset materialised with the feature files
+the model reads, the interactions checked), then the dataset class every sequential model shares."""
 
 import os
 
 from recbole.utils import ModelType
-from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_fmrl.config import get_model
+from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.inputs import check_inter_file
-from recbole_fmrl.trainer import SafeTrainer, with_safe_checkpoints
-
-__all__ = ["get_model", "get_trainer", "check_dataset_files", "create_dataset"]
 
 
-def get_trainer(model_type, model_name):
-    """The trainer for ``model_name`` with the plugin's ``weights_only``-safe checkpoints."""
-    from recbole_fmrl.config import plugin_model_names
+def feature_modalities(config):
+    """The modalities whose feature files the configured model reads (a model class says so with
+    ``item_feature_modalities(config)``; RecBole's models and ID models read none)."""
+    model_class = get_model(config["model"])
+    reads = getattr(model_class, "item_feature_modalities", None)
+    return tuple(reads(config)) if reads is not None else ()
 
-    if model_name in plugin_model_names():
-        return SafeTrainer
-    return with_safe_checkpoints(recbole_get_trainer(model_type, model_name))
 
-
-def check_dataset_files(config):
-    """Prepare an embedded dataset on first use; else fail with one line if files are missing or the
-    interactions are unusable (:func:`~recbole_fmrl.inputs.check_inter_file`)."""
-    from dataset_prep.embedded import EMBEDDED, ensure_embedded_dataset
-
+def prepare_dataset_folder(config):
+    """Make the dataset folder of ``config`` ready and return it: an embedded dataset is written there
+    on first use, with only the feature files the model reads (:func:`feature_modalities`); any
+    dataset fails with one line if its folder or ``.inter`` file is missing or the interactions are
+    unusable (:func:`~recbole_fmrl.inputs.check_inter_file`)."""
     name, folder = config["dataset"], config["data_path"]
     if name in EMBEDDED:
-        ensure_embedded_dataset(name, os.path.dirname(os.path.normpath(folder)))
+        ensure_embedded_dataset(name, os.path.dirname(os.path.normpath(folder)), feature_modalities(config))
     inter_file = os.path.join(folder, f"{name}.inter")
     if not os.path.isdir(folder):
         raise PluginError(
@@ -38,6 +35,7 @@ def check_dataset_files(config):
     if not os.path.isfile(inter_file):
         raise PluginError(f"dataset '{name}': interaction file {inter_file} not found")
     check_inter_file(inter_file, config)
+    return folder
 
 
 def create_dataset(config):
@@ -47,7 +45,7 @@ def create_dataset(config):
 
     from recbole_fmrl.data.dataset import MultimodalSequentialDataset
 
-    check_dataset_files(config)
+    prepare_dataset_folder(config)
     if config["MODEL_TYPE"] == ModelType.SEQUENTIAL:
         return MultimodalSequentialDataset(config)
     return recbole_create_dataset(config)
