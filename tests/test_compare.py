@@ -12,7 +12,7 @@ from recbole_fmrl.experiments import compare, params, reports
 from recbole_fmrl.config import Config, parse_overrides
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.model import fMRLRec
-from recbole_fmrl.model.layers import FMRLLinear
+from recbole_fmrl.model.layers import FMRLLinear, count_parameters
 from recbole_fmrl.config import REPORTED_METRICS
 from recbole_fmrl.errors import main_guarded
 
@@ -225,7 +225,7 @@ def fresh_counts(sizes, overrides):
     dense = sum(p.numel() for p in model.parameters() if p.requires_grad)
     zeros = sum(int(layer.zero_mask.sum()) for layer in model.modules() if isinstance(layer, FMRLLinear))
     encoder = sum(p.numel() for name, p in model.named_parameters() if name.startswith("encoder."))
-    assert model.count_parameters() == dense - zeros > 0
+    assert count_parameters(model) == dense - zeros > 0
     return dense - zeros, dense, encoder
 
 

@@ -14,6 +14,27 @@ from recbole_fmrl.dataset_prep import encoders
 from recbole_fmrl.runner import RECBOLE_LOG_DIR, make_run_folders
 
 
+def run_together(fn, n):
+    """``fn()`` in ``n`` threads released at the same instant; their results (any exception is re-raised)."""
+    barrier, results, errors = threading.Barrier(n), [], []
+
+    def call():
+        barrier.wait()
+        try:
+            results.append(fn())
+        except Exception as err:  # noqa: BLE001 - re-raised below, in the test's thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=call) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
 def test_an_id_model_on_fresh_beauty_never_runs_the_text_encoder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
@@ -43,22 +64,8 @@ def test_concurrent_materialisations_wait_for_one_writer(tmp_path, monkeypatch):
         return prepare(*args, **kwargs)
 
     monkeypatch.setattr(embedded, "prepare_dataset", counted)
-    barrier = threading.Barrier(3)
-    results, errors = [], []
-
-    def materialise():
-        try:
-            barrier.wait()
-            results.append(embedded.ensure_embedded_dataset("toys", str(tmp_path)))
-        except Exception as err:  # noqa: BLE001 - reported by the assertion below
-            errors.append(err)
-
-    threads = [threading.Thread(target=materialise) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == [] and len(writes) == 1 and sorted(results) == [False, False, True]
+    results = run_together(lambda: embedded.ensure_embedded_dataset("toys", str(tmp_path)), 3)
+    assert len(writes) == 1 and sorted(results) == [False, False, True]
     assert sorted(os.listdir(tmp_path / "toys")) == ["toys.inter", "toys.interactions.done.json", "toys.items.tsv"]
     assert embedded.ensure_embedded_dataset("toys", str(tmp_path)) is False and len(writes) == 1
 
@@ -69,23 +76,12 @@ def test_runs_started_together_in_a_fresh_folder_make_their_folders_without_raci
     at once; the runner creates them first with exist_ok, so RecBole's own calls find them."""
     monkeypatch.chdir(tmp_path)
     config = {"model": "LRURec", "checkpoint_dir": "saved"}
-    barrier = threading.Barrier(8)
-    errors = []
 
     def start():
-        try:
-            barrier.wait()
-            make_run_folders(config)
-            ensure_dir(os.path.dirname(RECBOLE_LOG_DIR))  # what RecBole's init_logger and trainer do next
-            ensure_dir(os.path.join(os.path.dirname(RECBOLE_LOG_DIR), config["model"]))
-            ensure_dir(config["checkpoint_dir"])
-        except Exception as err:  # noqa: BLE001 - reported by the assertion below
-            errors.append(err)
+        make_run_folders(config)
+        ensure_dir(os.path.dirname(RECBOLE_LOG_DIR))  # what RecBole's init_logger and trainer do next
+        ensure_dir(os.path.join(os.path.dirname(RECBOLE_LOG_DIR), config["model"]))
+        ensure_dir(config["checkpoint_dir"])
 
-    threads = [threading.Thread(target=start) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    run_together(start, 8)
     assert (tmp_path / "log" / "LRURec").is_dir() and (tmp_path / "saved").is_dir()

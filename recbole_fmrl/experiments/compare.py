@@ -51,7 +51,7 @@ logger = reports.progress_logger("compare")
 
 
 def default_runner(*args, **kwargs):
-    """``quick_start.run``, looked up at call time (tests replace it)."""
+    """``runner.run``, looked up at call time (tests replace it)."""
     from recbole_fmrl.runner import run
 
     return run(*args, **kwargs)
@@ -119,7 +119,7 @@ def run_settings(model, dataset, config_files, overrides):
 
 def cached_run(label, model, dataset, config_files, overrides, out_dir, force=False, runner=None):
     """Run ``model`` (or reuse ``<out_dir>/runs/<label>.json`` when its settings match) and return
-    the run record: quick_start.run()'s result plus ``label``, ``settings``, ``git_commit``,
+    the run record: runner.run()'s result plus ``label``, ``settings``, ``git_commit``,
     ``finished``. Raises FeatureFileError when the dataset lacks the model's features."""
     runner = runner or default_runner
     path = Path(out_dir) / "runs" / f"{label}.json"

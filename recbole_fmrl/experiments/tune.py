@@ -5,7 +5,7 @@
         [--cpus-per-trial C] [--gpus-per-trial G] [--max-concurrent K] [--config_files "a.yaml"]
         [--out results] [--key=value ...]
 
-Each trial is one ``quick_start.run`` (no checkpoints) whose per-epoch validation score is
+Each trial is one ``runner.run`` (no checkpoints) whose per-epoch validation score is
 reported to Ray Tune, so ASHA stops bad trials early. ``--key=value`` pairs and ``--config_files``
 apply to every trial (data paths are made absolute: Ray runs trials in their own folders). Writes
 

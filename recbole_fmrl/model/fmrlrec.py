@@ -11,7 +11,6 @@ from recbole_fmrl.model.layers import (
     LRUEncoder,
     check_nested_sizes,
     check_size,
-    count_parameters,
     doubling_sizes,
     nested_cross_entropy,
     sliced_state_dict,
@@ -190,10 +189,6 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
 
     def _size_index(self, size):
         return self.mrl_hidden_sizes.index(check_size(size, self.mrl_hidden_sizes))
-
-    def count_parameters(self):
-        """Trainable parameters, not counting the structurally zero fMRL entries."""
-        return count_parameters(self)
 
     def sliced_config(self, size):
         """Config overrides of the standalone size-``size`` fMRLRec."""
