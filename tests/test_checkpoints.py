@@ -13,13 +13,12 @@ import torch
 import run_recbole_fmrl
 from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.config import Config
-from recbole_fmrl.errors import PluginError
 from recbole_fmrl.deploy.evaluate import evaluate
 from recbole_fmrl.deploy.export import export
-from recbole_fmrl.errors import main_guarded
-from recbole_fmrl.runner import run
 from recbole_fmrl.deploy.serving import Recommender
+from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.files import torch_save_atomic
+from recbole_fmrl.runner import run
 
 from conftest import write_tiny_inter
 

@@ -9,12 +9,12 @@ import pytest
 from recbole.data import data_preparation
 from recbole.data.dataset import Dataset
 
-from recbole_fmrl.dataset_prep import atomic_files
-from recbole_fmrl.files import save_npy_atomic
-from recbole_fmrl.data.embedded import ensure_embedded_dataset
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.dataset import MultimodalSequentialDataset
+from recbole_fmrl.data.embedded import ensure_embedded_dataset
+from recbole_fmrl.dataset_prep import atomic_files
 from recbole_fmrl.errors import FeatureFileError
+from recbole_fmrl.files import save_npy_atomic
 
 DIM = 4
 ITEMS = [f"item{i:02d}" for i in range(12)]

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from recbole_fmrl.dataset_prep import amazon2014, atomic_files
 from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
-from recbole_fmrl.files import sha256_file
+from recbole_fmrl.dataset_prep import amazon2014, atomic_files
 from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
+from recbole_fmrl.files import sha256_file
 
 CORE_USERS = [f"U{i}" for i in range(6)]
 CORE_ITEMS = [f"I{i}" for i in range(6)]

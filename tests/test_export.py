@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_fmrl.errors import PluginError
 from recbole_fmrl.deploy.evaluate import evaluate
 from recbole_fmrl.deploy.export import export
+from recbole_fmrl.errors import PluginError
 from recbole_fmrl.runner import run
 
 REPO = Path(__file__).resolve().parent.parent

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_fmrl.config import Config
+from recbole_fmrl.config import Config, get_model
 from recbole_fmrl.runner import run
-from recbole_fmrl.config import get_model
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,11 +9,11 @@ from torch.overrides import TorchFunctionMode
 
 from recbole_fmrl.checkpoint import run_identity
 from recbole_fmrl.config import Config
-from recbole_fmrl.errors import PluginError
-from recbole_fmrl.model import LRURec, fMRLRec
-from recbole_fmrl.deploy.serving import Recommender
-from recbole_fmrl.files import torch_save_atomic
 from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.deploy.serving import Recommender
+from recbole_fmrl.errors import PluginError
+from recbole_fmrl.files import torch_save_atomic
+from recbole_fmrl.model import LRURec, fMRLRec
 
 from conftest import write_multimodal_tiny
 

@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.deploy.funnel import INDEX_KINDS
+from recbole_fmrl.errors import PluginError, main_guarded
 
 MIB = 2**20
 
