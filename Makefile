@@ -15,7 +15,7 @@ test: install
 	$(PY) -m pytest tests
 
 bench: install
-	$(PY) -m benchmarks.run --quick
+	$(PY) -m recbole_fmrl.benchmarks.run --quick
 
 # Scope and test selection: [mutmut] in setup.cfg. Results stay in mutants/ (`$(PY) -m mutmut browse`).
 mutation: install

@@ -8,8 +8,8 @@ skipped on a rerun unless ``--force`` or its inputs changed: each step leaves a 
 naming the sha256 of its inputs (``<name>.interactions.done.json``; a feature matrix's manifest),
 removed when the step starts, so an interrupted step is done again. Every file is written atomically.
 
-    python -m dataset_prep.amazon2014 --dataset beauty --out dataset/
-    python -m dataset_prep.amazon2014 --check        # embedded tables vs. the paper's Table 1
+    python -m recbole_fmrl.dataset_prep.amazon2014 --dataset beauty --out dataset/
+    python -m recbole_fmrl.dataset_prep.amazon2014 --check        # embedded tables vs. the paper's Table 1
 """
 
 import argparse
@@ -25,7 +25,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from dataset_prep import atomic
+from recbole_fmrl import files
+from recbole_fmrl.dataset_prep import atomic_files
 from recbole_fmrl.errors import InputFileError, PluginError
 
 logger = logging.getLogger(__name__)
@@ -212,50 +213,50 @@ def build_items(item_ids, meta):
     for asin in sorted(item_ids):
         record = meta.get(asin, {})
         rows.append((asin, item_text(record), record.get("imUrl") or ""))
-    return pd.DataFrame(rows, columns=list(atomic.ITEMS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(atomic_files.ITEMS_COLUMNS))
 
 
 def _is_current(npy_path, encoder, source):
     """Whether ``npy_path`` exists and its manifest matches this encoder and input."""
-    manifest = atomic.read_manifest(npy_path)
+    manifest = atomic_files.read_manifest(npy_path)
     return (os.path.exists(npy_path) and manifest is not None
             and manifest.get("encoder") == encoder and manifest.get("source_sha256") == source)
 
 
 def text_features_current(folder, name, text_encoder):
     """Whether ``<name>.text.npy`` was computed by ``text_encoder`` from the current items table."""
-    items = atomic.read_items(atomic.items_path(folder, name))
-    return _is_current(atomic.feature_path(folder, name, "text"), text_encoder, atomic.source_sha256(items, "text"))
+    items = atomic_files.read_items(atomic_files.items_path(folder, name))
+    return _is_current(atomic_files.feature_path(folder, name, "text"), text_encoder, atomic_files.source_sha256(items, "text"))
 
 
 def interactions_current(folder, name, inputs):
     """Whether the interactions step finished (its record exists) on exactly these ``inputs`` files."""
-    record = atomic.read_done(folder, name, "interactions")
-    return (record is not None and record.get("inputs") == atomic.file_hashes(inputs)
-            and os.path.exists(atomic.inter_path(folder, name)) and os.path.exists(atomic.items_path(folder, name)))
+    record = atomic_files.read_done(folder, name, "interactions")
+    return (record is not None and record.get("inputs") == atomic_files.file_hashes(inputs)
+            and os.path.exists(atomic_files.inter_path(folder, name)) and os.path.exists(atomic_files.items_path(folder, name)))
 
 
 # ----------------------------------------------------------------------------- features
 
 def text_features_step(folder, name, items, text_encoder, batch_size, device, force):
     """Encode the item texts into ``<name>.text.npy`` (skipped when current)."""
-    npy = atomic.feature_path(folder, name, "text")
-    source = atomic.source_sha256(items, "text")
+    npy = atomic_files.feature_path(folder, name, "text")
+    source = atomic_files.source_sha256(items, "text")
     n_text = int((items["text"] != "").sum())
     if n_text == 0:
         logger.info("text features: no item has text, skipped")
         return None
     if not force and _is_current(npy, text_encoder, source):
         logger.info("text features: %s is current, skipped", npy)
-        return atomic.read_manifest(npy)
-    from dataset_prep.encoders import encode_texts, load_text_encoder
+        return atomic_files.read_manifest(npy)
+    from recbole_fmrl.dataset_prep.encoders import encode_texts, load_text_encoder
 
     started = time.perf_counter()
     encoder = load_text_encoder(text_encoder, device)
     features, n_zero = encode_texts(list(items["text"]), encoder, batch_size)
     seconds = time.perf_counter() - started
-    manifest = atomic.write_features(
-        npy, features, encoder=text_encoder, items_file=atomic.items_path(folder, name),
+    manifest = atomic_files.write_features(
+        npy, features, encoder=text_encoder, items_file=atomic_files.items_path(folder, name),
         source_column="text", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
     logger.info("text features: %d items x %d dims with %s in %.1f s, %d zero rows (no text)",
                 len(items), features.shape[1], text_encoder, seconds, n_zero)
@@ -265,18 +266,18 @@ def text_features_step(folder, name, items, text_encoder, batch_size, device, fo
 def image_features_step(folder, name, items, image_model, image_pretrained, image_dir,
                         batch_size, device, workers, force):
     """Download the item photos and encode them into ``<name>.image.npy`` (skipped when current)."""
-    npy = atomic.feature_path(folder, name, "image")
+    npy = atomic_files.feature_path(folder, name, "image")
     encoder = f"open_clip:{image_model}:{image_pretrained}"
-    source = atomic.source_sha256(items, "image_url")
+    source = atomic_files.source_sha256(items, "image_url")
     n_url = int((items["image_url"] != "").sum())
     if n_url == 0:
         logger.info("image download: no item has an image URL, skipped")
         return None
     if not force and _is_current(npy, encoder, source):
         logger.info("image features: %s is current, skipped", npy)
-        return atomic.read_manifest(npy)
-    from dataset_prep.encoders import encode_images, load_image_encoder
-    from dataset_prep.images import download_images
+        return atomic_files.read_manifest(npy)
+    from recbole_fmrl.dataset_prep.encoders import encode_images, load_image_encoder
+    from recbole_fmrl.dataset_prep.images import download_images
 
     cache_dir = image_dir or os.path.join(folder, "images")
     paths = download_images(dict(zip(items["item_id"], items["image_url"])), cache_dir, max_workers=workers)
@@ -288,8 +289,8 @@ def image_features_step(folder, name, items, image_model, image_pretrained, imag
     features, n_zero = encode_images([paths[asin] for asin in items["item_id"]], model, preprocess,
                                      batch_size=batch_size, device=device)
     seconds = time.perf_counter() - started
-    manifest = atomic.write_features(
-        npy, features, encoder=encoder, items_file=atomic.items_path(folder, name),
+    manifest = atomic_files.write_features(
+        npy, features, encoder=encoder, items_file=atomic_files.items_path(folder, name),
         source_column="image_url", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
     logger.info("image features: %d items x %d dims with %s in %.1f s, %d zero rows "
                 "(no photo or unreadable)", len(items), features.shape[1], encoder, seconds, n_zero)
@@ -336,23 +337,23 @@ def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, 
     if name not in CATEGORIES:
         raise PluginError(f"unknown dataset '{name}' (known: {', '.join(CATEGORIES)})")
     folder = os.path.join(out_dir, name)
-    inter_file, items_file = atomic.inter_path(folder, name), atomic.items_path(folder, name)
+    inter_file, items_file = atomic_files.inter_path(folder, name), atomic_files.items_path(folder, name)
     inputs = raw_files(raw_dir, name) if raw_dir else table_files(tables_dir or EMBEDDED_TABLES_DIR, name)
     if not force and interactions_current(folder, name, inputs):
         logger.info("parse/5-core/order/write: %s is current, skipped (--force rebuilds)", inter_file)
         inter = pd.read_csv(inter_file, sep="\t", usecols=[0, 1], dtype=str)
         inter.columns = ["user_id", "item_id"]
     else:
-        done = atomic.done_path(folder, name, "interactions")
+        done = atomic_files.done_path(folder, name, "interactions")
         if os.path.exists(done):
             os.remove(done)
         inter, items = build_interactions(name, raw_dir, tables_dir)
-        atomic.write_items(items_file, items)
-        atomic.write_inter(inter_file, inter)
-        atomic.write_json_atomic(done, {"step": "interactions", "inputs": atomic.file_hashes(inputs)})
+        atomic_files.write_items(items_file, items)
+        atomic_files.write_inter(inter_file, inter)
+        files.write_json_atomic(done, {"step": "interactions", "inputs": atomic_files.file_hashes(inputs)})
         logger.info("write: %s (%s rows), %s (%s items)", inter_file, f"{len(inter):,}",
                     items_file, f"{len(items):,}")
-    items = atomic.read_items(items_file)  # the exact strings that were written
+    items = atomic_files.read_items(items_file)  # the exact strings that were written
     if text:
         text_features_step(folder, name, items, text_encoder, batch_size, device, force)
     else:
@@ -363,7 +364,7 @@ def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, 
                                              image_dir, batch_size, device, workers, force)
     else:
         logger.info("image download/features: skipped (--no-images)")
-        image_manifest = atomic.read_manifest(atomic.feature_path(folder, name, "image"))
+        image_manifest = atomic_files.read_manifest(atomic_files.feature_path(folder, name, "image"))
     n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
     n_images = image_manifest["n_items"] - image_manifest["n_zero_rows"] if image_manifest else None
     return {"dataset": name, "users": n_users, "items": n_items, "images": n_images,
@@ -395,7 +396,7 @@ def check_table1(tables_dir=EMBEDDED_TABLES_DIR, names=tuple(TABLE1)):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m dataset_prep.amazon2014", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recbole_fmrl.dataset_prep.amazon2014", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=sorted(CATEGORIES), help="which dataset to prepare")
     parser.add_argument("--out", help="output root; files go to OUT/<dataset>/")
     parser.add_argument("--raw-dir", help="folder with reviews_<Category>_5.json.gz and meta_<Category>.json.gz")

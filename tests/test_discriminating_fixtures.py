@@ -13,17 +13,16 @@ import pandas as pd
 import pytest
 import torch
 
-from dataset_prep import atomic
-from dataset_prep.images import download_images
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.dataset import MultimodalSequentialDataset
+from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.dataset_prep.images import download_images
+from recbole_fmrl.deploy.evaluate import evaluate
+from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import FeatureFileError
-from recbole_fmrl.evaluate import evaluate
 from recbole_fmrl.model import fMRLRec
-from recbole_fmrl.quick_start import run
-from recbole_fmrl.serving import Recommender
+from recbole_fmrl.runner import run
 from recbole_fmrl.trainer import SafeTrainer
-from recbole_fmrl.utils import create_dataset
 
 from conftest import write_multimodal_tiny
 
@@ -152,7 +151,7 @@ def photo_server():
 
 def test_photos_are_retried_cached_and_marked_missing(photo_server, tmp_path, monkeypatch):
     sleeps = []
-    monkeypatch.setattr("dataset_prep.images.time.sleep", sleeps.append)
+    monkeypatch.setattr("recbole_fmrl.dataset_prep.images.time.sleep", sleeps.append)
     urls = {"A": f"{photo_server}/ok", "B": f"{photo_server}/flaky", "C": f"{photo_server}/gone", "D": "",
             "E": f"{photo_server}/down", "F": f"{photo_server}/ok"}
     cache = tmp_path / "images"

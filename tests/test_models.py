@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from recbole_fmrl.config import Config
+from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.errors import ConfigError, FeatureFileError
 from recbole_fmrl.model import FMLPRec, LRURec, fMRLRec
 from recbole_fmrl.model.layers import doubling_sizes, nested_cross_entropy
-from recbole_fmrl.utils import create_dataset
 
 from conftest import perturb_outside_slice, write_multimodal_tiny
 
@@ -195,7 +195,7 @@ SIZES_RULE = "mrl_hidden_sizes must be a strictly increasing list of positive in
         ({"mrl_hidden_sizes": [8, 4, 16]}, f"{SIZES_RULE} (nested), got [8, 4, 16]"),
         ({"mrl_hidden_sizes": [4, 8]}, f"{SIZES_RULE}, got [4, 8] (last is 8)"),
         ({"mrl_hidden_sizes": [4, 8, 16, 32]}, f"{SIZES_RULE}, got [4, 8, 16, 32] (last is 32)"),
-        ({"eval_size": 12}, "eval_size must be one of mrl_hidden_sizes [4, 8, 16], got 12"),
+        ({"eval_size": 12}, "eval_size 12 is not one of the model's sizes [4, 8, 16]"),
         ({"modalities": ["text", "audio"]}, "unknown modalities ['audio']; choose among ['text', 'image', 'id']"),
         ({"modalities": ["text", "text"]}, "modalities has duplicates: ['text', 'text']"),
         ({"modalities": []}, "modalities must be a non-empty list among ['text', 'image', 'id'], got []"),

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from recbole_fmrl import reports
 from recbole_fmrl.config import Config
+from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.experiments import params as figure4
 from recbole_fmrl.model import FMLPRec, LRURec, fMRLRec
 from recbole_fmrl.model.fmlprec import FilterLayer
 from recbole_fmrl.model.layers import LRULayer
-from recbole_fmrl.utils import create_dataset
 
 from conftest import write_multimodal_tiny
 
@@ -248,7 +248,7 @@ def fmrl_block_parameters(sizes, expansion):
 
 def test_figure4_counts_are_the_closed_form_and_the_papers_rates():
     """Beauty, the paper's encoders (text 1024 + image 1152 wide), 12,101 items, 2 blocks, k = 4."""
-    rows = reports.parameter_rows("beauty", full_sizes=(128, 256, 512), item_num=12101,
+    rows = figure4.parameter_rows("beauty", full_sizes=(128, 256, 512), item_num=12101,
                                   feature_dims={"text": 1024, "image": 1152},
                                   config_dict={"modalities": ["text", "image"], "n_layers": 2, "ffn_expansion": 4})
     projection = lambda d: 2176 * d + d  # noqa: E731  (item projection, eq. 7)

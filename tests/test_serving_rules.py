@@ -4,9 +4,9 @@ its edges (a shortlist narrower than k, a given index of another size), the toke
 import pytest
 import torch
 
+from recbole_fmrl.deploy.funnel import FunnelIndex, item_order_sha256
+from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.funnel import FunnelIndex, item_order_sha256
-from recbole_fmrl.serving import Recommender
 
 from test_serving import build, data_path, random_history  # noqa: F401 (data_path: fixture)
 
@@ -59,8 +59,8 @@ def test_funnel_indexes_are_kept_per_size_and_kind_and_refused_beyond_the_served
     assert (small.size, small.kind, flat.size, flat.kind) == (4, "flat", 8, "flat")
     assert rec.funnel_index(8, "flat") is flat and rec.funnel_index(8, "hnsw", ef_search=7).ef_search == 7
     assert [args for args, _ in built] == [(4, "flat"), (8, "flat"), (8, "hnsw")]
-    refused(lambda: rec.funnel_index(16), "funnel size 16 is not one of the model's sizes up to 8")
-    refused(lambda: rec.funnel_index(5), "funnel size 5 is not one of the model's sizes up to 8")
+    refused(lambda: rec.funnel_index(16), "funnel size 16 is larger than the served size 8")
+    refused(lambda: rec.funnel_index(5), "funnel size 5 is not one of the model's sizes [4, 8, 16]")
 
     state = rec.start_many([random_history(4, seed=1), random_history(6, seed=2)])
     rec.recommend(state, k=3, funnel=(4, 9), index="ivf")

@@ -1,6 +1,6 @@
 """Benchmarks of fMRLRec's efficiency claims (a benchmark, not an accuracy claim: random items).
 
-    python -m benchmarks.run [--quick] [--device cpu|cuda] [--out results/bench.json]
+    python -m recbole_fmrl.benchmarks.run [--quick] [--device cpu|cuda] [--out results/bench.json]
 
 Cases (each timed after warm-up, median of repeated runs):
   a  train step (forward + backward + AdamW) of fMRLRec with M = [8..D] vs LRURec at D   goal <= 1.10
@@ -26,9 +26,7 @@ info, and a table of ratios with their goals on stdout.
 
 import argparse
 import gc
-import io
 import itertools
-import json
 import math
 import os
 import random
@@ -41,19 +39,21 @@ import torch
 import yaml
 from torch import nn
 
-from benchmarks.common import (
+from recbole_fmrl.benchmarks.common import (
     BEAUTY_ITEMS,
-    SyntheticItems,
     TrainStep,
     build_model,
     machine_info,
     measure_many,
     profile_top_ops,
     random_batch,
+    synthetic_items,
     synchronize,
 )
-from benchmarks.funnel import funnel_case
-from recbole_fmrl.budget import storage_bytes, transient_peak_bytes
+from recbole_fmrl.benchmarks.funnel import funnel_case
+from recbole_fmrl.deploy.budget import storage_bytes, transient_peak_bytes
+from recbole_fmrl.deploy.trained import sliced_model
+from recbole_fmrl.files import write_json_atomic
 from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 
@@ -115,7 +115,7 @@ class Bench:
         self.device = device
         self.profile_misses = profile_misses
         self.log = log
-        self.items = SyntheticItems(settings.n_items)
+        self.items = synthetic_items(settings.n_items)
         self.rows = []
         self.profiles = {}
         self.floors = {}
@@ -245,7 +245,7 @@ class Bench:
 
     # ------------------------------------------------------------------------------------ e
     def case_e(self):
-        from recbole_fmrl.serving import Recommender
+        from recbole_fmrl.deploy.serving import Recommender
 
         for d in self.s.hidden_sizes:
             model, _ = build_model("fMRLRec", self.items, self.device, hidden_size=d)
@@ -330,7 +330,8 @@ class Bench:
         from recbole_fmrl.config import Config
         from recbole_fmrl.data import data_preparation
         from recbole_fmrl.model import LRURec, fMRLRec
-        from recbole_fmrl.utils import create_dataset, get_trainer
+        from recbole_fmrl.data.loading import create_dataset
+        from recbole_fmrl.trainer import get_trainer
 
         dataset_name, data_path = self.s.epoch_dataset, "dataset/"
         if not dataset_name:
@@ -400,15 +401,9 @@ def same_dropout(model_name):
 
 
 def export_in_memory(full, size, items, device):
-    """The standalone size-m model as an export file holds it: ``sliced_config`` overrides and
-    ``sliced_state_dict``, round-tripped through ``torch.save``/``torch.load(weights_only=True)``."""
-    buffer = io.BytesIO()
-    torch.save({"overrides": full.sliced_config(size), "state_dict": full.sliced_state_dict(size)}, buffer)
-    buffer.seek(0)
-    exported = torch.load(buffer, weights_only=True)
-    model, _ = build_model("fMRLRec", items, device, **exported["overrides"])
-    model.load_state_dict(exported["state_dict"])
-    return model.eval()
+    """The standalone size-m model an export of ``full`` holds (its ``sliced_config`` and
+    ``sliced_state_dict``), built on the synthetic ``items``."""
+    return sliced_model(full, size, lambda overrides: build_model("fMRLRec", items, device, **overrides)[0])[0]
 
 
 def top10_fn(model, batch):
@@ -606,10 +601,7 @@ def main(argv=None):
         "profiles": bench.profiles,
         "table": table,
     }
-    if os.path.dirname(args.out):
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(to_jsonable(result), f, indent=1)
+    write_json_atomic(args.out, to_jsonable(result), indent=1, sort_keys=False)
     print(f"wrote {args.out}")
     return result
 
