@@ -10,10 +10,9 @@ import logging
 import os
 import time
 
-from dataset_prep.amazon2014 import (
-    EMBEDDED_TABLES_DIR, interactions_current, prepare_dataset, table_files, text_features_current,
-)
+from dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, interactions_current, prepare_dataset, table_files
 from dataset_prep.encoders import PACKAGED_MINILM
+from dataset_prep.steps import text_features_current
 
 logger = logging.getLogger(__name__)
 
