@@ -14,7 +14,8 @@ file for one model only, e.g. its tuned hyper-parameters; ``MODEL@key=value[@key
 ``--models`` runs a model with settings of its own, e.g. UniSRec's two fine-tuning settings). Each
 finished run is cached as
 ``<out>/<dataset>/runs/<label>.json``; a later call reuses it when its settings (config files, their
-contents and the overrides) are unchanged, unless ``--force``. Written under ``<out>/<dataset>/``:
+contents and the overrides) are unchanged, unless ``--force``, and resumes a run that was
+interrupted after an epoch from its ``-last.pth``. Written under ``<out>/<dataset>/``:
 
 * ``comparison.md`` / ``comparison.csv`` — Table 2: N@5 R@5 N@10 R@10 on test (best bold, second
   underlined in the md), rows grouped as the paper's columns (ID-based, text-based, multimodal) and,
@@ -118,12 +119,29 @@ def run_settings(model, dataset, config_files, overrides):
     }
 
 
+def interrupted_checkpoint(partial, settings):
+    """The ``-last.pth`` of an interrupted run with these ``settings`` (recorded in ``partial`` when it
+    started), or None: a rerun of compare continues that run instead of starting it over."""
+    try:
+        started = reports.read_json(partial)
+    except (OSError, ValueError):
+        return None
+    checkpoint = started.get("checkpoint")
+    if started.get("settings") != settings or not checkpoint or not Path(checkpoint).is_file():
+        return None
+    return started
+
+
 def cached_run(label, model, dataset, config_files, overrides, out_dir, force=False, runner=None):
     """Run ``model`` (or reuse ``<out_dir>/runs/<label>.json`` when its settings match) and return
     the run record: quick_start.run()'s result plus ``label``, ``settings``, ``git_commit``,
-    ``finished``. Raises FeatureFileError when the dataset lacks the model's features."""
+    ``finished``. A run with these settings that was interrupted after an epoch (its start is
+    recorded in ``runs/<label>.partial.json``) is resumed from its ``-last.pth``; ``wall_time`` then
+    adds the time the interrupted part trained (``resumed_from`` names the file). Raises
+    FeatureFileError when the dataset lacks the model's features."""
     runner = runner or default_runner
     path = Path(out_dir) / "runs" / f"{label}.json"
+    partial = path.with_name(f"{label}.partial.json")
     settings = run_settings(model, dataset, config_files, overrides)
     if path.is_file() and not force:
         try:
@@ -136,10 +154,23 @@ def cached_run(label, model, dataset, config_files, overrides, out_dir, force=Fa
             return record
         if record is not None:
             logger.info(f"{label}: settings differ from the cached run {path}; running again")
-    logger.info(f"{label}: training {model} on {dataset} ...")
+    interrupted = None if force else interrupted_checkpoint(partial, settings)
+    resume, trained_before = None, 0.0
+    if interrupted:
+        resume = interrupted["checkpoint"]
+        trained_before = interrupted.get("trained_before", 0.0) + Path(resume).stat().st_mtime - interrupted["started"]
+        logger.info(f"{label}: resuming the interrupted run from {resume} (--force starts it over)")
+    else:
+        logger.info(f"{label}: training {model} on {dataset} ...")
     started = time.time()
     commit = reports.git_commit()  # the code this run uses (before anything can change it)
-    result = runner(model, dataset, list(config_files) or None, json.loads(json.dumps(overrides)))
+
+    def record_start(last_checkpoint):
+        reports.atomic_write_json(partial, {"settings": settings, "checkpoint": last_checkpoint,
+                                            "started": started, "trained_before": trained_before})
+
+    result = runner(model, dataset, list(config_files) or None, json.loads(json.dumps(overrides)),
+                    resume=resume, on_start=record_start)
     record = {
         "label": label,
         "settings": settings,
@@ -147,7 +178,11 @@ def cached_run(label, model, dataset, config_files, overrides, out_dir, force=Fa
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **result,
     }
+    if resume:
+        record["resumed_from"] = resume
+        record["wall_time"] = round(record.get("wall_time", 0.0) + trained_before, 2)
     reports.atomic_write_json(path, record)
+    partial.unlink(missing_ok=True)
     test = record.get("test_result", {})
     logger.info(
         f"{label}: finished in {time.time() - started:.1f} s, {record.get('epochs_run')} epochs, "

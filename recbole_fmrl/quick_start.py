@@ -84,12 +84,15 @@ def format_table(rows, first_column):
     return "\n".join(lines)
 
 
-def run(model, dataset, config_file_list=None, config_dict=None, saved=True, resume=None, callback=None):
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, resume=None, callback=None,
+        on_start=None):
     """Train ``model`` on ``dataset``, test the best checkpoint and return every result.
 
     Returns a dict with ``best_valid_result``, ``test_result``, ``sizes`` (per nested size, for
     fMRL models), ``epochs_run``, ``best_epoch``, ``wall_time``, ``num_params`` and ``checkpoint``.
     ``callback(epoch, valid_score)`` runs after every validation (Ray Tune reports through it).
+    ``on_start(last_checkpoint)`` runs once before training with the ``-last.pth`` path that
+    ``resume`` would continue from (compare records it to resume an interrupted run).
     """
     started = time.time()
     checkpoint = read_checkpoint(resume) if resume else None  # a damaged file fails before anything runs
@@ -99,6 +102,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     trainer.identity = run_identity(train_data._dataset, model)
     if resume:
         trainer.resume_checkpoint(resume, checkpoint)
+    if on_start:
+        on_start(trainer.last_model_file)
     try:
         best_valid_score, best_valid_result = trainer.fit(
             train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback

@@ -330,3 +330,45 @@ def test_model_entries_carry_their_own_settings_and_rows_follow_the_papers_group
     assert compare.parse_model_entry("VQRec@code_cap=64@seed=3") == ("VQRec", {"code_cap": 64, "seed": 3})
     with pytest.raises(PluginError, match="expected MODEL or MODEL@key=value"):
         compare.parse_model_entry("UniSRec@train_stage")
+
+
+def test_an_interrupted_run_is_resumed_by_the_next_compare_and_equals_an_uninterrupted_one(compared, tmp_path, monkeypatch):
+    monkeypatch.chdir(compared["root"])
+    overrides = {**compared["overrides"], "epochs": 3, "checkpoint_dir": str(tmp_path / "saved")}
+    from recbole_fmrl.quick_start import run
+
+    def interrupted_after_epoch_1(*args, **kwargs):
+        def stop(epoch, score):
+            if epoch == 1:
+                raise KeyboardInterrupt
+        return run(*args, callback=stop, **kwargs)
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        compare.compare("tiny", ["SASRec"], overrides=overrides, out=str(out), runner=interrupted_after_epoch_1)
+    partial = reports.read_json(out / "tiny" / "runs" / "SASRec.partial.json")
+    assert Path(partial["checkpoint"]).is_file() and not (out / "tiny" / "runs" / "SASRec.json").exists()
+
+    trained_before = Path(partial["checkpoint"]).stat().st_mtime - partial["started"]
+    calls, own_times = [], []
+
+    def recording_run(*args, **kwargs):
+        calls.append(kwargs["resume"])
+        result = run(*args, **kwargs)
+        own_times.append(result["wall_time"])
+        return result
+
+    resumed = compare.compare("tiny", ["SASRec"], overrides=overrides, out=str(out), runner=recording_run)["SASRec"]
+    assert calls == [partial["checkpoint"]] and resumed["resumed_from"] == partial["checkpoint"]
+    assert not (out / "tiny" / "runs" / "SASRec.partial.json").exists()
+    uninterrupted = compare.compare("tiny", ["SASRec"], overrides={**overrides, "checkpoint_dir": str(tmp_path / "s2")},
+                                    out=str(tmp_path / "straight"))["SASRec"]
+    assert resumed["epochs_run"] == uninterrupted["epochs_run"] == 3
+    assert resumed["test_result"] == uninterrupted["test_result"]
+    assert resumed["wall_time"] == pytest.approx(own_times[0] + trained_before, abs=0.02) and trained_before > 0
+
+    # --force starts over instead of resuming a recorded interruption
+    reports.atomic_write_json(out / "tiny" / "runs" / "SASRec.partial.json", partial)
+    calls.clear()
+    compare.compare("tiny", ["SASRec"], overrides=overrides, out=str(out), force=True, runner=recording_run)
+    assert calls == [None]
