@@ -14,7 +14,7 @@ test: install
 	$(PY) -m pytest tests
 
 bench: install
-	$(PY) -m benchmarks.run --quick
+	$(PY) -m recbole_fmrl.benchmarks.run --quick
 
 clean:
 	rm -rf saved log log_tensorboard results

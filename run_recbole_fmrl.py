@@ -6,7 +6,8 @@
 import argparse
 
 from recbole_fmrl.config import parse_overrides
-from recbole_fmrl.quick_start import main_guarded, run
+from recbole_fmrl.errors import main_guarded
+from recbole_fmrl.runner import run
 
 
 def main(argv=None):

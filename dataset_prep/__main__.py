@@ -1,16 +1,16 @@
-"""``python -m dataset_prep COMMAND --key=value ...``: the preparation commands.
+"""``python -m recbole_fmrl.dataset_prep COMMAND --key=value ...``: the preparation commands.
 
-* ``features`` -- item features (text, image) for any RecBole atomic dataset (:mod:`dataset_prep.features`);
+* ``features`` -- item features (text, image) for any RecBole atomic dataset (:mod:`recbole_fmrl.dataset_prep.features`);
 * ``amazon2023`` -- one category of Amazon Reviews 2023 as RecBole atomic files + features
-  (:mod:`dataset_prep.amazon2023`).
+  (:mod:`recbole_fmrl.dataset_prep.amazon2023`).
 
-The Amazon 2014 datasets of the paper: ``python -m dataset_prep.amazon2014``.
+The Amazon 2014 datasets of the paper: ``python -m recbole_fmrl.dataset_prep.amazon2014``.
 """
 
 import logging
 import sys
 
-from dataset_prep import amazon2023, features
+from recbole_fmrl.dataset_prep import amazon2023, features
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.flags import FlagParser
 
@@ -18,7 +18,7 @@ COMMANDS = {"features": features, "amazon2023": amazon2023}
 
 
 def build_parser():
-    parser = FlagParser(prog="python -m dataset_prep", description=__doc__)
+    parser = FlagParser(prog="python -m recbole_fmrl.dataset_prep", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=FlagParser)
     for name, module in COMMANDS.items():
         module.add_arguments(commands.add_parser(name, description=module.__doc__, help=module.__doc__.split("\n")[0]))

@@ -8,8 +8,8 @@ skipped on a rerun unless ``--force`` or its inputs changed: each step leaves a 
 naming the sha256 of its inputs (``<name>.interactions.done.json``; a feature matrix's manifest),
 removed when the step starts, so an interrupted step is done again. Every file is written atomically.
 
-    python -m dataset_prep.amazon2014 --dataset beauty --out dataset/
-    python -m dataset_prep.amazon2014 --check        # embedded tables vs. the paper's Table 1
+    python -m recbole_fmrl.dataset_prep.amazon2014 --dataset beauty --out dataset/
+    python -m recbole_fmrl.dataset_prep.amazon2014 --check        # embedded tables vs. the paper's Table 1
 """
 
 import argparse
@@ -24,7 +24,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from dataset_prep import atomic, steps
+from recbole_fmrl.dataset_prep import atomic_files, steps
 from recbole_fmrl.errors import InputFileError, PluginError
 
 logger = logging.getLogger(__name__)
@@ -213,13 +213,13 @@ def build_items(item_ids, meta):
     for asin in sorted(item_ids):
         record = meta.get(asin, {})
         rows.append((asin, item_text(record), record.get("imUrl") or ""))
-    return pd.DataFrame(rows, columns=list(atomic.ITEMS_COLUMNS))
+    return pd.DataFrame(rows, columns=list(atomic_files.ITEMS_COLUMNS))
 
 
 def interactions_current(folder, name, inputs):
     """Whether the interactions step finished (its record exists) on exactly these ``inputs`` files."""
     return steps.step_done(folder, name, "interactions", inputs,
-                           outputs=(atomic.inter_path(folder, name), atomic.items_path(folder, name)))
+                           outputs=(atomic_files.inter_path(folder, name), atomic_files.items_path(folder, name)))
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -298,7 +298,7 @@ def check_table1(tables_dir=EMBEDDED_TABLES_DIR, names=tuple(TABLE1)):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m dataset_prep.amazon2014", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recbole_fmrl.dataset_prep.amazon2014", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=sorted(CATEGORIES), help="which dataset to prepare")
     parser.add_argument("--out", help="output root; files go to OUT/<dataset>/")
     parser.add_argument("--raw-dir", help="folder with reviews_<Category>_5.json.gz and meta_<Category>.json.gz")

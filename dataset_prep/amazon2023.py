@@ -1,5 +1,5 @@
 """One category of Amazon Reviews 2023 (Hou et al., 2024) as RecBole atomic files with features:
-``python -m dataset_prep amazon2023``.
+``python -m recbole_fmrl.dataset_prep amazon2023``.
 
 Input: the category's official JSON-lines files in ``--raw_dir``, plain or gzip-compressed:
 ``<Category>.jsonl`` (reviews: ``user_id``, ``parent_asin``, ``timestamp`` in ms, ...) and
@@ -10,9 +10,9 @@ order (by timestamp, ties in file order) -> item text ("Title: … Price: … St
 Features: …", only the fields an item has) and the largest photo URL per item -> write (``.inter``,
 items table, and ``.item`` with ``store:token categories:token_seq`` for fMRLRec's ``attributes``
 modality) -> text features -> image download and features. Resumable and atomic (see
-:mod:`dataset_prep.steps`); the config lines for the written files go to ``<dataset>.features.yaml``.
+:mod:`recbole_fmrl.dataset_prep.steps`); the config lines for the written files go to ``<dataset>.features.yaml``.
 
-    python -m dataset_prep amazon2023 --category=All_Beauty --raw_dir=RAW --out=dataset
+    python -m recbole_fmrl.dataset_prep amazon2023 --category=All_Beauty --raw_dir=RAW --out=dataset
 """
 
 import logging
@@ -21,7 +21,7 @@ import os
 
 import pandas as pd
 
-from dataset_prep import amazon2014, features, steps
+from recbole_fmrl.dataset_prep import amazon2014, features, steps
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.inputs import dataset_name
 
@@ -143,7 +143,7 @@ def prepare_category(category, raw_dir, out_dir, name=None, *, text=True, images
 
 
 def add_arguments(parser):
-    """The flags of ``python -m dataset_prep amazon2023``."""
+    """The flags of ``python -m recbole_fmrl.dataset_prep amazon2023``."""
     parser.add_argument("--category", required=True, help="the release's category name, e.g. All_Beauty")
     parser.add_argument("--raw_dir", required=True, help="folder with <Category>.jsonl and meta_<Category>.jsonl (or .jsonl.gz)")
     parser.add_argument("--out", default="dataset", help="output root; files go to OUT/<dataset>/")

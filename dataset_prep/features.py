@@ -1,4 +1,4 @@
-"""Item features for any RecBole atomic dataset: ``python -m dataset_prep features``.
+"""Item features for any RecBole atomic dataset: ``python -m recbole_fmrl.dataset_prep features``.
 
 Reads ``<data_path>/<dataset>/<dataset>.item`` (and the items of ``<dataset>.inter``), builds each
 item's text from the chosen fields in the paper's form ("Movie Title: Toy Story Release Year: 1995
@@ -11,12 +11,12 @@ path relative to the dataset folder) and encodes it with open_clip. Writes, besi
 manifests, and ``<dataset>.features.yaml``: the config lines that use them (``feature_files``; with
 ``--attribute_fields``, also ``load_col`` and ``attributes`` for fMRLRec's ``attributes`` modality).
 
-    python -m dataset_prep features --dataset=ml-100k --data_path=dataset \\
+    python -m recbole_fmrl.dataset_prep features --dataset=ml-100k --data_path=dataset \\
         --text_fields=movie_title,release_year,class [--image_field=poster] [--attribute_fields=class] \\
         [--text_encoder=NAME_OR_PATH]
 
 Steps (items table, text features, image features) are skipped on a rerun when their inputs and
-settings are unchanged, and done again otherwise (see :mod:`dataset_prep.steps`); files are
+settings are unchanged, and done again otherwise (see :mod:`recbole_fmrl.dataset_prep.steps`); files are
 written atomically.
 """
 
@@ -28,9 +28,10 @@ import os
 import pandas as pd
 import yaml
 
-from dataset_prep import atomic, steps
-from dataset_prep.amazon2014 import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED
-from dataset_prep.encoders import PACKAGED_MINILM
+from recbole_fmrl import files
+from recbole_fmrl.dataset_prep import atomic_files, steps
+from recbole_fmrl.dataset_prep.amazon2014 import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED
+from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM
 from recbole_fmrl.errors import InputFileError, PluginError
 from recbole_fmrl.inputs import dataset_name
 
@@ -105,7 +106,7 @@ def build_items(item_frame, types, item_ids, text_fields, image_field, item_id_f
                 raise InputFileError(path, f"{field}:{types[field]} is {record[field]!r}, not a number", line=line) from None
         image = record[image_field].strip() if image_field else ""
         rows[record[item_id_field]] = (steps.labelled_text(pairs), image)
-    return pd.DataFrame([(item, *rows.get(item, ("", ""))) for item in item_ids], columns=list(atomic.ITEMS_COLUMNS))
+    return pd.DataFrame([(item, *rows.get(item, ("", ""))) for item in item_ids], columns=list(atomic_files.ITEMS_COLUMNS))
 
 
 def dataset_items(item_frame, item_id_field, inter_file, path, field_separator="\t"):
@@ -130,15 +131,15 @@ def write_config(folder, name, modalities, attribute_fields=(), inter_fields=(),
     exist and, with ``attribute_fields``, the ``load_col`` and ``attributes`` keys of fMRLRec's
     ``attributes`` modality. Returns its path."""
     config = {}
-    files = {m: os.path.basename(atomic.feature_path(folder, name, m)) for m in modalities
-             if atomic.read_manifest(atomic.feature_path(folder, name, m)) is not None}
-    if files:
-        config["feature_files"] = files
+    feature_files = {m: os.path.basename(atomic_files.feature_path(folder, name, m)) for m in modalities
+                     if atomic_files.read_manifest(atomic_files.feature_path(folder, name, m)) is not None}
+    if feature_files:
+        config["feature_files"] = feature_files
     if attribute_fields:
         config["load_col"] = {"inter": list(inter_fields), "item": [item_id_field, *attribute_fields]}
         config["attributes"] = list(attribute_fields)
     path = os.path.join(folder, f"{name}.features.yaml")
-    atomic.write_bytes_atomic(path, yaml.safe_dump(config, sort_keys=False, default_flow_style=None).encode("utf-8"))
+    files.write_bytes_atomic(path, yaml.safe_dump(config, sort_keys=False, default_flow_style=None).encode("utf-8"))
     return path
 
 
@@ -156,8 +157,8 @@ def make_features(dataset, data_path, text_fields=(), image_field=None, attribut
     if not text_fields and not image_field and not attribute_fields:
         raise PluginError("nothing to do: give --text_fields, --image_field and/or --attribute_fields")
     folder = os.path.join(data_path, dataset_name(dataset))
-    item_file = atomic.item_fields_path(folder, dataset)
-    inter_file = atomic.inter_path(folder, dataset)
+    item_file = atomic_files.item_fields_path(folder, dataset)
+    inter_file = atomic_files.inter_path(folder, dataset)
     if not os.path.isfile(inter_file):
         raise PluginError(f"interaction file not found: {inter_file}")
     item_frame, types = read_item_file(item_file, field_separator)
@@ -170,7 +171,7 @@ def make_features(dataset, data_path, text_fields=(), image_field=None, attribut
             raise InputFileError(item_file, f"--attribute_fields: '{field}' is a {types[field]} field; "
                                             "attributes are token or token_seq fields")
 
-    items_file = atomic.items_path(folder, dataset)
+    items_file = atomic_files.items_path(folder, dataset)
     inputs = [item_file, inter_file]
     settings = {"text_fields": list(text_fields), "image_field": image_field, "item_id_field": item_id_field,
                 "seq_separator": seq_separator}
@@ -181,11 +182,11 @@ def make_features(dataset, data_path, text_fields=(), image_field=None, attribut
             item_ids = dataset_items(item_frame, item_id_field, inter_file, item_file, field_separator)
             items = build_items(item_frame, types, item_ids, text_fields, image_field, item_id_field,
                                 item_file, seq_separator)
-            atomic.write_items(items_file, items)
+            atomic_files.write_items(items_file, items)
         logger.info("items: %s items (%s with text, %s with an image source) written to %s",
                     f"{len(items):,}", f"{int((items['text'] != '').sum()):,}",
                     f"{int((items['image_url'] != '').sum()):,}", items_file)
-    items = atomic.read_items(items_file)
+    items = atomic_files.read_items(items_file)
     if text_fields:
         steps.text_features_step(folder, dataset, items, text_encoder, batch_size, device, force)
     if image_field:
@@ -197,7 +198,7 @@ def make_features(dataset, data_path, text_fields=(), image_field=None, attribut
 
 
 def add_arguments(parser):
-    """The flags of ``python -m dataset_prep features``."""
+    """The flags of ``python -m recbole_fmrl.dataset_prep features``."""
     parser.add_argument("--dataset", required=True, help="dataset name: the folder <data_path>/<dataset>/")
     parser.add_argument("--data_path", default="dataset", help="folder that holds one folder per dataset")
     parser.add_argument("--text_fields", default="",

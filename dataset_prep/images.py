@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import requests
 from tqdm import tqdm
 
-from dataset_prep.atomic import write_bytes_atomic
+from recbole_fmrl.files import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 

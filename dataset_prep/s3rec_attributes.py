@@ -9,7 +9,7 @@ of a ``datamaps.json``). This module turns them into the table shipped with the 
 map sends S3Rec's user sequences onto the embedded interactions; and writes that table as the
 ``.item`` file of a materialised dataset (``item_id:token brand_categories:token_seq``).
 
-    python -m dataset_prep.s3rec_attributes --name=beauty --item2attributes=Beauty_item2attributes.json \\
+    python -m recbole_fmrl.dataset_prep.s3rec_attributes --name=beauty --item2attributes=Beauty_item2attributes.json \\
         --datamaps=datamaps.json --sequences=Beauty.txt
 """
 
@@ -23,8 +23,9 @@ from collections import Counter
 
 import pandas as pd
 
-from dataset_prep import atomic, steps
-from dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
+from recbole_fmrl import files
+from recbole_fmrl.dataset_prep import atomic_files, steps
+from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
 from recbole_fmrl.errors import InputFileError, PluginError
 from recbole_fmrl.flags import FlagParser
 
@@ -75,7 +76,7 @@ def write_table(table, path):
     buffer = io.BytesIO()
     with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as f:
         f.write(table.to_csv(sep="\t", index=False).encode("utf-8"))
-    atomic.write_bytes_atomic(path, buffer.getvalue())
+    files.write_bytes_atomic(path, buffer.getvalue())
 
 
 def read_table(path):
@@ -84,7 +85,7 @@ def read_table(path):
 
 def attributes_current(folder, name, table_file):
     """Whether ``<name>.item`` was written from exactly this attribute table."""
-    return steps.step_done(folder, name, "attributes", [table_file], outputs=[atomic.item_fields_path(folder, name)])
+    return steps.step_done(folder, name, "attributes", [table_file], outputs=[atomic_files.item_fields_path(folder, name)])
 
 
 def attributes_step(folder, name, table_file):
@@ -92,18 +93,18 @@ def attributes_step(folder, name, table_file):
     it was written from this very table before (a completion record names its sha256)."""
     if attributes_current(folder, name, table_file):
         return False
-    item_file = atomic.item_fields_path(folder, name)
+    item_file = atomic_files.item_fields_path(folder, name)
     with steps.recorded_step(folder, name, "attributes", [table_file]):
         table = read_table(table_file)
         frame = pd.DataFrame({"item_id:token": table["item_id"], f"{FIELD}:token_seq": table[FIELD].str.split()})
-        atomic.write_item_fields(item_file, frame)
+        atomic_files.write_item_fields(item_file, frame)
     logger.info("attributes: %s (%s items, %s distinct attribute ids)", item_file, f"{len(table):,}",
                 f"{len(set(' '.join(table[FIELD]).split())):,}")
     return True
 
 
 def main(argv=None):
-    parser = FlagParser(prog="python -m dataset_prep.s3rec_attributes", description=__doc__)
+    parser = FlagParser(prog="python -m recbole_fmrl.dataset_prep.s3rec_attributes", description=__doc__)
     parser.add_argument("--name", required=True, help="embedded dataset the table is for (beauty, sports)")
     parser.add_argument("--item2attributes", required=True, help="S3Rec's <Name>_item2attributes.json")
     parser.add_argument("--datamaps", required=True, help="datamaps.json whose id2item maps S3Rec's item ids to ASINs")

@@ -15,7 +15,8 @@ import time
 
 import pandas as pd
 
-from dataset_prep import atomic
+from recbole_fmrl import files
+from recbole_fmrl.dataset_prep import atomic_files
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ def labelled_text(pairs):
 def step_done(folder, name, step, inputs, settings=None, outputs=()):
     """Whether ``step`` finished (its record exists) on exactly these ``inputs`` files and
     ``settings``, and its ``outputs`` are there."""
-    record = atomic.read_done(folder, name, step)
-    return (record is not None and record.get("inputs") == atomic.file_hashes(inputs)
+    record = atomic_files.read_done(folder, name, step)
+    return (record is not None and record.get("inputs") == atomic_files.file_hashes(inputs)
             and record.get("settings") == settings and all(os.path.exists(path) for path in outputs))
 
 
@@ -44,50 +45,50 @@ def step_done(folder, name, step, inputs, settings=None, outputs=()):
 def recorded_step(folder, name, step, inputs, settings=None):
     """Remove ``step``'s completion record, run the body, then record the ``inputs``' hashes (and
     ``settings``): a body that fails or is interrupted leaves no record, so a rerun redoes it."""
-    done = atomic.done_path(folder, name, step)
+    done = atomic_files.done_path(folder, name, step)
     if os.path.exists(done):
         os.remove(done)
     yield
-    record = {"step": step, "inputs": atomic.file_hashes(inputs)}
+    record = {"step": step, "inputs": atomic_files.file_hashes(inputs)}
     if settings is not None:
         record["settings"] = settings
-    atomic.write_json_atomic(done, record)
+    files.write_json_atomic(done, record)
 
 
 # ----------------------------------------------------------------------------- features
 
 def features_current(npy_path, encoder, source):
     """Whether ``npy_path`` exists and its manifest matches this encoder and input."""
-    manifest = atomic.read_manifest(npy_path)
+    manifest = atomic_files.read_manifest(npy_path)
     return (os.path.exists(npy_path) and manifest is not None
             and manifest.get("encoder") == encoder and manifest.get("source_sha256") == source)
 
 
 def text_features_current(folder, name, text_encoder):
     """Whether ``<name>.text.npy`` was computed by ``text_encoder`` from the current items table."""
-    items = atomic.read_items(atomic.items_path(folder, name))
-    return features_current(atomic.feature_path(folder, name, "text"), text_encoder, atomic.source_sha256(items, "text"))
+    items = atomic_files.read_items(atomic_files.items_path(folder, name))
+    return features_current(atomic_files.feature_path(folder, name, "text"), text_encoder, atomic_files.source_sha256(items, "text"))
 
 
 def text_features_step(folder, name, items, text_encoder, batch_size, device, force):
     """Encode the item texts into ``<name>.text.npy`` (skipped when current)."""
-    npy = atomic.feature_path(folder, name, "text")
-    source = atomic.source_sha256(items, "text")
+    npy = atomic_files.feature_path(folder, name, "text")
+    source = atomic_files.source_sha256(items, "text")
     n_text = int((items["text"] != "").sum())
     if n_text == 0:
         logger.info("text features: no item has text, skipped")
         return None
     if not force and features_current(npy, text_encoder, source):
         logger.info("text features: %s is current, skipped", npy)
-        return atomic.read_manifest(npy)
-    from dataset_prep.encoders import encode_texts, load_text_encoder
+        return atomic_files.read_manifest(npy)
+    from recbole_fmrl.dataset_prep.encoders import encode_texts, load_text_encoder
 
     started = time.perf_counter()
     encoder = load_text_encoder(text_encoder, device)
     features, n_zero = encode_texts(list(items["text"]), encoder, batch_size)
     seconds = time.perf_counter() - started
-    manifest = atomic.write_features(
-        npy, features, encoder=text_encoder, items_file=atomic.items_path(folder, name),
+    manifest = atomic_files.write_features(
+        npy, features, encoder=text_encoder, items_file=atomic_files.items_path(folder, name),
         source_column="text", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
     logger.info("text features: %d items x %d dims with %s in %.1f s, %d zero rows (no text)",
                 len(items), features.shape[1], text_encoder, seconds, n_zero)
@@ -98,18 +99,18 @@ def image_features_step(folder, name, items, image_model, image_pretrained, imag
                         batch_size, device, workers, force):
     """Fetch the item photos (``image_url``: a URL, downloaded into the cache, or a local path,
     relative to the dataset folder) and encode them into ``<name>.image.npy`` (skipped when current)."""
-    npy = atomic.feature_path(folder, name, "image")
+    npy = atomic_files.feature_path(folder, name, "image")
     encoder = f"open_clip:{image_model}:{image_pretrained}"
-    source = atomic.source_sha256(items, "image_url")
+    source = atomic_files.source_sha256(items, "image_url")
     n_sources = int((items["image_url"] != "").sum())
     if n_sources == 0:
         logger.info("image download: no item has an image URL or path, skipped")
         return None
     if not force and features_current(npy, encoder, source):
         logger.info("image features: %s is current, skipped", npy)
-        return atomic.read_manifest(npy)
-    from dataset_prep.encoders import encode_images, load_image_encoder
-    from dataset_prep.images import resolve_images
+        return atomic_files.read_manifest(npy)
+    from recbole_fmrl.dataset_prep.encoders import encode_images, load_image_encoder
+    from recbole_fmrl.dataset_prep.images import resolve_images
 
     cache_dir = image_dir or os.path.join(folder, "images")
     paths = resolve_images(dict(zip(items["item_id"], items["image_url"])), cache_dir, folder, max_workers=workers)
@@ -121,8 +122,8 @@ def image_features_step(folder, name, items, image_model, image_pretrained, imag
     features, n_zero = encode_images([paths[item] for item in items["item_id"]], model, preprocess,
                                      batch_size=batch_size, device=device)
     seconds = time.perf_counter() - started
-    manifest = atomic.write_features(
-        npy, features, encoder=encoder, items_file=atomic.items_path(folder, name),
+    manifest = atomic_files.write_features(
+        npy, features, encoder=encoder, items_file=atomic_files.items_path(folder, name),
         source_column="image_url", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
     logger.info("image features: %d items x %d dims with %s in %.1f s, %d zero rows "
                 "(no photo or unreadable)", len(items), features.shape[1], encoder, seconds, n_zero)
@@ -137,7 +138,7 @@ def prepare_atomic_dataset(folder, name, inputs, build, *, text, images, text_en
     table and the ``.item`` columns or None; skipped when current on ``inputs``), then the text and
     image features. Returns the counts ``users``, ``items``, ``images`` (items with a non-zero
     image row; None without image features), ``inter``, ``density`` and the ``folder``."""
-    inter_file, items_file = atomic.inter_path(folder, name), atomic.items_path(folder, name)
+    inter_file, items_file = atomic_files.inter_path(folder, name), atomic_files.items_path(folder, name)
     if not force and step_done(folder, name, "interactions", inputs, outputs=(inter_file, items_file)):
         logger.info("parse/5-core/order/write: %s is current, skipped (--force rebuilds)", inter_file)
         inter = pd.read_csv(inter_file, sep="\t", usecols=[0, 1], dtype=str)
@@ -145,13 +146,13 @@ def prepare_atomic_dataset(folder, name, inputs, build, *, text, images, text_en
     else:
         with recorded_step(folder, name, "interactions", inputs):
             inter, items, item_fields = build()
-            atomic.write_items(items_file, items)
+            atomic_files.write_items(items_file, items)
             if item_fields is not None:
-                atomic.write_item_fields(atomic.item_fields_path(folder, name), item_fields)
-            atomic.write_inter(inter_file, inter)
+                atomic_files.write_item_fields(atomic_files.item_fields_path(folder, name), item_fields)
+            atomic_files.write_inter(inter_file, inter)
         logger.info("write: %s (%s rows), %s (%s items)", inter_file, f"{len(inter):,}",
                     items_file, f"{len(items):,}")
-    items = atomic.read_items(items_file)  # the exact strings that were written
+    items = atomic_files.read_items(items_file)  # the exact strings that were written
     if text:
         text_features_step(folder, name, items, text_encoder, batch_size, device, force)
     else:
@@ -161,7 +162,7 @@ def prepare_atomic_dataset(folder, name, inputs, build, *, text, images, text_en
                                              image_dir, batch_size, device, workers, force)
     else:
         logger.info("image download/features: skipped")
-        image_manifest = atomic.read_manifest(atomic.feature_path(folder, name, "image"))
+        image_manifest = atomic_files.read_manifest(atomic_files.feature_path(folder, name, "image"))
     n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
     n_images = image_manifest["n_items"] - image_manifest["n_zero_rows"] if image_manifest else None
     return {"users": n_users, "items": n_items, "images": n_images,

@@ -56,12 +56,17 @@ def check_format(checkpoint, path):
 # ------------------------------------------------------------------------------------ identity
 
 
+def item_order_sha256(item_tokens):
+    """sha256 (hex) of a catalogue's item order: the internal id -> token list, one token per line.
+    What binds a checkpoint, an export and a funnel index to the item ids they were built on."""
+    return hashlib.sha256("\n".join(str(t) for t in item_tokens).encode("utf-8")).hexdigest()
+
+
 def run_identity(dataset, model):
     """What a trained model is bound to: the model, the dataset's name, its item count and item order
     (sha256 of the internal id -> token list: the rows of every item table of the model) and the
     sha256 of the manifest of every feature file the model reads (for ``attributes``: of the
     attribute fields' token lists and every item's attribute ids)."""
-    tokens = dataset.field2id_token[dataset.iid_field]
     features = {}
     for modality in getattr(model, "modalities", ()):
         if modality == "attributes":  # the rows of the attribute tables, and each item's tokens
@@ -77,7 +82,7 @@ def run_identity(dataset, model):
         "model": type(model).__name__,
         "dataset": dataset.dataset_name,
         "item_num": int(dataset.item_num),
-        "item_order_sha256": hashlib.sha256("\n".join(map(str, tokens)).encode("utf-8")).hexdigest(),
+        "item_order_sha256": item_order_sha256(dataset.field2id_token[dataset.iid_field]),
         "feature_manifest_sha256": features,
     }
 

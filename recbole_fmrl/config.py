@@ -17,6 +17,9 @@ from recbole_fmrl.inputs import (
     check_config_files, check_config_values, dataset_name, literal_value, unknown_key_warnings,
 )
 
+REPORTED_METRICS = ("ndcg@5", "recall@5", "ndcg@10", "recall@10")
+"""The metrics every table of the plugin reports (the paper's §4.1; ``properties/overall.yaml``)."""
+
 RECBOLE_PROPERTIES_DIR = Path(recbole.__file__).resolve().parent / "properties"
 # From a checkout: <repo>/properties. From a wheel: setup.cfg installs it as recbole_fmrl/properties.
 PROPERTIES_DIR = Path(__file__).resolve().parent.parent / "properties"

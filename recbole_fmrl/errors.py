@@ -1,4 +1,7 @@
-"""User-facing errors: the runner prints their message as one line, without a traceback."""
+"""User-facing errors, and the one error path of every command: a :class:`PluginError` is printed
+as one line, ``error: <message>``, without a traceback, and the command exits with status 2."""
+
+import sys
 
 
 class PluginError(Exception):
@@ -19,3 +22,14 @@ class InputFileError(PluginError, ValueError):
     def __init__(self, path, message, line=None):
         where = f"{path}, line {line}" if line is not None else f"{path}"
         super().__init__(f"{where}: {message}")
+
+
+def main_guarded(main):
+    """Run ``main()``; a :class:`PluginError` becomes ``error: <message>`` and exit status 2."""
+    try:
+        return main()
+    except PluginError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

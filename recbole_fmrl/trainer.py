@@ -4,18 +4,17 @@ decay schedule, no decay on biases and norms) and checkpoints that load under
 
 import math
 import os
-import shutil
 import uuid
 
-import torch
 from recbole.trainer import Trainer
+from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
 from torch import nn, optim
 
-from dataset_prep.atomic import atomic_path
 from recbole_fmrl.checkpoint import check_resume, read_checkpoint, rng_state, set_rng_state
-from recbole_fmrl.config import to_primitive
+from recbole_fmrl.config import plugin_model_names, to_primitive
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.files import copy_atomic, torch_save_atomic
 from recbole_fmrl.model.layers import NestedLayerNorm
 
 RUN_FILE_SUFFIXES = (".pth", "-last.pth", ".results.json")  # the files of one run, after its stem
@@ -81,7 +80,7 @@ class SafeCheckpointMixin:
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        atomic_save(self._checkpoint_state(epoch), saved_model_file)
+        torch_save_atomic(self._checkpoint_state(epoch), saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -94,7 +93,7 @@ class SafeCheckpointMixin:
         def after_epoch(epoch_idx, valid_score):
             self.valid_history.append([epoch_idx, float(valid_score)])
             if saved:
-                atomic_save(self._checkpoint_state(epoch_idx), self.last_model_file)
+                torch_save_atomic(self._checkpoint_state(epoch_idx), self.last_model_file)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
@@ -200,18 +199,6 @@ class TrainingRecipeMixin:
             hook.remove()
 
 
-def atomic_save(obj, path):
-    """``torch.save`` to a temp file, then rename: an interrupted save never corrupts ``path``."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def copy_atomic(source, path):
-    """Copy the file ``source`` to ``path`` (temp file, then rename)."""
-    with atomic_path(path) as tmp:
-        shutil.copyfile(source, tmp)
-
-
 def unused_model_file(path):
     """``path`` (``<stem>.pth``), or ``<stem>-2.pth``, ... when a run started in the same second
     already owns a file of that stem (RecBole names runs by model and time to the second)."""
@@ -228,3 +215,11 @@ def with_safe_checkpoints(trainer_class):
 
 
 SafeTrainer = with_safe_checkpoints(Trainer)
+
+
+def get_trainer(model_type, model_name):
+    """The trainer for ``model_name``: RecBole's for its model type, with the plugin's recipe keys and
+    ``weights_only``-safe checkpoints (:func:`with_safe_checkpoints`)."""
+    if model_name in plugin_model_names():
+        return SafeTrainer
+    return with_safe_checkpoints(recbole_get_trainer(model_type, model_name))

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny atomic datasets written by the tests themselves."""
 
+import csv
 import functools
 import http.server
 import json
@@ -21,6 +22,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def read_csv(path):
+    """The rows of a CSV file as dicts (header -> cell text)."""
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def write_tiny_inter(folder, name="tiny", n_users=40, n_items=30, seed=0):

@@ -1,4 +1,4 @@
-"""python -m dataset_prep amazon2023: official-format JSON-lines files -> RecBole atomic files + features."""
+"""python -m recbole_fmrl.dataset_prep amazon2023: official-format JSON-lines files -> RecBole atomic files + features."""
 
 import gzip
 import json
@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from dataset_prep import atomic
-from dataset_prep.__main__ import main
-from dataset_prep.encoders import PACKAGED_MINILM
+from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.dataset_prep.__main__ import main
+from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM
+from recbole_fmrl.files import sha256_file
 
 USERS = [f"U{i}" for i in range(6)]
 ITEMS = [f"P{i}" for i in range(6)]
@@ -95,7 +96,7 @@ def test_fixture_round_trips_to_atomic_files_with_expected_counts(prepared, imag
 
 def test_item_text_photo_and_categorical_fields(prepared, image_server):
     _, _, folder = prepared
-    items = atomic.read_items(folder / "all_beauty.items.tsv")
+    items = atomic_files.read_items(folder / "all_beauty.items.tsv")
     assert list(items["item_id"]) == ITEMS
     assert dict(zip(items["item_id"], items["text"])) == {
         "P0": "Title: Lip Balm Price: 12.99 Store: Acme Co Categories: Beauty & Personal Care, Skin Care "
@@ -130,7 +131,7 @@ def test_features_and_config_file(prepared):
 
 def test_recbole_reads_the_prepared_dataset(prepared, monkeypatch):
     from recbole_fmrl.config import Config
-    from recbole_fmrl.utils import create_dataset
+    from recbole_fmrl.data.loading import create_dataset
 
     _, out_dir, folder = prepared
     monkeypatch.chdir(out_dir)
@@ -146,7 +147,7 @@ def test_recbole_reads_the_prepared_dataset(prepared, monkeypatch):
 
 def test_rerun_skips_and_changed_input_is_redone(prepared, caplog):
     raw_dir, out_dir, folder = prepared
-    with caplog.at_level(logging.INFO, logger="dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
         assert main(_args(raw_dir, out_dir)) == 0
     assert sum("skipped" in message for message in caplog.messages) == 3
     reviews = raw_dir / "All_Beauty.jsonl"
@@ -154,12 +155,12 @@ def test_rerun_skips_and_changed_input_is_redone(prepared, caplog):
     reviews.write_text(original + json.dumps(_review("U9", "P0", 9)) + "\n")  # one more review (not 5-core)
     caplog.clear()
     try:
-        with caplog.at_level(logging.INFO, logger="dataset_prep"):
+        with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
             assert main(_args(raw_dir, out_dir, "--no_images")) == 0
         skipped = [message.split(":")[0] for message in caplog.messages if "skipped" in message]
         assert skipped == ["text features", "image download/features"]  # interactions redone, same items
-        assert atomic.read_done(str(folder), "all_beauty", "interactions")["inputs"]["All_Beauty.jsonl"] == \
-            atomic.sha256_file(reviews)
+        assert atomic_files.read_done(str(folder), "all_beauty", "interactions")["inputs"]["All_Beauty.jsonl"] == \
+            sha256_file(reviews)
     finally:
         reviews.write_text(original)
 

@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from conftest import write_multimodal_tiny
-from dataset_prep import atomic, s3rec_attributes
-from dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
-from dataset_prep.embedded import ensure_embedded_dataset
-from recbole_fmrl.compare import parse_modality_sets
+from recbole_fmrl.data.embedded import ensure_embedded_dataset
+from recbole_fmrl.dataset_prep import atomic_files, s3rec_attributes
+from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
+from recbole_fmrl.deploy.evaluate import evaluate
+from recbole_fmrl.deploy.export import export
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.evaluate import evaluate
-from recbole_fmrl.export import export
+from recbole_fmrl.experiments.compare import parse_modality_sets
 from recbole_fmrl.model.layers import ItemAttributeEmbedding
-from recbole_fmrl.quick_start import run
+from recbole_fmrl.runner import run
 
 SIZES = [4, 8, 16]
 
@@ -124,7 +124,7 @@ def test_embedded_sports_runs_attributes_offline(tmp_path):
     frame = pd.read_csv(item_file, sep="\t", dtype=str)
     assert list(frame.columns) == ["item_id:token", "brand_categories:token_seq"] and len(frame) == 18357
     from recbole_fmrl.config import Config
-    from recbole_fmrl.utils import create_dataset
+    from recbole_fmrl.data.loading import create_dataset
 
     dataset = create_dataset(Config("fMRLRec", "sports", config_dict={"data_path": str(tmp_path), "use_gpu": False}))
     ids = dataset.item_attributes("brand_categories")
@@ -135,4 +135,4 @@ def test_embedded_sports_runs_attributes_offline(tmp_path):
     assert [dataset.field2id_token["brand_categories"][i] for i in ids[1] if i] == expected
     (folder / "sports.item").unlink()  # an interrupted or lost step is done again
     assert ensure_embedded_dataset("sports", str(tmp_path)) and item_file.exists()
-    assert atomic.read_done(str(folder), "sports", "attributes") is not None
+    assert atomic_files.read_done(str(folder), "sports", "attributes") is not None

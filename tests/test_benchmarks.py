@@ -17,7 +17,7 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
     out = tmp_path / "bench.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--tiny", "--no-profile", "--threads", "1",
+        [sys.executable, "-m", "recbole_fmrl.benchmarks.run", "--quick", "--tiny", "--no-profile", "--threads", "1",
          "--out", str(out)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -41,7 +41,7 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
 
 def test_cli_rejects_unknown_cases(tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--tiny", "--cases", "az", "--out", str(tmp_path / "x.json")],
+        [sys.executable, "-m", "recbole_fmrl.benchmarks.run", "--tiny", "--cases", "az", "--out", str(tmp_path / "x.json")],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
     )
     assert done.returncode != 0 and "unknown cases" in done.stderr
@@ -51,10 +51,10 @@ def test_funnel_case_on_a_tiny_trained_checkpoint(tmp_path, monkeypatch):
     """Case r end to end on a tiny trained fMRLRec with text + image features: a quality row per
     (m, K, index), the large-catalogue rows with their goals, each ratio the quotient of the
     measurements it reports."""
-    from benchmarks.funnel import funnel_case
-    from benchmarks.run import PRESETS, Bench, row
+    from recbole_fmrl.benchmarks.funnel import funnel_case
+    from recbole_fmrl.benchmarks.run import PRESETS, Bench, row
     from conftest import write_multimodal_tiny
-    from recbole_fmrl.quick_start import run
+    from recbole_fmrl.runner import run
 
     monkeypatch.chdir(tmp_path)
     data_path = write_multimodal_tiny(tmp_path, n_items=40)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from recbole_fmrl.budget import pick_size
-from recbole_fmrl.quick_start import run
+from recbole_fmrl.deploy.budget import pick_size
+from recbole_fmrl.runner import run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,7 +52,7 @@ def test_budget_command_measures_every_size_and_reports_the_pick(tiny_config, tm
     trained = run("fMRLRec", "tiny", config_dict={**tiny_config, "mrl_hidden_sizes": sizes, "modalities": ["id"],
                                                   "n_layers": 1})
     done = subprocess.run(
-        [sys.executable, "-m", "recbole_fmrl.budget", trained["checkpoint"], "--latency-ms=100000", "--users=3",
+        [sys.executable, "-m", "recbole_fmrl.deploy.budget", trained["checkpoint"], "--latency-ms=100000", "--users=3",
          "--warmup=0", "--repeats=1", "--index=flat", "--funnel-k=5"],
         cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )

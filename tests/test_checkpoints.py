@@ -13,12 +13,12 @@ import torch
 import run_recbole_fmrl
 from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.config import Config
-from recbole_fmrl.errors import PluginError
-from recbole_fmrl.evaluate import evaluate
-from recbole_fmrl.export import export
-from recbole_fmrl.quick_start import main_guarded, run
-from recbole_fmrl.serving import Recommender
-from recbole_fmrl.trainer import atomic_save
+from recbole_fmrl.deploy.evaluate import evaluate
+from recbole_fmrl.deploy.export import export
+from recbole_fmrl.deploy.serving import Recommender
+from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.files import torch_save_atomic
+from recbole_fmrl.runner import run
 
 from conftest import write_tiny_inter
 
@@ -142,7 +142,7 @@ def test_a_checkpoint_never_runs_code_from_its_settings(trained, tmp_path):
     checkpoint = torch.load(checkpoint_file, weights_only=True)
     checkpoint["overrides"]["note"] = PAYLOAD
     booby_trapped = tmp_path / "trapped.pth"
-    atomic_save(checkpoint, str(booby_trapped))
+    torch_save_atomic(checkpoint, str(booby_trapped))
 
     metrics = evaluate(str(booby_trapped))["test_result"]
     export(str(booby_trapped), 8, str(tmp_path / "trapped-8.pth"))
@@ -215,8 +215,8 @@ EXPECTED_DAMAGE = {
 
 
 def test_damaged_checkpoints_are_one_error_line_for_every_command(trained, tmp_path, capsys, monkeypatch):
-    from recbole_fmrl import evaluate as evaluate_module
-    from recbole_fmrl import export as export_module
+    from recbole_fmrl.deploy import evaluate as evaluate_module
+    from recbole_fmrl.deploy import export as export_module
 
     commands = {
         "resume": lambda path: run_recbole_fmrl.main(["--model=fMRLRec", "--dataset=tiny", f"--data_path={tmp_path}",

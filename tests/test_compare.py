@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_fmrl import compare, reports
-from recbole_fmrl.config import Config, parse_overrides
-from recbole_fmrl.errors import PluginError
+from recbole_fmrl.config import REPORTED_METRICS, Config, parse_overrides
+from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.experiments import compare, params, reports
+from recbole_fmrl.files import write_json_atomic
 from recbole_fmrl.model import fMRLRec
-from recbole_fmrl.model.layers import FMRLLinear
-from recbole_fmrl.quick_start import REPORTED_METRICS, main_guarded
+from recbole_fmrl.model.layers import FMRLLinear, count_parameters
 
-from conftest import write_tiny_inter
+from conftest import read_csv, write_tiny_inter
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ["SASRec", "fMRLRec"]
@@ -61,7 +61,7 @@ def test_comparison_tables_match_the_runs_json(compared):
     # same seed, split and evaluator for every model
     assert records["SASRec"]["config"]["data_path"] == records["fMRLRec"]["config"]["data_path"]
 
-    rows = {row["Model"]: row for row in reports.read_csv(folder / "comparison.csv")}
+    rows = {row["Model"]: row for row in read_csv(folder / "comparison.csv")}
     assert list(rows) == MODELS
     for model, record in records.items():
         row = rows[model]
@@ -117,7 +117,7 @@ def test_rerun_skips_cached_models_and_force_runs_them_again(compared, tmp_path)
     compare.compare("tiny", MODELS, overrides=compared["overrides"], out=str(out), force=True, runner=fake_run)
     assert [c[0] for c in calls] == MODELS and all(c[1] == compared["overrides"] for c in calls)
     assert all(p.stat().st_mtime_ns != mtimes[p.name] for p in runs.iterdir())
-    rows = {row["Model"]: row for row in reports.read_csv(out / "tiny" / "comparison.csv")}
+    rows = {row["Model"]: row for row in read_csv(out / "tiny" / "comparison.csv")}
     assert float(rows["SASRec"]["ndcg@10"]) == 0.5 and rows["fMRLRec"]["epochs_run"] == "7"
     md = markdown_rows(out / "tiny" / "comparison.md")
     assert md["SASRec"] == ["**0.5000**"] * 4 and md["fMRLRec"] == ["<u>0.2500</u>"] * 4
@@ -154,7 +154,7 @@ def test_sizes_csv_comes_from_the_trained_fmrlrec_run(compared, tmp_path):
     sizes = record["sizes"]
     assert sorted(map(int, sizes)) == FMRL["mrl_hidden_sizes"]
     assert sizes["16"] == record["test_result"]  # the full size is the model's test result
-    rows = reports.read_csv(compared["dir"] / "sizes.csv")
+    rows = read_csv(compared["dir"] / "sizes.csv")
     assert [int(r["size"]) for r in rows] == [4, 8, 16]
     for previous, row in zip([None] + rows[:-1], rows):
         for metric in REPORTED_METRICS:
@@ -192,7 +192,7 @@ def test_ablation_table_and_unavailable_modalities(compared):
     assert md["id"] == [f"**{record['test_result'][m]:.4f}**" for m in REPORTED_METRICS]
     assert md["text+image"][0].startswith("not available: no feature file for modality 'text'")
     assert "&lt;file.npy&gt;" in md["text+image"][0]  # no raw HTML in the md
-    rows = {r["Modalities"]: r for r in reports.read_csv(compared["dir"] / "ablation.csv")}
+    rows = {r["Modalities"]: r for r in read_csv(compared["dir"] / "ablation.csv")}
     assert rows["text+image"]["status"] == results["text+image"] and rows["text+image"]["ndcg@10"] == ""
     assert float(rows["id"]["recall@10"]) == record["test_result"]["recall@10"]
 
@@ -224,14 +224,14 @@ def fresh_counts(sizes, overrides):
     dense = sum(p.numel() for p in model.parameters() if p.requires_grad)
     zeros = sum(int(layer.zero_mask.sum()) for layer in model.modules() if isinstance(layer, FMRLLinear))
     encoder = sum(p.numel() for name, p in model.named_parameters() if name.startswith("encoder."))
-    assert model.count_parameters() == dense - zeros > 0
+    assert count_parameters(model) == dense - zeros > 0
     return dense - zeros, dense, encoder
 
 
 def test_params_csv_equals_counts_of_freshly_built_models(tmp_path):
     compare.main(["--dataset", "tiny", "--params", "--params-sizes", "8,16,32", "--feature-dims", "text=12",
                   "--item-num", "30", "--out", str(tmp_path), "--modalities=[text,id]", "--n_layers=1"])
-    rows = reports.read_csv(tmp_path / "tiny" / "params.csv")
+    rows = read_csv(tmp_path / "tiny" / "params.csv")
     overrides = {"modalities": ["text", "id"], "n_layers": 1}
     fresh = {D: fresh_counts([s for s in (8, 16, 32) if s <= D], overrides) for D in (8, 16, 32)}
     assert [int(r["D"]) for r in rows] == [8, 16, 32]
@@ -254,7 +254,7 @@ def test_params_csv_equals_counts_of_freshly_built_models(tmp_path):
     assert (tmp_path / "tiny" / "params.png").read_bytes()[:4] == b"\x89PNG"
 
     # single: each independent model is a plain size-m model (M = [m], no structural zeros)
-    single = reports.parameter_rows("tiny", [8, 16, 32], 30, {"text": 12}, config_dict=overrides, independent="single")
+    single = params.parameter_rows("tiny", [8, 16, 32], 30, {"text": 12}, config_dict=overrides, independent="single")
     plain = [fresh_counts([m], overrides)[0] for m in (8, 16, 32)]
     assert [r["independent"] for r in single] == [plain[0], plain[0] + plain[1], sum(plain)]
     assert [r["series"] for r in single] == [int(r["series"]) for r in rows]
@@ -263,10 +263,10 @@ def test_params_csv_equals_counts_of_freshly_built_models(tmp_path):
 def test_paper_figure4_saving_rates_are_reproduced():
     """M = [2^7 ... D]: the paper's rates are (independent − series) / series of the dense
     sequence-encoder parameters; our real models give them to within 0.1 point."""
-    rows = reports.parameter_rows("beauty", item_num=10, config_dict={"modalities": ["id"], "n_layers": 1})
+    rows = params.parameter_rows("beauty", item_num=10, config_dict={"modalities": ["id"], "n_layers": 1})
     assert [r["D"] for r in rows] == [128, 256, 512, 1024, 2048]
     for row in rows:
-        assert abs(100 * row["paper_saving"] - reports.PAPER_FIGURE4_SAVING[row["D"]]) < 0.1
+        assert abs(100 * row["paper_saving"] - params.PAPER_FIGURE4_SAVING[row["D"]]) < 0.1
         assert row["saving_rate"] == 1 - row["series"] / row["independent"]
     # the plain rate 1 − series/Σ independent (structural zeros not counted) does not follow the paper
     assert abs(100 * rows[-1]["saving_rate"] - 33.25) > 1
@@ -318,7 +318,7 @@ def test_model_entries_carry_their_own_settings_and_rows_follow_the_papers_group
     assert [c[1] for c in calls if c[0] != "UniSRec"] == [{"epochs": 3}] * 3  # settings stay with their entry
     assert (tmp_path / "tiny" / "runs" / "UniSRec@train_stage=transductive_ft.json").is_file()
 
-    rows = reports.read_csv(tmp_path / "tiny" / "comparison.csv")
+    rows = read_csv(tmp_path / "tiny" / "comparison.csv")
     assert [(r["Model"], r["group"]) for r in rows] == [
         ("SASRec", "ID-based"), ("UniSRec (inductive_ft)", "text-based"), ("VQRec, no pre-training", "text-based"),
         ("UniSRec (transductive_ft)", "text-based"), ("fMRLRec", "multimodal")]
@@ -335,7 +335,7 @@ def test_model_entries_carry_their_own_settings_and_rows_follow_the_papers_group
 def test_an_interrupted_run_is_resumed_by_the_next_compare_and_equals_an_uninterrupted_one(compared, tmp_path, monkeypatch):
     monkeypatch.chdir(compared["root"])
     overrides = {**compared["overrides"], "epochs": 3, "checkpoint_dir": str(tmp_path / "saved")}
-    from recbole_fmrl.quick_start import run
+    from recbole_fmrl.runner import run
 
     def interrupted_after_epoch_1(*args, **kwargs):
         def stop(epoch, score):
@@ -368,7 +368,7 @@ def test_an_interrupted_run_is_resumed_by_the_next_compare_and_equals_an_uninter
     assert resumed["wall_time"] == pytest.approx(own_times[0] + trained_before, abs=0.02) and trained_before > 0
 
     # --force starts over instead of resuming a recorded interruption
-    reports.atomic_write_json(out / "tiny" / "runs" / "SASRec.partial.json", partial)
+    write_json_atomic(out / "tiny" / "runs" / "SASRec.partial.json", partial)
     calls.clear()
     compare.compare("tiny", ["SASRec"], overrides=overrides, out=str(out), force=True, runner=recording_run)
     assert calls == [None]

@@ -9,11 +9,12 @@ import pytest
 from recbole.data import data_preparation
 from recbole.data.dataset import Dataset
 
-from dataset_prep import atomic
-from dataset_prep.embedded import ensure_embedded_dataset
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.dataset import MultimodalSequentialDataset
+from recbole_fmrl.data.embedded import ensure_embedded_dataset
+from recbole_fmrl.dataset_prep import atomic_files
 from recbole_fmrl.errors import FeatureFileError
+from recbole_fmrl.files import save_npy_atomic
 
 DIM = 4
 ITEMS = [f"item{i:02d}" for i in range(12)]
@@ -31,12 +32,12 @@ def _write_tiny(folder, name="mm"):
     used = sorted(set(inter["item_id"]))
     order = [used[i] for i in rng.permutation(len(used))]
     items = pd.DataFrame({"item_id": order, "text": "", "image_url": ""})
-    atomic.write_inter(atomic.inter_path(path, name), inter)
-    atomic.write_items(atomic.items_path(path, name), items)
+    atomic_files.write_inter(atomic_files.inter_path(path, name), inter)
+    atomic_files.write_items(atomic_files.items_path(path, name), items)
     features = np.repeat(np.arange(1, len(order) + 1, dtype=np.float32)[:, None], DIM, axis=1)
-    atomic.write_features(str(path / f"{name}.text.npy"), features, encoder="test",
-                          items_file=atomic.items_path(path, name), source_column="text",
-                          source_sha256=atomic.source_sha256(items, "text"), n_zero_rows=0)
+    atomic_files.write_features(str(path / f"{name}.text.npy"), features, encoder="test",
+                          items_file=atomic_files.items_path(path, name), source_column="text",
+                          source_sha256=atomic_files.source_sha256(items, "text"), n_zero_rows=0)
     return order
 
 
@@ -111,17 +112,17 @@ def test_bad_feature_files_raise_one_line_naming_the_file(tiny, tmp_path, case):
         named = str(work / "mm.items.tsv")
     elif case in ("extra_item", "missing_item"):
         ids = order + ["unknown"] if case == "extra_item" else order[:-1]
-        atomic.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": ids, "text": "", "image_url": ""}))
-        atomic.save_npy_atomic(str(npy), np.ones((len(ids), DIM), np.float32))
+        atomic_files.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": ids, "text": "", "image_url": ""}))
+        save_npy_atomic(str(npy), np.ones((len(ids), DIM), np.float32))
     elif case == "wrong_dim":
         manifest["dim"] = DIM + 1
         manifest_file.write_text(json.dumps(manifest))
     elif case == "wrong_rows":
-        atomic.save_npy_atomic(str(npy), np.ones((len(order) + 1, DIM), np.float32))
+        save_npy_atomic(str(npy), np.ones((len(order) + 1, DIM), np.float32))
     elif case == "nan_row":
         matrix = np.ones((len(order), DIM), np.float32)
         matrix[3, 1] = np.nan
-        atomic.save_npy_atomic(str(npy), matrix)
+        save_npy_atomic(str(npy), matrix)
     with pytest.raises(FeatureFileError) as caught:
         _load(dataset, files, "image" if case == "no_modality" else "text")
     message = str(caught.value)
@@ -162,7 +163,7 @@ def test_leave_one_out_follows_table_order_on_real_toys(tmp_path, monkeypatch):
         "data_path": str(tmp_path), "use_gpu": False, "MAX_ITEM_LIST_LENGTH": 50})
     dataset = MultimodalSequentialDataset(config)
     train, valid, test = data_preparation(config, dataset)
-    table = pd.read_csv(atomic.inter_path(tmp_path / "toys", "toys"), sep="\t", dtype=str)
+    table = pd.read_csv(atomic_files.inter_path(tmp_path / "toys", "toys"), sep="\t", dtype=str)
     sequences = table.groupby("user_id:token", sort=False)["item_id:token"].apply(list).to_dict()
     user_token, item_token = dataset.field2id_token["user_id"], dataset.field2id_token["item_id"]
     for split, offset in ((test, 1), (valid, 2)):
@@ -183,11 +184,11 @@ def test_loading_23k_by_1024_features_takes_seconds(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     ensure_embedded_dataset("clothing", str(tmp_path))
     folder = tmp_path / "clothing"
-    items = atomic.read_items(atomic.items_path(folder, "clothing"))
+    items = atomic_files.read_items(atomic_files.items_path(folder, "clothing"))
     matrix = np.random.default_rng(0).standard_normal((len(items), 1024), dtype=np.float32)
-    atomic.write_features(str(folder / "clothing.image.npy"), matrix, encoder="random",
-                          items_file=atomic.items_path(folder, "clothing"), source_column="image_url",
-                          source_sha256=atomic.source_sha256(items, "image_url"), n_zero_rows=0)
+    atomic_files.write_features(str(folder / "clothing.image.npy"), matrix, encoder="random",
+                          items_file=atomic_files.items_path(folder, "clothing"), source_column="image_url",
+                          source_sha256=atomic_files.source_sha256(items, "image_url"), n_zero_rows=0)
     config = Config(model="SASRec", dataset="clothing", config_dict={
         "data_path": str(tmp_path), "use_gpu": False, "feature_files": {"image": "clothing.image.npy"}})
     dataset = MultimodalSequentialDataset(config)
@@ -203,7 +204,7 @@ def test_loading_23k_by_1024_features_takes_seconds(tmp_path, monkeypatch):
 def test_features_of_a_reordered_items_table_are_refused(tiny, tmp_path):
     dataset, folder, order = tiny
     work = _copy_dataset_files(folder, tmp_path)
-    atomic.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": order[::-1], "text": "", "image_url": ""}))
+    atomic_files.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": order[::-1], "text": "", "image_url": ""}))
     npy = work / "mm.text.npy"
     with pytest.raises(FeatureFileError) as caught:
         _load(dataset, {"text": str(npy)})

@@ -11,9 +11,10 @@ import pandas as pd
 import pytest
 
 from conftest import ImageHandler
-from dataset_prep import amazon2014, atomic
-from dataset_prep.embedded import EMBEDDED, ensure_embedded_dataset
-from dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
+from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
+from recbole_fmrl.dataset_prep import amazon2014, atomic_files
+from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
+from recbole_fmrl.files import sha256_file
 
 CORE_USERS = [f"U{i}" for i in range(6)]
 CORE_ITEMS = [f"I{i}" for i in range(6)]
@@ -107,7 +108,7 @@ def test_inter_file_is_chronological_with_ties_in_file_order(prepared):
 
 def test_item_text_format(prepared):
     _, folder = prepared
-    items = atomic.read_items(folder / "beauty.items.tsv")
+    items = atomic_files.read_items(folder / "beauty.items.tsv")
     assert list(items["item_id"]) == CORE_ITEMS
     text = dict(zip(items["item_id"], items["text"]))
     assert text == {
@@ -128,8 +129,8 @@ def test_text_features_and_manifest(prepared):
     assert manifest["encoder"] == PACKAGED_MINILM
     assert (manifest["dim"], manifest["n_items"], manifest["n_zero_rows"]) == (384, 6, 1)
     assert manifest["items_file"] == "beauty.items.tsv"
-    items = atomic.read_items(folder / "beauty.items.tsv")
-    assert manifest["source_sha256"] == atomic.source_sha256(items, "text")
+    items = atomic_files.read_items(folder / "beauty.items.tsv")
+    assert manifest["source_sha256"] == atomic_files.source_sha256(items, "text")
     np.testing.assert_allclose(np.linalg.norm(features, axis=1), [1, 1, 1, 1, 1, 0], atol=1e-5)
     expected, _ = encode_texts(["Title: Lip Balm Price: 12.99 Brand: Acme Categories: Beauty, Skin Care, Lips"],
                                load_text_encoder(PACKAGED_MINILM))
@@ -155,7 +156,7 @@ def test_rerun_skips_finished_steps(prepared, caplog):
     out_dir, folder = prepared
     stamps = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder) if "." in name}
     n_requests = len(ImageHandler.requests_seen)
-    with caplog.at_level(logging.INFO, logger="dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
         row = amazon2014.prepare_dataset("beauty", str(out_dir), raw_dir=str(out_dir.parent / "raw"),
                                          text_encoder=PACKAGED_MINILM, image_model=IMAGE_MODEL,
                                          image_pretrained=None)
@@ -185,7 +186,7 @@ def test_dataset_class_maps_prepared_features_by_asin(prepared, monkeypatch):
         "data_path": str(out_dir), "use_gpu": False,
         "feature_files": {"text": "beauty.text.npy", "image": "beauty.image.npy"}})
     dataset = MultimodalSequentialDataset(config)
-    items = list(atomic.read_items(folder / "beauty.items.tsv")["item_id"])
+    items = list(atomic_files.read_items(folder / "beauty.items.tsv")["item_id"])
     for modality in ("text", "image"):
         matrix = np.load(folder / f"beauty.{modality}.npy")
         loaded = dataset.item_features(modality).numpy()
@@ -222,7 +223,7 @@ def test_ensure_embedded_dataset_writes_once(tmp_path):
     assert len(inter) == 167597 and list(inter.columns) == [
         "user_id:token", "item_id:token", "timestamp:float", "position:float"]
     assert sorted(os.listdir(folder)) == ["toys.inter", "toys.interactions.done.json", "toys.items.tsv"]  # no text offline
-    assert len(atomic.read_items(folder / "toys.items.tsv")) == 11924
+    assert len(atomic_files.read_items(folder / "toys.items.tsv")) == 11924
 
 
 def test_clothing_inter_has_no_timestamp_column(tmp_path):
@@ -277,16 +278,16 @@ def test_a_step_interrupted_or_with_changed_inputs_is_done_again(tmp_path, monke
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patched:
-        patched.setattr(atomic, "write_inter", interrupted)
+        patched.setattr(atomic_files, "write_inter", interrupted)
         with pytest.raises(KeyboardInterrupt):
             prepare(force=True)
-    assert len(atomic.read_items(folder / "beauty.items.tsv")) == 7  # new items table next to the old .inter
+    assert len(atomic_files.read_items(folder / "beauty.items.tsv")) == 7  # new items table next to the old .inter
     assert not (folder / "beauty.interactions.done.json").exists()
     row = prepare()  # no --force: the unfinished step is done again
     assert (row["items"], row["inter"]) == (7, 41)
     assert len(pd.read_csv(folder / "beauty.inter", sep="\t")) == 41
     record = json.loads((folder / "beauty.interactions.done.json").read_text())
-    assert record["inputs"] == {"beauty.interactions.tsv.gz": atomic.sha256_file(tables / "beauty" / "beauty.interactions.tsv.gz")}
+    assert record["inputs"] == {"beauty.interactions.tsv.gz": sha256_file(tables / "beauty" / "beauty.interactions.tsv.gz")}
 
     _write_table(tables)  # the input changes back: redone without --force
     assert (prepare()["items"], len(pd.read_csv(folder / "beauty.inter", sep="\t"))) == (6, 36)

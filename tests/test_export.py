@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from recbole_fmrl.deploy.evaluate import evaluate
+from recbole_fmrl.deploy.export import export
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.evaluate import evaluate
-from recbole_fmrl.export import export
-from recbole_fmrl.quick_start import run
+from recbole_fmrl.runner import run
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = [4, 8, 16]
@@ -40,13 +40,13 @@ def test_each_size_export_equals_its_training_row(trained, tmp_path):
 
 
 def test_export_rejects_size_outside_m(trained, tmp_path):
-    with pytest.raises(PluginError, match="not one of the trained sizes"):
+    with pytest.raises(PluginError, match="not one of the model's sizes"):
         export(trained["checkpoint"], 12, str(tmp_path / "x.pth"))
 
 
 def test_evaluate_cli_prints_json_last(trained, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "recbole_fmrl.evaluate", trained["checkpoint"], "--size=8"],
+        [sys.executable, "-m", "recbole_fmrl.deploy.evaluate", trained["checkpoint"], "--size=8"],
         cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 0, done.stderr[-2000:]

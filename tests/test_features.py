@@ -1,4 +1,4 @@
-"""python -m dataset_prep features: item text and image features for any RecBole atomic dataset."""
+"""python -m recbole_fmrl.dataset_prep features: item text and image features for any RecBole atomic dataset."""
 
 import hashlib
 import json
@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import recbole
 import torch
 import yaml
 from PIL import Image
 
-import recbole
-from dataset_prep import atomic, features
-from dataset_prep.__main__ import main
-from dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
+from recbole_fmrl.dataset_prep import atomic_files, features
+from recbole_fmrl.dataset_prep.__main__ import main
+from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
 
 IMAGE_MODEL = "ViT-S-32"  # random weights (--image_pretrained=none): fast to build on CPU
 ML_100K = Path(recbole.__file__).resolve().parent / "dataset_example" / "ml-100k"
@@ -68,7 +68,7 @@ def shop(tmp_path_factory, image_server):
 
 def test_item_text_per_field_type(shop):
     _, folder = shop
-    items = atomic.read_items(folder / "shop.items.tsv")
+    items = atomic_files.read_items(folder / "shop.items.tsv")
     assert list(items["item_id"]) == ["i1", "i2", "i3", "i5", "i6", "i4"]  # .item order, then .inter-only items
     assert dict(zip(items["item_id"], items["text"])) == EXPECTED_TEXT
     assert features.field_text("7", "float") == "7" and features.field_text("1e-3 2", "float_seq") == "0.001 2"
@@ -119,17 +119,17 @@ def test_rerun_skips_finished_steps_and_redoes_a_changed_one(shop, image_server,
     root, folder = shop
     outputs = ["shop.items.tsv", "shop.text.npy", "shop.image.npy"]
     stamps = {name: os.stat(folder / name).st_mtime_ns for name in outputs}
-    with caplog.at_level(logging.INFO, logger="dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
         assert main(_args(root)) == 0
     assert {name: os.stat(folder / name).st_mtime_ns for name in outputs} == stamps
     assert sum("skipped" in message for message in caplog.messages) == 3
     before = np.load(folder / "shop.text.npy")
     _write_shop(root, image_server, title_of_i1="Lip Gloss")  # one input changes
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
         assert main(_args(root)) == 0
     after = np.load(folder / "shop.text.npy")
-    assert atomic.read_items(folder / "shop.items.tsv")["text"][0].startswith("Title: Lip Gloss Brand: Acme")
+    assert atomic_files.read_items(folder / "shop.items.tsv")["text"][0].startswith("Title: Lip Gloss Brand: Acme")
     assert not np.allclose(before[0], after[0]) and np.allclose(before[1:], after[1:], atol=1e-5)
     assert os.stat(folder / "shop.image.npy").st_mtime_ns == stamps["shop.image.npy"]  # its sources did not change
     assert sum("skipped" in message for message in caplog.messages) == 1
@@ -150,13 +150,13 @@ def _ml100k_slice(root, n_users=40):
 
 
 def test_ml100k_slice_features_train_fmrlrec_text(tmp_path, monkeypatch, capsys):
-    from recbole_fmrl.quick_start import run
+    from recbole_fmrl.runner import run
 
     folder, n_items = _ml100k_slice(tmp_path)
     assert main(["features", "--dataset=ml-100k", f"--data_path={tmp_path}", "--text_fields=movie_title,release_year,class",
                  "--batch_size=256"]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == ["feature_files: {text: ml-100k.text.npy}"]
-    items = atomic.read_items(folder / "ml-100k.items.tsv")
+    items = atomic_files.read_items(folder / "ml-100k.items.tsv")
     assert len(items) == n_items
     assert items["text"][items["item_id"] == "1"].item() == "Movie Title: Toy Story Release Year: 1995 Class: Animation Children's Comedy"
     monkeypatch.chdir(tmp_path)

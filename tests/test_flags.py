@@ -2,7 +2,7 @@
 
 import pytest
 
-from dataset_prep.__main__ import build_parser
+from recbole_fmrl.dataset_prep.__main__ import build_parser
 from recbole_fmrl.flags import FlagParser
 
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_fmrl.checkpoint import run_identity
+from recbole_fmrl.checkpoint import item_order_sha256, run_identity
+from recbole_fmrl.deploy.evaluate import evaluate
+from recbole_fmrl.deploy.funnel import INDEX_KINDS, FunnelIndex, index_path_beside
+from recbole_fmrl.deploy.funnel import main as funnel_main
+from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.evaluate import evaluate
-from recbole_fmrl.funnel import INDEX_KINDS, FunnelIndex, index_path_beside, item_order_sha256
-from recbole_fmrl.funnel import main as funnel_main
-from recbole_fmrl.serving import Recommender
-from recbole_fmrl.trainer import atomic_save
+from recbole_fmrl.files import torch_save_atomic
 
 from test_serving import N_ITEMS, build, data_path, random_history  # noqa: F401 (data_path: fixture)
 
@@ -87,7 +87,7 @@ def test_saved_index_is_reused_and_refused_for_another_catalogue(data_path, tmp_
 def test_evaluator_funnel_equals_exact_and_cli_refuses_foreign_index_in_one_line(data_path, tmp_path, monkeypatch):
     model, config, dataset = build(data_path)
     checkpoint = str(tmp_path / "model.pth")
-    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
+    torch_save_atomic({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
                  "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, checkpoint)
     exact = evaluate(checkpoint, size=8)
     funnel = evaluate(checkpoint, size=8, funnel=(4, N_ITEMS), index="flat")
@@ -97,7 +97,7 @@ def test_evaluator_funnel_equals_exact_and_cli_refuses_foreign_index_in_one_line
     assert narrow != exact["test_result"]  # a real shortlist changes the ranking on this model
 
     monkeypatch.setattr(sys, "argv", ["funnel", checkpoint, "--size=4", "--index=ivf"])
-    funnel_main()  # python -m recbole_fmrl.funnel: build once, save beside the checkpoint
+    funnel_main()  # python -m recbole_fmrl.deploy.funnel: build once, save beside the checkpoint
     saved = index_path_beside(checkpoint, 4, "ivf")
     assert saved == str(tmp_path / "model.m4-ivf.faiss") and Path(saved + ".json").is_file()
     reused = evaluate(checkpoint, size=8, funnel=(4, N_ITEMS), index_file=saved)
@@ -107,7 +107,7 @@ def test_evaluator_funnel_equals_exact_and_cli_refuses_foreign_index_in_one_line
     foreign = FunnelIndex.build(model.item_table().detach(), 4, "flat", item_order_sha256(tokens[::-1]))
     foreign_path = foreign.save(index_path_beside(checkpoint, 4, "flat"))
     done = subprocess.run(
-        [sys.executable, "-m", "recbole_fmrl.evaluate", checkpoint, "--funnel=4,10", f"--index-file={foreign_path}"],
+        [sys.executable, "-m", "recbole_fmrl.deploy.evaluate", checkpoint, "--funnel=4,10", f"--index-file={foreign_path}"],
         cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
     assert done.returncode == 2

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 import run_recbole_fmrl
-from recbole_fmrl import compare, tune
 from recbole_fmrl.config import Config, parse_overrides
-from recbole_fmrl.errors import ConfigError, InputFileError
-from recbole_fmrl.quick_start import build, main_guarded
-from recbole_fmrl.utils import create_dataset
+from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.errors import ConfigError, InputFileError, main_guarded
+from recbole_fmrl.experiments import compare, tune
+from recbole_fmrl.runner import build
 
 HEADER = "user_id:token\titem_id:token\ttimestamp:float"
 

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from recbole_fmrl.config import Config
+from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.errors import ConfigError, FeatureFileError
 from recbole_fmrl.model import FMLPRec, LRURec, fMRLRec
 from recbole_fmrl.model.layers import doubling_sizes, nested_cross_entropy
-from recbole_fmrl.utils import create_dataset
 
 from conftest import perturb_outside_slice, write_multimodal_tiny
 

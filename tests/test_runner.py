@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_fmrl.config import Config
-from recbole_fmrl.quick_start import run
-from recbole_fmrl.utils import get_model
+from recbole_fmrl.config import Config, get_model
+from recbole_fmrl.runner import run
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -7,12 +7,12 @@ import torch.nn.functional as F
 
 from recbole_fmrl.config import Config
 from recbole_fmrl.data import LengthGroupedTrainDataLoader, sequence_window_rows
+from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model import LRURec, fMRLRec
 from recbole_fmrl.model.next_item_training import next_item_targets
-from recbole_fmrl.quick_start import build as build_run
+from recbole_fmrl.runner import build as build_run
 from recbole_fmrl.trainer import SafeTrainer, parameter_groups, warmup_then
-from recbole_fmrl.utils import create_dataset
 
 from conftest import write_multimodal_tiny
 

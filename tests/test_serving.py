@@ -9,11 +9,11 @@ from torch.overrides import TorchFunctionMode
 
 from recbole_fmrl.checkpoint import run_identity
 from recbole_fmrl.config import Config
+from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import PluginError
+from recbole_fmrl.files import torch_save_atomic
 from recbole_fmrl.model import LRURec, fMRLRec
-from recbole_fmrl.serving import Recommender
-from recbole_fmrl.trainer import atomic_save
-from recbole_fmrl.utils import create_dataset
 
 from conftest import write_multimodal_tiny
 
@@ -171,12 +171,12 @@ def test_update_is_constant_time_and_leaves_the_old_state_alone(data_path):
 
 
 def test_load_real_export_file_with_tokens(data_path, tmp_path):
-    """A size-m file written by ``recbole_fmrl.export`` serves like the full model at eval_size m."""
-    from recbole_fmrl.export import export
+    """A size-m file written by ``recbole_fmrl.deploy.export`` serves like the full model at eval_size m."""
+    from recbole_fmrl.deploy.export import export
 
     model, config, dataset = build(data_path)
     checkpoint = tmp_path / "full.pth"
-    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
+    torch_save_atomic({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
                  "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, str(checkpoint))
     export(str(checkpoint), 8, str(tmp_path / "small.pth"))
 
@@ -236,7 +236,7 @@ def test_padding_of_a_batched_top_k_never_becomes_an_item(data_path):
 def test_a_checkpoint_is_refused_once_its_feature_files_changed(data_path, tmp_path):
     model, config, dataset = build(data_path)
     checkpoint = tmp_path / "full.pth"
-    atomic_save({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
+    torch_save_atomic({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(), "config": config.to_dict(),
                  "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, str(checkpoint))
     assert Recommender.load(str(checkpoint)).n_items == dataset.item_num
     manifest = tmp_path / "tiny" / "tiny.image.npy.json"

@@ -9,14 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.config import Config
 from recbole_fmrl.data import quantization
-from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.errors import ConfigError, main_guarded
 from recbole_fmrl.model import UniSRec, VQRec
 from recbole_fmrl.model.unisrec import MoEAdaptor
-from recbole_fmrl.checkpoint import read_checkpoint
-from recbole_fmrl.quick_start import main_guarded, run
-from recbole_fmrl.utils import create_dataset
+from recbole_fmrl.runner import run
 
 from conftest import write_multimodal_tiny
 

@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recbole_fmrl import reports
-from recbole_fmrl import tune as tuning
 from recbole_fmrl.config import PROPERTIES_DIR, Config
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.quick_start import run
+from recbole_fmrl.experiments import tune as tuning
+from recbole_fmrl.runner import run
+
+from conftest import read_csv
 
 SPACE = """
 hidden_size: {choice: [8, 16]}
@@ -35,7 +36,7 @@ def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path
                              out=str(tmp_path / "results"))
     assert not ray.is_initialized()  # Ray was shut down
 
-    table = reports.read_csv(tmp_path / "results" / "tiny" / "tune.csv")
+    table = read_csv(tmp_path / "results" / "tiny" / "tune.csv")
     assert len(table) == 2 and [r["trial_id"] for r in table] == [r["trial_id"] for r in rows]
     scores = [float(r["ndcg@10"]) for r in table]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)

@@ -17,7 +17,7 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureSource, FeatureType
 
-from dataset_prep import atomic
+from recbole_fmrl.dataset_prep import atomic_files
 from recbole_fmrl.errors import ConfigError, FeatureFileError
 
 
@@ -62,12 +62,12 @@ def check_feature_source(path, manifest, modality):
     if expected is None:
         return
     items_file = os.path.join(os.path.dirname(path), manifest["items_file"])
-    column = manifest.get("source_column") or atomic.SOURCE_COLUMNS.get(modality)
-    items = atomic.read_items(items_file)
+    column = manifest.get("source_column") or atomic_files.SOURCE_COLUMNS.get(modality)
+    items = atomic_files.read_items(items_file)
     if column not in items:
         raise FeatureFileError(
             f"cannot check feature file {path} against {items_file}: no source column {column!r} for its source_sha256")
-    if atomic.source_sha256(items, column) != expected:
+    if atomic_files.source_sha256(items, column) != expected:
         raise FeatureFileError(
             f"feature file {path} was computed from another version of {items_file} (reordered or edited: "
             f"source_sha256 differs), so its rows would belong to other items; prepare the dataset again")

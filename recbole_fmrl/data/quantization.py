@@ -18,7 +18,8 @@ from logging import getLogger
 import numpy as np
 import torch
 
-from dataset_prep import atomic
+from recbole_fmrl import files
+from recbole_fmrl.dataset_prep import atomic_files
 from recbole_fmrl.errors import ConfigError
 
 KIND = "faiss OPQ rotation + product quantizer codes"
@@ -81,7 +82,7 @@ def item_codes(dataset, modality, n_codebooks, code_cap, seed):
     key = {
         "kind": KIND,
         "source": os.path.basename(source),
-        "source_sha256": atomic.sha256_file(source),
+        "source_sha256": files.sha256_file(source),
         "items_sha256": hashlib.sha256("\n".join(map(str, tokens)).encode("utf-8")).hexdigest(),
         "n_items": len(tokens),
         "n_codebooks": n_codebooks,
@@ -96,10 +97,10 @@ def item_codes(dataset, modality, n_codebooks, code_cap, seed):
     started = time.perf_counter()
     codes = opq_codes(vectors, n_codebooks, code_cap, seed)
     seconds = round(time.perf_counter() - started, 2)
-    atomic.save_npy_atomic(path, codes.astype(np.int16))
+    files.save_npy_atomic(path, codes.astype(np.int16))
     import faiss
 
-    atomic.write_json_atomic(atomic.manifest_path(path), {**key, "faiss": faiss.__version__, "seconds": seconds})
+    files.write_json_atomic(atomic_files.manifest_path(path), {**key, "faiss": faiss.__version__, "seconds": seconds})
     logger.info(f"{modality} codes: computed in {seconds} s, cached in {path}")
     return torch.from_numpy(codes)
 
@@ -107,7 +108,7 @@ def item_codes(dataset, modality, n_codebooks, code_cap, seed):
 def _read_cached(path, key):
     """The cached codes at ``path`` if its manifest matches ``key``, else None."""
     try:
-        manifest = atomic.read_manifest(path)
+        manifest = atomic_files.read_manifest(path)
         if manifest is None or any(manifest.get(k) != v for k, v in key.items()):
             return None
         codes = np.load(path)

@@ -11,7 +11,7 @@ from recbole_fmrl.model.layers import (
     ItemAttributeEmbedding,
     LRUEncoder,
     check_nested_sizes,
-    count_parameters,
+    check_size,
     doubling_sizes,
     nested_cross_entropy,
     sliced_state_dict,
@@ -112,6 +112,12 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         self.encoder = LRUEncoder.from_config(self.mrl_hidden_sizes, config)
         self.eval_size = config["eval_size"]
 
+    @classmethod
+    def item_feature_modalities(cls, config):
+        """The item features a model built with ``config`` reads: its ``modalities`` other than ``id``
+        (feature files, and the ``.item`` fields of ``attributes``)."""
+        return [m for m in cls._check_modalities(config["modalities"]) if m != "id"]
+
     @staticmethod
     def _check_modalities(modalities):
         if isinstance(modalities, str):
@@ -146,10 +152,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
 
     @eval_size.setter
     def eval_size(self, size):
-        size = self.hidden_size if size is None else size
-        if size not in self.mrl_hidden_sizes:
-            raise ConfigError(f"eval_size must be one of mrl_hidden_sizes {self.mrl_hidden_sizes}, got {size!r}")
-        self._eval_size = int(size)
+        self._eval_size = check_size(self.hidden_size if size is None else size, self.mrl_hidden_sizes, "eval_size")
 
     def item_table(self):
         """The catalogue's representations E, [n_items, D] (eq. 7).
@@ -166,15 +169,17 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             self._cached_table = cached = (key, self.item_encoder())
         return cached[1]
 
-    def encode(self, item_seq, item_table=None):
-        """Hidden states of every position, [B, L, D]; position t only reads items ≤ t.
+    def encode(self, item_seq, item_table=None, return_state=False):
+        """Hidden states of every position, [B, L, D]; position t only reads items ≤ t. With
+        ``return_state``, also the recurrent state of every block after every position (what
+        :meth:`step` continues from), [n_layers, B, L, 2D].
 
         Item representations are rows of ``item_table`` (default :meth:`item_table`): the catalogue
         is projected once per step, not once per position.
         """
         table = self.item_table() if item_table is None else item_table
         embedded = self.input_dropout(F.embedding(item_seq, table))
-        return self.encoder(embedded, item_seq != 0)
+        return self.encoder(embedded, item_seq != 0, return_state=return_state)
 
     def forward(self, item_seq, item_seq_len, item_table=None):
         """User representation at the last real position, [B, D]."""
@@ -212,13 +217,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         return seq_output[:, :size] @ item_table[:, :size].T  # [B, n_items]
 
     def _size_index(self, size):
-        if size not in self.mrl_hidden_sizes:
-            raise ConfigError(f"size must be one of mrl_hidden_sizes {self.mrl_hidden_sizes}, got {size!r}")
-        return self.mrl_hidden_sizes.index(size)
-
-    def count_parameters(self):
-        """Trainable parameters, not counting the structurally zero fMRL entries."""
-        return count_parameters(self)
+        return self.mrl_hidden_sizes.index(check_size(size, self.mrl_hidden_sizes))
 
     def sliced_config(self, size):
         """Config overrides of the standalone size-``size`` fMRLRec."""

@@ -21,6 +21,11 @@ class ItemTableTransformer(SequentialRecommender):
     ``i`` by ``cos(s, e_i) / temperature`` (the cosine alone ranks at evaluation).
     """
 
+    @classmethod
+    def item_feature_modalities(cls, config):
+        """The feature files the model reads: UniSRec and VQRec both read the text vectors."""
+        return ["text"]
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hidden_size, heads = config["hidden_size"], config["n_heads"]

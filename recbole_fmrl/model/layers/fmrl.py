@@ -35,6 +35,13 @@ def check_nested_sizes(sizes, full_size=None, name="mrl_hidden_sizes"):
     return sizes
 
 
+def check_size(size, sizes, name="size"):
+    """``size`` if it is one of the nested sizes ``sizes`` (a model's M), else one ConfigError naming it."""
+    if isinstance(size, bool) or size not in sizes:
+        raise ConfigError(f"{name} {size!r} is not one of the model's sizes {list(sizes)}")
+    return int(size)
+
+
 def doubling_sizes(full_size, smallest=8):
     """Default nested sizes [8, 16, 32, ..., full_size] (the paper's doubling series)."""
     sizes = []
@@ -64,7 +71,7 @@ def sliced_state_dict(module, index):
 
 
 def count_parameters(module):
-    """Trainable parameters of ``module``, not counting the structurally zero fMRL entries."""
+    """Trainable parameters of ``module`` (any model), not counting the structurally zero fMRL entries."""
     total = sum(p.numel() for p in module.parameters() if p.requires_grad)
     return total - sum(int(layer.zero_mask.sum()) for layer in module.modules() if isinstance(layer, FMRLLinear))
 

@@ -69,10 +69,13 @@ class LRULayer(nn.Module):
     def _readout(self, hidden):
         return self.out_proj(torch.view_as_real(hidden).flatten(-2))
 
-    def forward(self, x, mask):
-        """All time steps at once with the parallel scan: [B, L, D] -> [B, L, D]."""
+    def forward(self, x, mask, return_state=False):
+        """All time steps at once with the parallel scan: [B, L, D] -> [B, L, D]; with
+        ``return_state`` also the state after every step, [B, L, 2N] (the layout of :meth:`step`)."""
         decay, gamma = self._recurrence()
-        return self._readout(linear_scan(self._driving_input(x, mask, gamma), decay))
+        hidden = linear_scan(self._driving_input(x, mask, gamma), decay)
+        output = self._readout(hidden)
+        return (output, torch.view_as_real(hidden).flatten(-2)) if return_state else output
 
     def step(self, x, state, mask):
         """One recurrent step: ``x`` [B, D], ``state`` [B, 2N] -> (``y`` [B, D], new state [B, 2N])."""
@@ -116,9 +119,10 @@ class LRUBlock(nn.Module):
     def _feed_forward(self, x):
         return x + self.ffn_dropout(self.ffn(self.ffn_norm(x)))
 
-    def forward(self, x, mask):
-        x = x + self.lru_dropout(self.lru(self.lru_norm(x), mask))
-        return self._feed_forward(x)
+    def forward(self, x, mask, return_state=False):
+        y, state = self.lru(self.lru_norm(x), mask, return_state=True)
+        output = self._feed_forward(x + self.lru_dropout(y))
+        return (output, state) if return_state else output
 
     def step(self, x, state, mask):
         y, state = self.lru.step(self.lru_norm(x), state, mask)
@@ -147,8 +151,10 @@ class PostNormLRUBlock(nn.Module):
     def _feed_forward(self, x):
         return self.ffn_norm(x + self.ffn(x))
 
-    def forward(self, x, mask):
-        return self._feed_forward(self.lru_norm(x + self.lru_dropout(self.lru(x, mask))))
+    def forward(self, x, mask, return_state=False):
+        y, state = self.lru(x, mask, return_state=True)
+        output = self._feed_forward(self.lru_norm(x + self.lru_dropout(y)))
+        return (output, state) if return_state else output
 
     def step(self, x, state, mask):
         y, state = self.lru.step(x, state, mask)
@@ -158,9 +164,10 @@ class PostNormLRUBlock(nn.Module):
 class LRUEncoder(nn.Module):
     """A stack of LRU blocks whose last output is the sequence representation (eq. 13: no norm after it).
 
-    ``forward`` runs whole (right-padded) sequences with the parallel scan; ``init_state`` and
-    ``step`` run the same network one item at a time with O(1) work per item, e.g. to keep a
-    per-user state when serving. The stacked state is [n_layers, B, 2N].
+    ``forward`` runs whole (right-padded) sequences with the parallel scan (``return_state=True``:
+    with the recurrent state after every step); ``init_state`` and ``step`` run the same network one
+    item at a time with O(1) work per item, e.g. to keep a per-user state when serving. The stacked
+    state is [n_layers, B, 2N].
     """
 
     def __init__(self, blocks):
@@ -186,10 +193,18 @@ class LRUEncoder(nn.Module):
             for _ in range(n_layers)
         )
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, return_state=False):
+        """[B, L, D] -> [B, L, D]; with ``return_state`` also every block's recurrent state after every
+        step, [n_layers, B, L, 2N] (``state[:, b, t]`` is what :meth:`step` continues from after t)."""
+        if not return_state:
+            for block in self.blocks:
+                x = block(x, mask)
+            return x
+        states = []
         for block in self.blocks:
-            x = block(x, mask)
-        return x
+            x, state = block(x, mask, return_state=True)
+            states.append(state)
+        return x, torch.stack(states)
 
     def init_state(self, batch_size):
         weight = self.blocks[0].lru.params_log

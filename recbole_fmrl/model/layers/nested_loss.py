@@ -5,7 +5,9 @@ The size-m scores are ``h[:, :m] · E[:, :m]ᵀ`` (eq. 13). Over the blocks ``M[
 running sums of block products, so one pass over the blocks yields every size's scores; the
 gradient of block j collects the score gradients of all sizes m >= M[j] (a suffix sum). Rows are
 processed in chunks, so the K score matrices of a chunk stay in cache and the [N, n_items] score
-matrices of the whole batch are never stored.
+matrices of the whole batch are never stored. The loss is the last operation of a training step,
+so the gradients are computed in the same pass as the loss (softmax − one-hot, while the chunk's
+scores are in cache) and the backward pass only scales them: no score is computed twice.
 """
 
 import torch
@@ -17,54 +19,43 @@ def _blocks(sizes):
     return list(zip([0] + list(sizes[:-1]), sizes))
 
 
-def _chunk_scores(hidden, table_t, sizes):
-    """Scores of every size for the rows of ``hidden``: a list of K [rows, n_items] tensors."""
-    scores, running = [], None
-    for a, b in _blocks(sizes):
-        block = hidden[:, a:b] @ table_t[a:b] if running is None else torch.addmm(running, hidden[:, a:b], table_t[a:b])
-        scores.append(block)
-        running = block
-    return scores
-
-
 class NestedCrossEntropy(torch.autograd.Function):
-    """``Σ_m mean_i CE(h_i[:m] · E[:, :m]ᵀ, y_i)`` with its gradient, recomputing scores per chunk."""
+    """``Σ_m mean_i CE(h_i[:m] · E[:, :m]ᵀ, y_i)``; its gradients are computed by ``forward``."""
 
     @staticmethod
     def forward(ctx, hidden, table, targets, sizes):
         table_t = table.T.contiguous()
-        log_normalisers = hidden.new_empty(len(sizes), hidden.size(0))
+        grad_hidden, grad_table_t = torch.empty_like(hidden), torch.zeros_like(table_t)
         total = hidden.new_zeros(())
         for start in range(0, hidden.size(0), ROWS_PER_CHUNK):
             rows = slice(start, start + ROWS_PER_CHUNK)
-            chunk_targets = targets[rows, None]
-            for k, scores in enumerate(_chunk_scores(hidden[rows], table_t, sizes)):
-                log_probs = torch.log_softmax(scores, dim=1)
-                log_normalisers[k, rows] = scores[:, 0] - log_probs[:, 0]
-                total -= log_probs.gather(1, chunk_targets).sum()
-        ctx.save_for_backward(hidden, table_t, targets, log_normalisers)
-        ctx.sizes = sizes
+            chunk, chunk_targets = hidden[rows], targets[rows]
+            index = torch.arange(chunk.size(0), device=hidden.device)
+            scores, grads = None, []  # scores: the running size-m scores of the chunk
+            for a, b in _blocks(sizes):
+                if scores is None:
+                    scores = chunk[:, a:b] @ table_t[a:b]
+                else:
+                    scores.addmm_(chunk[:, a:b], table_t[a:b])
+                top = scores.amax(dim=1, keepdim=True)
+                probs = torch.sub(scores, top).exp_()
+                normaliser = probs.sum(dim=1, keepdim=True)
+                total += (top + normaliser.log()).sum() - scores[index, chunk_targets].sum()
+                probs.div_(normaliser)[index, chunk_targets] -= 1.0  # d CE / d scores = softmax − one-hot
+                grads.append(probs)
+            for k in range(len(grads) - 2, -1, -1):  # block k feeds every size >= k
+                grads[k] += grads[k + 1]
+            for (a, b), grad in zip(_blocks(sizes), grads):
+                grad_hidden[rows, a:b] = grad @ table_t[a:b].T
+                grad_table_t[a:b].addmm_(chunk[:, a:b].T, grad)
+        ctx.save_for_backward(grad_hidden, grad_table_t)
         return total / hidden.size(0)
 
     @staticmethod
     def backward(ctx, grad_output):
-        hidden, table_t, targets, log_normalisers = ctx.saved_tensors
-        grad_hidden, grad_table_t = torch.zeros_like(hidden), torch.zeros_like(table_t)
-        scale = float(grad_output) / hidden.size(0)
-        for start in range(0, hidden.size(0), ROWS_PER_CHUNK):
-            rows = slice(start, start + ROWS_PER_CHUNK)
-            chunk = hidden[rows]
-            index = torch.arange(chunk.size(0), device=hidden.device)
-            grads = _chunk_scores(chunk, table_t, ctx.sizes)
-            for k, scores in enumerate(grads):  # d CE / d scores = softmax - one-hot, in place
-                scores.sub_(log_normalisers[k, rows, None]).exp_()
-                scores[index, targets[rows]] -= 1.0
-            for k in range(len(grads) - 2, -1, -1):  # block k feeds every size >= k
-                grads[k] += grads[k + 1]
-            for (a, b), grad in zip(_blocks(ctx.sizes), grads):
-                grad_hidden[rows, a:b] = torch.mm(grad, table_t[a:b].T).mul_(scale)
-                grad_table_t[a:b].addmm_(chunk[:, a:b].T, grad, alpha=scale)
-        return grad_hidden, grad_table_t.T, None, None
+        grad_hidden, grad_table_t = ctx.saved_tensors
+        scale = grad_output / grad_hidden.size(0)
+        return grad_hidden * scale, (grad_table_t * scale).T, None, None
 
 
 def nested_cross_entropy(hidden, table, targets, sizes):

@@ -1,4 +1,4 @@
-"""Case r of ``python -m benchmarks.run``: Matryoshka funnel retrieval against exact full-size top-k,
+"""Case r of ``python -m recbole_fmrl.benchmarks.run``: Matryoshka funnel retrieval against exact full-size top-k,
 on a trained fMRLRec (``--checkpoint``; the goals are set for D = 256).
 
 r (real data)    the checkpoint's dataset and test split: NDCG@10 through the funnel (m, K) / exact
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import faiss
 import torch
 
-from recbole_fmrl.funnel import FunnelIndex, shortlist_and_rerank
+from recbole_fmrl.deploy.funnel import FunnelIndex, shortlist_and_rerank
 
 GENERATION_CHUNK = 65536  # synthetic items projected per step (bounds the feature memory)
 
@@ -49,20 +49,20 @@ FUNNEL_PRESETS = {
 
 
 def funnel_case(bench, checkpoint_path, preset, make_row):
-    """Add the rows of case r to ``bench`` (a ``benchmarks.run.Bench``); ``make_row`` is its row()."""
-    from recbole_fmrl.evaluate import funnel_full_sort_predict
+    """Add the rows of case r to ``bench`` (a ``recbole_fmrl.benchmarks.run.Bench``); ``make_row`` is its row()."""
     from recbole_fmrl.checkpoint import read_checkpoint
-    from recbole_fmrl.export import build_trained
-    from recbole_fmrl.serving import Recommender
-    from recbole_fmrl.utils import get_trainer
+    from recbole_fmrl.deploy.evaluate import funnel_full_sort_predict
+    from recbole_fmrl.deploy.serving import Recommender
+    from recbole_fmrl.deploy.trained import item_tokens, load_trained_run
+    from recbole_fmrl.trainer import get_trainer
 
     s = FUNNEL_PRESETS[preset]
     faiss.omp_set_num_threads(torch.get_num_threads())  # the same threads as torch's exact scoring
     checkpoint = read_checkpoint(checkpoint_path)
-    config, model, (_, _, test_data) = build_trained(checkpoint, checkpoint_path)
+    config, model, (_, _, test_data) = load_trained_run(checkpoint, checkpoint_path)
     model = model.to(bench.device).eval()
     dataset = test_data._dataset
-    tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+    tokens = item_tokens(dataset)
     d = model.hidden_size
     histories = first_test_histories(model, test_data, s.users)
     users = len(histories)

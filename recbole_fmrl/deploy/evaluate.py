@@ -1,10 +1,10 @@
 """Evaluate any checkpoint or size-m export on the test split of its dataset; the last line
 printed is the metrics as JSON.
 
-    python -m recbole_fmrl.evaluate fMRLRec-64.pth [--dataset beauty] [--size m]
-    python -m recbole_fmrl.evaluate fMRLRec-64.pth --funnel 16,200 [--index hnsw | --index-file F]
+    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth [--dataset beauty] [--size m]
+    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth --funnel 16,200 [--index hnsw | --index-file F]
 
-``--funnel m,K`` scores through Matryoshka funnel retrieval (``recbole_fmrl.funnel``): every item at
+``--funnel m,K`` scores through Matryoshka funnel retrieval (``recbole_fmrl.deploy.funnel``): every item at
 size m through a faiss index, the top K reranked at the evaluated size, the rest ranked last; the
 metrics are RecBole's, as for exact scoring.
 """
@@ -15,11 +15,11 @@ import json
 import torch
 
 from recbole_fmrl.checkpoint import read_checkpoint
-from recbole_fmrl.errors import PluginError
-from recbole_fmrl.export import build_trained
-from recbole_fmrl.funnel import INDEX_KINDS, FunnelIndex, item_order_sha256, shortlist_and_rerank
-from recbole_fmrl.quick_start import count_parameters, main_guarded
-from recbole_fmrl.utils import get_trainer
+from recbole_fmrl.deploy.funnel import INDEX_KINDS, FunnelIndex, check_funnel_size, model_index, shortlist_and_rerank
+from recbole_fmrl.deploy.trained import item_tokens, load_trained_run
+from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.model.layers import check_size, count_parameters
+from recbole_fmrl.trainer import get_trainer
 
 
 def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_file=None):
@@ -31,11 +31,9 @@ def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_fil
     checkpoint = read_checkpoint(path)
     if dataset and dataset != checkpoint["dataset"]:
         raise PluginError(f"{path} was trained on '{checkpoint['dataset']}', not '{dataset}'")
-    config, model, (_, _, test_data) = build_trained(checkpoint, path)
+    config, model, (_, _, test_data) = load_trained_run(checkpoint, path)
     if size is not None:
-        if size not in getattr(model, "mrl_hidden_sizes", ()):
-            raise PluginError(f"--size {size} is not one of the model's sizes {getattr(model, 'mrl_hidden_sizes', [])}")
-        model.eval_size = size
+        model.eval_size = check_size(size, getattr(model, "mrl_hidden_sizes", ()), "--size")
     if funnel is not None:
         funnel_index = funnel_index_for(model, test_data._dataset, funnel[0], index, index_file)
         model.full_sort_predict = funnel_full_sort_predict(model, funnel_index, funnel[1])
@@ -55,19 +53,13 @@ def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_fil
 def funnel_index_for(model, dataset, size, kind, index_file=None):
     """The funnel index of ``model``'s size-``size`` item prefix: loaded from ``index_file`` (checked
     against ``dataset``'s item order) or built."""
-    if not hasattr(model, "item_table") or size not in getattr(model, "mrl_hidden_sizes", ()):
-        raise PluginError(f"funnel size {size} is not one of the model's sizes {getattr(model, 'mrl_hidden_sizes', [])}")
-    if size > model.eval_size:
-        raise PluginError(f"funnel size {size} is larger than the evaluated size {model.eval_size}")
-    tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
-    if index_file:
-        index = FunnelIndex.load(index_file, tokens)
-        if index.size != size:
-            raise PluginError(f"funnel index {index_file} is of size {index.size}, not {size}")
-        return index
-    model.eval()
-    with torch.inference_mode():
-        return FunnelIndex.build(model.item_table(), size, kind, item_order_sha256(tokens))
+    if not index_file:
+        return model_index(model, item_tokens(dataset), size, kind)
+    check_funnel_size(model, size)
+    index = FunnelIndex.load(index_file, item_tokens(dataset))
+    if index.size != size:
+        raise PluginError(f"funnel index {index_file} is of size {index.size}, not {size}")
+    return index
 
 
 def funnel_full_sort_predict(model, index, shortlist):
@@ -107,7 +99,7 @@ def main():
     parser.add_argument("--funnel", type=parse_funnel, default=None, metavar="m,K",
                         help="funnel retrieval: shortlist K items at size m, rerank at the evaluated size")
     parser.add_argument("--index", choices=INDEX_KINDS, default="flat", help="funnel index kind (default flat: exact)")
-    parser.add_argument("--index-file", default=None, help="a saved funnel index to reuse (python -m recbole_fmrl.funnel)")
+    parser.add_argument("--index-file", default=None, help="a saved funnel index to reuse (python -m recbole_fmrl.deploy.funnel)")
     args = parser.parse_args()
     print(json.dumps(evaluate(args.file, args.dataset, args.size, args.funnel, args.index, args.index_file)))
 

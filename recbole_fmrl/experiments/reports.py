@@ -1,6 +1,6 @@
-"""Shared helpers for the experiment scripts (``compare``, ``tune``): atomic files, the git commit,
-paper-shaped tables (Table 2 / Table 3), the per-size table and plot (Figure 3) and parameter
-counts of freshly built models (Figure 4)."""
+"""What the experiment scripts (``compare``, ``tune``) write: paper-shaped tables (Table 2 / Table 3:
+CSV and markdown), the per-size table and plot (Figure 3), the parameter table and plot (Figure 4),
+with their provenance (the git commit) and progress lines. Every file is written crash-safe."""
 
 import csv
 import io
@@ -10,16 +10,10 @@ import math
 import subprocess
 from pathlib import Path
 
-from dataset_prep.atomic import atomic_path
-from recbole_fmrl.quick_start import REPORTED_METRICS
+from recbole_fmrl.config import REPORTED_METRICS
+from recbole_fmrl.files import atomic_path, write_text_atomic
 
 METRIC_LABELS = {"ndcg@5": "N@5", "recall@5": "R@5", "ndcg@10": "N@10", "recall@10": "R@10"}
-PAPER_FIGURE4_SAVING = {128: 0.0, 256: 25.16, 512: 31.39, 1024: 32.90, 2048: 33.25}
-"""The saving rates (%) printed in the paper's Figure 4 for M = [2^7, ..., D]."""
-PAPER_FEATURE_DIMS = {"text": 1024, "image": 1152}
-"""Feature sizes of the paper's encoders: BAAI/bge-large-en-v1.5 (text), SigLIP so400m (image)."""
-PAPER_ITEM_NUM = {"beauty": 12101, "sports": 18357, "toys": 11924, "clothing": 23033}
-"""Items of the paper's datasets (5-core Amazon 2014), without RecBole's padding item."""
 
 
 # --------------------------------------------------------------------------- files and provenance
@@ -35,17 +29,6 @@ def progress_logger(name):
         logger.setLevel(logging.INFO)
         logger.propagate = False
     return logger
-
-
-def atomic_write_text(path, text):
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-
-
-def atomic_write_json(path, obj):
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=False) + "\n")
 
 
 def read_json(path):
@@ -76,12 +59,7 @@ def write_csv(path, header, rows):
     writer.writerow(header)
     for row in rows:
         writer.writerow(["" if value is None else value for value in row])
-    atomic_write_text(path, buffer.getvalue())
-
-
-def read_csv(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+    write_text_atomic(path, buffer.getvalue())
 
 
 # --------------------------------------------------------------------------- Table 2 / Table 3
@@ -134,6 +112,64 @@ def metric_table_markdown(rows, first_column, metrics=REPORTED_METRICS, decimals
             cells.append(f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark == "second" else text)
         lines.append(f"| {markdown_escape(label)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+DETAIL_COLUMNS = ("epochs_run", "best_epoch", "wall_time", "num_params", "git_commit")
+
+
+def _details(record):
+    settings = record.get("settings", {})
+    overrides = settings.get("overrides", {})
+    return {
+        **{column: record.get(column) for column in DETAIL_COLUMNS},
+        "config_files": " ".join(settings.get("config_files", [])),
+        "overrides": json.dumps(overrides, sort_keys=True),
+    }
+
+
+def results_table(rows, first_column, groups=None):
+    """CSV header and rows for ``rows = [(label, record or "not available: …")]``; with ``groups``
+    (one per row), a ``group`` column after the first."""
+    header = [first_column, *REPORTED_METRICS, *DETAIL_COLUMNS, "config_files", "overrides", "status"]
+    table = []
+    for label, record in rows:
+        if isinstance(record, str):
+            table.append([label, *([None] * (len(header) - 2)), record])
+            continue
+        test = record.get("test_result", {})
+        details = _details(record)
+        table.append([label, *(test.get(m) for m in REPORTED_METRICS), *(details[c] for c in header[5:-1]), "ok"])
+    if groups is not None:
+        header.insert(1, "group")
+        table = [[row[0], group, *row[1:]] for row, group in zip(table, groups)]
+    return header, table
+
+
+def write_results_tables(rows, out_dir, stem, first_column, title, groups=None):
+    """``<stem>.csv`` and ``<stem>.md``: the paper-shaped metric table and the run details. With
+    ``groups`` (one per row, rows already in group order) the md table gets a heading row per group."""
+    out_dir = Path(out_dir)
+    header, table = results_table(rows, first_column, groups)
+    write_csv(out_dir / f"{stem}.csv", header, table)
+    metric_rows = []
+    for i, (label, record) in enumerate(rows):
+        if groups is not None and (i == 0 or groups[i] != groups[i - 1]):
+            metric_rows.append((f"**{groups[i]}**", ""))
+        metric_rows.append((label, record if isinstance(record, str) else record.get("test_result", {})))
+    lines = [f"# {title}", "", "Test set, full ranking; best per column in **bold**, second <u>underlined</u>.", ""]
+    lines.append(metric_table_markdown(metric_rows, first_column))
+    details = [(label, _details(record)) for label, record in rows if not isinstance(record, str)]
+    if details:
+        lines += ["## Runs", "", f"| {first_column} | epochs run | best epoch | wall time (s) | parameters | commit | config files | overrides |"]
+        lines.append("|---|---|---|---|---|---|---|---|")
+        for label, d in details:
+            params = f"{d['num_params']:,}" if isinstance(d["num_params"], int) else d["num_params"]
+            lines.append(
+                f"| {markdown_escape(label)} | {d['epochs_run']} | {d['best_epoch']} | {d['wall_time']} | {params} | "
+                f"{d['git_commit']} | {markdown_escape(d['config_files']) or '–'} | {markdown_escape(d['overrides'])} |"
+            )
+        lines.append("")
+    write_text_atomic(out_dir / f"{stem}.md", "\n".join(lines))
 
 
 # --------------------------------------------------------------------------- Figure 3: per-size results
@@ -201,144 +237,6 @@ def _save_figure(fig, path):
 
 
 # --------------------------------------------------------------------------- Figure 4: parameters
-
-
-def structural_zeros(model):
-    """Entries of trainable weights that are masked to zero by construction (fMRL layers expose a
-    boolean ``zero_mask`` beside their ``weight``)."""
-    zeros = 0
-    for module in model.modules():
-        mask, weight = getattr(module, "zero_mask", None), getattr(module, "weight", None)
-        if mask is not None and weight is not None and getattr(weight, "requires_grad", False):
-            zeros += int(mask.sum())
-    return zeros
-
-
-def dense_parameters(model, prefix=None):
-    """Trainable parameter entries, masked ones included (optionally only under ``prefix``)."""
-    return sum(
-        p.numel()
-        for name, p in model.named_parameters()
-        if p.requires_grad and (prefix is None or name.startswith(prefix))
-    )
-
-
-def count_parameters(model):
-    """Trainable parameters without the structurally-zero fMRL entries: the model's own
-    ``count_parameters()`` if it has one, else dense count − :func:`structural_zeros`."""
-    if hasattr(model, "count_parameters"):
-        return int(model.count_parameters())
-    return dense_parameters(model) - structural_zeros(model)
-
-
-class StandInDataset:
-    """The little of a RecBole dataset a model's constructor reads: ``num(item field)`` and
-    ``item_features(modality)`` (zeros of the given widths); lets a real fMRLRec be built at the
-    paper's scale without its data."""
-
-    def __init__(self, item_num, feature_dims):
-        self.item_num = int(item_num)
-        self.feature_dims = dict(feature_dims)
-
-    def num(self, field):
-        return self.item_num
-
-    def item_features(self, modality):
-        import torch
-
-        from recbole_fmrl.errors import FeatureFileError
-
-        if modality not in self.feature_dims:
-            raise FeatureFileError(f"no feature width given for modality '{modality}'")
-        return torch.zeros(self.item_num, self.feature_dims[modality])
-
-
-def build_fmrlrec(dataset, sizes, item_num, feature_dims, config_file_list=None, config_dict=None):
-    """A freshly initialised fMRLRec with ``mrl_hidden_sizes = sizes`` (``hidden_size = sizes[-1]``),
-    configured like ``dataset`` (its YAML, the given files and overrides)."""
-    import torch
-
-    from recbole_fmrl.config import Config
-    from recbole_fmrl.model import fMRLRec
-
-    overrides = dict(config_dict or {})
-    overrides.update(
-        {"hidden_size": sizes[-1], "mrl_hidden_sizes": list(sizes), "eval_size": sizes[-1], "use_gpu": False}
-    )
-    config = Config(model="fMRLRec", dataset=dataset, config_file_list=config_file_list, config_dict=overrides)
-    with torch.device("cpu"):
-        return fMRLRec(config, StandInDataset(item_num + 1, feature_dims)), config
-
-
-def model_counts(model):
-    """``(params, params_dense, encoder_params_dense)`` of a built fMRLRec: structural zeros not
-    counted / counted, and the dense count of the sequence encoder alone (LRU blocks + final norm,
-    i.e. without the item projection / ID table)."""
-    return count_parameters(model), dense_parameters(model), dense_parameters(model, prefix="encoder.")
-
-
-def parameter_rows(
-    dataset,
-    full_sizes=(128, 256, 512, 1024, 2048),
-    item_num=None,
-    feature_dims=None,
-    config_file_list=None,
-    config_dict=None,
-    independent="nested",
-    builder=build_fmrlrec,
-):
-    """Figure 4 from real models. For every D in ``full_sizes`` the series is ONE fMRLRec with
-    M_D = [s in full_sizes, s <= D]; the alternative trains one model per m in M_D independently,
-    each an fMRLRec with M_m (``independent="nested"``) or with M = [m] (``"single"``, a plain
-    size-m model). Columns:
-
-    * ``series``, ``independent``: trainable parameters, structurally-zero fMRL entries not counted;
-      ``saving_rate`` = 1 − series / independent;
-    * ``series_dense``, ``independent_dense``, ``saving_rate_dense``: the same with masked entries
-      counted (every weight matrix at full D×D size);
-    * ``series_encoder_dense``, ``independent_encoder_dense``: dense, sequence encoder only;
-      ``paper_saving`` = independent_encoder_dense / series_encoder_dense − 1 (the extra
-      parameters of the independent models relative to the series: the convention that reproduces
-      the paper's Figure 4 numbers, see docs/reproducing.md).
-    """
-    full_sizes = sorted(int(s) for s in full_sizes)
-    item_num = PAPER_ITEM_NUM.get(dataset, 1000) if item_num is None else item_num
-    feature_dims = dict(PAPER_FEATURE_DIMS if feature_dims is None else feature_dims)
-    cache = {}
-
-    def counts(sizes):
-        key = tuple(sizes)
-        if key not in cache:
-            model, _ = builder(dataset, list(sizes), item_num, feature_dims, config_file_list, config_dict)
-            cache[key] = model_counts(model)
-            del model
-        return cache[key]
-
-    rows = []
-    for full in full_sizes:
-        series_sizes = [s for s in full_sizes if s <= full]
-        series = counts(series_sizes)
-        singles = [
-            counts([s for s in series_sizes if s <= m] if independent == "nested" else [m]) for m in series_sizes
-        ]
-        independent_counts = [sum(c[i] for c in singles) for i in range(3)]
-        rows.append(
-            {
-                "D": full,
-                "sizes": " ".join(str(s) for s in series_sizes),
-                "series": series[0],
-                "independent": independent_counts[0],
-                "saving_rate": 1.0 - series[0] / independent_counts[0],
-                "series_dense": series[1],
-                "independent_dense": independent_counts[1],
-                "saving_rate_dense": 1.0 - series[1] / independent_counts[1],
-                "series_encoder_dense": series[2],
-                "independent_encoder_dense": independent_counts[2],
-                "paper_saving": independent_counts[2] / series[2] - 1.0,
-                "paper_figure4": PAPER_FIGURE4_SAVING.get(full) if full_sizes[0] == 128 else None,
-            }
-        )
-    return rows
 
 
 PARAMS_HEADER = [

@@ -1,7 +1,6 @@
-"""Crash-safe file writes and the on-disk layout of a prepared dataset.
+"""The on-disk layout of a prepared dataset: RecBole atomic files plus the plugin's feature files.
 
-Every file is written to a temporary name in the same folder and moved into place with
-``os.replace``, so an interrupted run leaves either the old file or the new one, never half of one.
+Every file is written crash-safe (:mod:`recbole_fmrl.files`).
 
 Layout of ``<out>/<name>/``:
 
@@ -20,63 +19,17 @@ Layout of ``<out>/<name>/``:
   when it has finished, so a step that was interrupted or whose inputs changed is done again.
 """
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 import pandas as pd
 
+from recbole_fmrl.files import save_npy_atomic, sha256_file, write_bytes_atomic, write_json_atomic, atomic_path
+
 ITEMS_COLUMNS = ("item_id", "text", "image_url")
 SOURCE_COLUMNS = {"text": "text", "image": "image_url"}  # modality -> the items column it is computed from
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success move it onto ``path``, else delete it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_bytes_atomic(path, data):
-    """Write ``data`` (bytes) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-
-
-def write_json_atomic(path, obj):
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def save_npy_atomic(path, array):
-    """Save a numpy array to ``path`` (``.npy`` format) atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-
-def sha256_file(path):
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inter_path(folder, name):

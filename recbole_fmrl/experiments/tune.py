@@ -1,11 +1,11 @@
 """Hyper-parameter search with Ray Tune (ASHA early stopping on validation NDCG@10).
 
-    python -m recbole_fmrl.tune --model fMRLRec --dataset beauty [--space properties/tune/fMRLRec.yaml]
+    python -m recbole_fmrl.experiments.tune --model fMRLRec --dataset beauty [--space properties/tune/fMRLRec.yaml]
         [--num-samples 20] [--scheduler asha|fifo] [--epochs 50] [--address ADDR]
         [--cpus-per-trial C] [--gpus-per-trial G] [--max-concurrent K] [--config_files "a.yaml"]
         [--out results] [--key=value ...]
 
-Each trial is one ``quick_start.run`` (no checkpoints) whose per-epoch validation score is
+Each trial is one ``runner.run`` (no checkpoints) whose per-epoch validation score is
 reported to Ray Tune, so ASHA stops bad trials early. ``--key=value`` pairs and ``--config_files``
 apply to every trial (data paths are made absolute: Ray runs trials in their own folders). Writes
 
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import yaml
 
-from recbole_fmrl import reports
 from recbole_fmrl.config import PROPERTIES_DIR, Config, parse_overrides, to_primitive
+from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.experiments import reports
+from recbole_fmrl.files import write_text_atomic
 from recbole_fmrl.inputs import check_config_files, output_folder
-from recbole_fmrl.errors import PluginError
-from recbole_fmrl.quick_start import main_guarded
 
 logger = reports.progress_logger("tune")
 
@@ -146,7 +146,7 @@ def trainable(sampled, model, dataset, config_files, overrides, derived, metric,
     import torch
     from ray import tune
 
-    from recbole_fmrl.quick_start import run
+    from recbole_fmrl.runner import run
 
     torch.set_num_threads(max(1, threads))
     best = -math.inf
@@ -206,7 +206,7 @@ def write_best_yaml(path, params, model, dataset, metric, value, trial_id):
         f"(trial {trial_id}, commit {reports.git_commit()}, {time.strftime('%Y-%m-%d %H:%M')}).\n"
         f"# Use: python run_recbole_fmrl.py --model={model} --dataset={dataset} --config_files={path}\n"
     )
-    reports.atomic_write_text(path, header + yaml.safe_dump(to_primitive(params), sort_keys=True))
+    write_text_atomic(path, header + yaml.safe_dump(to_primitive(params), sort_keys=True))
 
 
 def init_ray(address, num_cpus):
@@ -230,7 +230,7 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    from recbole_fmrl.utils import check_dataset_files
+    from recbole_fmrl.data.loading import prepare_dataset_folder
 
     overrides = dict(overrides or {})
     if epochs is not None:
@@ -239,7 +239,7 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
     space, derived = load_space(space_file)
     # Checks the input (one-line errors) and prepares an embedded dataset once, before any trial.
     config = Config(model=model, dataset=dataset, config_file_list=list(config_files) or None, config_dict=dict(overrides))
-    check_dataset_files(config)
+    prepare_dataset_folder(config)
     overrides, config_files = absolute_settings(config, overrides, config_files)
     metric = config["valid_metric"].lower()
     mode = "max" if config["valid_metric_bigger"] else "min"
@@ -314,7 +314,7 @@ def _cell(value):
 def main(argv=None):
 
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_fmrl.tune", description=__doc__,
+        prog="python -m recbole_fmrl.experiments.tune", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     parser.add_argument("--model", "-m", required=True, help="model to tune (fMRLRec, LRURec, SASRec, ...)")

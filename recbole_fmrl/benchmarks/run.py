@@ -1,6 +1,6 @@
 """Benchmarks of fMRLRec's efficiency claims (a benchmark, not an accuracy claim: random items).
 
-    python -m benchmarks.run [--quick] [--device cpu|cuda] [--out results/bench.json]
+    python -m recbole_fmrl.benchmarks.run [--quick] [--device cpu|cuda] [--out results/bench.json]
 
 Cases (each timed after warm-up, median of repeated runs):
   a  train step (forward + backward + AdamW) of fMRLRec with M = [8..D] vs LRURec at D   goal <= 1.10
@@ -26,9 +26,7 @@ info, and a table of ratios with their goals on stdout.
 
 import argparse
 import gc
-import io
 import itertools
-import json
 import math
 import os
 import random
@@ -41,19 +39,21 @@ import torch
 import yaml
 from torch import nn
 
-from benchmarks.common import (
+from recbole_fmrl.benchmarks.common import (
     BEAUTY_ITEMS,
-    SyntheticItems,
     TrainStep,
     build_model,
     machine_info,
     measure_many,
     profile_top_ops,
     random_batch,
+    synthetic_items,
     synchronize,
 )
-from benchmarks.funnel import funnel_case
-from recbole_fmrl.budget import storage_bytes, transient_peak_bytes
+from recbole_fmrl.benchmarks.funnel import funnel_case
+from recbole_fmrl.deploy.budget import storage_bytes, transient_peak_bytes
+from recbole_fmrl.deploy.trained import sliced_model
+from recbole_fmrl.files import write_json_atomic
 from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 
@@ -115,7 +115,7 @@ class Bench:
         self.device = device
         self.profile_misses = profile_misses
         self.log = log
-        self.items = SyntheticItems(settings.n_items)
+        self.items = synthetic_items(settings.n_items)
         self.rows = []
         self.profiles = {}
         self.floors = {}
@@ -245,7 +245,7 @@ class Bench:
 
     # ------------------------------------------------------------------------------------ e
     def case_e(self):
-        from recbole_fmrl.serving import Recommender
+        from recbole_fmrl.deploy.serving import Recommender
 
         for d in self.s.hidden_sizes:
             model, _ = build_model("fMRLRec", self.items, self.device, hidden_size=d)
@@ -310,21 +310,28 @@ class Bench:
             seconds = {(model, mode): s for mode in ("sequence", "prefix") for model, s in self.epoch_seconds(mode).items()}
         finally:
             torch.set_num_threads(threads)
-        name = self.s.epoch_dataset or "random"
+        name, clock = self.s.epoch_dataset or "random", "cpu" if self.device.type == "cpu" else "wall"
         for model in ("fMRLRec", "LRURec"):
+            sequence, prefix = seconds[model, "sequence"], seconds[model, "prefix"]
             self.add(row("g", f"epoch {model} train_mode sequence / prefix, {name} D={self.s.epoch_hidden_size}",
-                         seconds[model, "sequence"] / seconds[model, "prefix"], ("<=", round(1 / 6, 4)),
-                         sequence_s=round(seconds[model, "sequence"], 1), prefix_s=round(seconds[model, "prefix"], 1)))
+                         sequence[clock] / prefix[clock], ("<=", round(1 / 6, 4)), clock=clock,
+                         sequence_s=round(sequence[clock], 1), prefix_s=round(prefix[clock], 1),
+                         sequence_wall_s=round(sequence["wall"], 1), prefix_wall_s=round(prefix["wall"], 1)))
+        fmrl, lrurec = seconds["fMRLRec", "sequence"], seconds["LRURec", "sequence"]
         self.add(row("g", f"epoch fMRLRec / LRURec, train_mode sequence, {name} D={self.s.epoch_hidden_size}",
-                     seconds["fMRLRec", "sequence"] / seconds["LRURec", "sequence"], ("<=", 1.15)))
+                     fmrl[clock] / lrurec[clock], ("<=", 1.15), clock=clock, fmrl_s=round(fmrl[clock], 1),
+                     lrurec_s=round(lrurec[clock], 1), wall_ratio=round(fmrl["wall"] / lrurec["wall"], 3)))
 
     def epoch_seconds(self, train_mode):
-        """Seconds of one training epoch (RecBole's ``_train_epoch``: batches, loss, backward, clip,
-        AdamW) per model, both models on the same training loader."""
+        """``{"wall": s, "cpu": s}`` of one training epoch (RecBole's ``_train_epoch``: batches, loss,
+        backward, clip, AdamW) per model, both models on the same training loader. With one thread the
+        process's CPU seconds are its compute, whatever else runs on the machine; case g's ratios
+        use them on a CPU (wall seconds on a GPU)."""
         from recbole_fmrl.config import Config
         from recbole_fmrl.data import data_preparation
         from recbole_fmrl.model import LRURec, fMRLRec
-        from recbole_fmrl.utils import create_dataset, get_trainer
+        from recbole_fmrl.data.loading import create_dataset
+        from recbole_fmrl.trainer import get_trainer
 
         dataset_name, data_path = self.s.epoch_dataset, "dataset/"
         if not dataset_name:
@@ -343,11 +350,13 @@ class Bench:
             torch.manual_seed(0)
             model = model_class(configs[name], train_data.dataset).to(self.device)
             trainer = get_trainer(configs[name]["MODEL_TYPE"], name)(configs[name], model)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             trainer._train_epoch(itertools.islice(train_data, timed), 0)
             synchronize(self.device)
-            seconds[name] = (time.perf_counter() - started) * batches / timed
-            self.log(f"   g: {name} {train_mode}: {batches} batches/epoch, {timed} timed, epoch {seconds[name]:.1f} s")
+            seconds[name] = {"wall": (time.perf_counter() - started) * batches / timed,
+                             "cpu": (time.process_time() - cpu_started) * batches / timed}
+            self.log(f"   g: {name} {train_mode}: {batches} batches/epoch, {timed} timed, epoch "
+                     f"{seconds[name]['wall']:.1f} s ({seconds[name]['cpu']:.1f} s of CPU)")
         return seconds
 
 
@@ -392,15 +401,9 @@ def same_dropout(model_name):
 
 
 def export_in_memory(full, size, items, device):
-    """The standalone size-m model as an export file holds it: ``sliced_config`` overrides and
-    ``sliced_state_dict``, round-tripped through ``torch.save``/``torch.load(weights_only=True)``."""
-    buffer = io.BytesIO()
-    torch.save({"overrides": full.sliced_config(size), "state_dict": full.sliced_state_dict(size)}, buffer)
-    buffer.seek(0)
-    exported = torch.load(buffer, weights_only=True)
-    model, _ = build_model("fMRLRec", items, device, **exported["overrides"])
-    model.load_state_dict(exported["state_dict"])
-    return model.eval()
+    """The standalone size-m model an export of ``full`` holds (its ``sliced_config`` and
+    ``sliced_state_dict``), built on the synthetic ``items``."""
+    return sliced_model(full, size, lambda overrides: build_model("fMRLRec", items, device, **overrides)[0])[0]
 
 
 def top10_fn(model, batch):
@@ -598,10 +601,7 @@ def main(argv=None):
         "profiles": bench.profiles,
         "table": table,
     }
-    if os.path.dirname(args.out):
-        os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(to_jsonable(result), f, indent=1)
+    write_json_atomic(args.out, to_jsonable(result), indent=1, sort_keys=False)
     print(f"wrote {args.out}")
     return result
 

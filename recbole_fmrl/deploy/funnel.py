@@ -7,18 +7,17 @@ fMRLRec the size-m prefix of the user vector, ``h[:m]``, and of the item table, 
 exactly the size-m model's representations (paper §3.2), so the shortlist is the size-m model's
 top K. Exact when K covers the catalogue; otherwise one size-m search plus K·D per user.
 
-    index = FunnelIndex.build(item_table, size=16, kind="hnsw", item_order_sha256=...)
+    index = FunnelIndex.build(item_table, size=16, kind="hnsw", item_order_sha256=...)  # or model_index(...)
     index.save("fMRLRec-64.m16-hnsw.faiss")       # + a JSON manifest beside it
     FunnelIndex.load("fMRLRec-64.m16-hnsw.faiss", item_tokens)  # refuses another catalogue
     candidates, scores = shortlist_and_rerank(hidden, item_table, index, shortlist=200)
 
-    python -m recbole_fmrl.funnel fMRLRec-64.pth --size 16 --index hnsw   # build and save beside it
+    python -m recbole_fmrl.deploy.funnel fMRLRec-64.pth --size 16 --index hnsw   # build and save beside it
 
 Row 0 of the item table (padding) is never indexed, so it is never recommended.
 """
 
 import argparse
-import hashlib
 import math
 import os
 
@@ -27,18 +26,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dataset_prep.atomic import atomic_path, manifest_path, read_manifest, write_json_atomic
-from recbole_fmrl.errors import PluginError
+from recbole_fmrl.checkpoint import item_order_sha256
+from recbole_fmrl.dataset_prep.atomic_files import manifest_path, read_manifest
+from recbole_fmrl.deploy.seen import seen_mask, seen_pairs
+from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.files import atomic_path, write_json_atomic
+from recbole_fmrl.model.layers import check_size
 
 INDEX_KINDS = ("flat", "hnsw", "ivf")
 MANIFEST_FORMAT = "recbole_fmrl funnel index v1"
 HNSW_NEIGHBORS = 32  # faiss IndexHNSWFlat's M (links per node); faiss's own examples use 32
 IVF_POINTS_PER_LIST = 39  # faiss's k-means wants >= 39 training points per centroid
-
-
-def item_order_sha256(item_tokens):
-    """sha256 (hex) of the catalogue's item order: the internal-id -> token list, one token per line."""
-    return hashlib.sha256("\n".join(str(t) for t in item_tokens).encode("utf-8")).hexdigest()
 
 
 def index_path_beside(model_file, size, kind):
@@ -158,7 +156,7 @@ class FunnelIndex:
             raise PluginError(
                 f"funnel index {path} was built for another catalogue: item order sha256 "
                 f"{str(manifest.get('item_order_sha256'))[:12]}… in {manifest_file}, {expected[:12]}… for this "
-                f"model's {len(item_tokens)} items; rebuild it (python -m recbole_fmrl.funnel)"
+                f"model's {len(item_tokens)} items; rebuild it (python -m recbole_fmrl.deploy.funnel)"
             )
         index = faiss.read_index(path)
         return cls(index, manifest["size"], manifest["kind"], manifest["n_items"], expected,
@@ -170,20 +168,16 @@ def shortlist_and_rerank(hidden, item_table, index, shortlist, exclude=None):
     are scored at the full size as ``hidden · item_table[item]``.
 
     ``hidden``: [B, D]; ``item_table``: [n_items, D] (the same D); ``exclude``: per user, item ids
-    never to return (the user's seen items), skipped before the shortlist is cut at K.
+    never to return (the user's seen items: lists, or a right-padded tensor whose padding excludes
+    nothing, :mod:`~recbole_fmrl.deploy.seen`), skipped before the shortlist is cut at K.
     Returns (candidates [B, W] with -1 for no item, full-size scores [B, W] with -inf there), W ≥ K.
     """
-    per_user_excluded = [list(items) for items in exclude] if exclude is not None else []
-    extra = max((len(items) for items in per_user_excluded), default=0)
+    users = seen_pairs(exclude, hidden.device)[0] if exclude is not None else hidden.new_zeros(0, dtype=torch.long)
+    extra = int(torch.bincount(users).max()) if users.numel() else 0
     candidates = index.search(hidden[:, : index.size], shortlist + extra)
     valid = candidates >= 0
     if extra:
-        rows = [user for user, items in enumerate(per_user_excluded) for _ in items]
-        cols = [item for items in per_user_excluded for item in items]
-        excluded_keys = torch.tensor(rows, device=candidates.device) * index.n_items + torch.tensor(
-            cols, device=candidates.device)
-        row_ids = torch.arange(candidates.size(0), device=candidates.device).unsqueeze(1)
-        valid &= ~torch.isin(row_ids * index.n_items + candidates, excluded_keys)
+        valid &= ~seen_mask(candidates, exclude, index.n_items)
     valid &= valid.cumsum(dim=1) <= shortlist  # the first K that are left, in shortlist order
     scores = rerank(hidden, item_table, candidates.clamp_min(0))
     return candidates.masked_fill(~valid, -1), scores.masked_fill(~valid, float("-inf"))
@@ -215,8 +209,29 @@ def _as_faiss_array(tensor):
     return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
 
 
+def check_funnel_size(model, size, served_size=None):
+    """One error line unless ``size`` is one of ``model``'s sizes and at most the size it reranks at
+    (``served_size``, default the model's ``eval_size``)."""
+    check_size(size, getattr(model, "mrl_hidden_sizes", ()), "funnel size")
+    served_size = served_size or model.eval_size
+    if size > served_size:
+        raise PluginError(f"funnel size {size} is larger than the served size {served_size}")
+
+
+def model_index(model, item_tokens, size, kind="flat", served_size=None, **options):
+    """The funnel index of ``model``'s size-``size`` item prefix (``size`` one of its sizes, at most the
+    ``served_size`` it reranks at), bound to the catalogue ``item_tokens`` (None: not savable)."""
+    check_funnel_size(model, size, served_size)
+    model.eval()
+    with torch.inference_mode():
+        table = model.item_table()
+    order = item_order_sha256(item_tokens) if item_tokens is not None else None
+    return FunnelIndex.build(table, size, kind, order, **options)
+
+
 def main():
-    from recbole_fmrl.serving import Recommender
+    from recbole_fmrl.checkpoint import read_checkpoint
+    from recbole_fmrl.deploy.trained import load_trained, item_tokens
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", help="a training checkpoint or a size-m export")
@@ -224,12 +239,11 @@ def main():
     parser.add_argument("--index", choices=INDEX_KINDS, default="hnsw", help="index kind (default hnsw)")
     parser.add_argument("--out", default=None, help="index file (default: beside FILE, <stem>.m<size>-<kind>.faiss)")
     args = parser.parse_args()
-    rec = Recommender.load(args.file)
-    path = rec.funnel_index(args.size, args.index).save(args.out or index_path_beside(args.file, args.size, args.index))
-    print(f"wrote {path} and {path}.json ({rec.n_items - 1} items, size {args.size}, {args.index})")
+    _, model, dataset = load_trained(read_checkpoint(args.file), args.file)
+    index = model_index(model, item_tokens(dataset), args.size, args.index)
+    path = index.save(args.out or index_path_beside(args.file, args.size, args.index))
+    print(f"wrote {path} and {path}.json ({index.n_items - 1} items, size {args.size}, {args.index})")
 
 
 if __name__ == "__main__":
-    from recbole_fmrl.quick_start import main_guarded
-
     main_guarded(main)

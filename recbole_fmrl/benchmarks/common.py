@@ -3,7 +3,8 @@
 Models are the plugin's real classes built from a real ``recbole_fmrl.config.Config`` (so every
 default comes from the plugin's YAML files, as in training). The only stand-in is the dataset:
 the models read exactly two things from it, ``num(item_field)`` and ``item_features(modality)``,
-which :class:`SyntheticItems` provides with random features; building a RecBole dataset of 12,101
+which :class:`~recbole_fmrl.data.stand_in.StandInDataset` provides with random features
+(:func:`synthetic_items`); building a RecBole dataset of 12,101
 items from generated files would only add minutes of preprocessing that no timed case uses.
 """
 
@@ -14,30 +15,18 @@ import tempfile
 
 import torch
 
-from recbole_fmrl.budget import measure_many, synchronize  # noqa: F401 (the benchmarks' timing)
-from recbole_fmrl.reports import git_commit
+from recbole_fmrl.data.stand_in import StandInDataset
+from recbole_fmrl.dataset_prep.amazon2014 import TABLE1
+from recbole_fmrl.deploy.budget import measure_many, synchronize  # noqa: F401 (the benchmarks' timing)
+from recbole_fmrl.experiments.reports import git_commit
 
-BEAUTY_ITEMS = 12101  # item count of Amazon Beauty (the paper's dataset); row 0 is padding
+BEAUTY_ITEMS = TABLE1["beauty"][1] + 1  # item ids of Amazon Beauty (the paper's dataset), row 0 being padding
 FEATURE_DIMS = {"text": 384, "image": 512}  # all-MiniLM-L6-v2 text, CLIP ViT-B/32 image
 
 
-class SyntheticItems:
-    """The part of a RecBole dataset the models read: the item count and per-item features."""
-
-    def __init__(self, n_items, feature_dims=None, seed=0):
-        generator = torch.Generator().manual_seed(seed)
-        self.n_items = n_items
-        self.features = {}
-        for modality, dim in (feature_dims or FEATURE_DIMS).items():
-            table = torch.randn(n_items, dim, generator=generator)
-            table[0] = 0.0  # padding row
-            self.features[modality] = table
-
-    def num(self, field):
-        return self.n_items
-
-    def item_features(self, modality):
-        return self.features[modality]
+def synthetic_items(n_items, feature_dims=None, seed=0):
+    """``n_items`` item ids (row 0 padding) with random features of ``feature_dims`` (default :data:`FEATURE_DIMS`)."""
+    return StandInDataset(n_items, feature_dims or FEATURE_DIMS, seed=seed)
 
 
 _CONFIG_DIR = None

@@ -1,14 +1,14 @@
 """Paper-shaped experiments on one dataset: Table 2 (models), Figure 3 (sizes), Figure 4 (parameters)
 and Table 3 (modality ablation).
 
-    python -m recbole_fmrl.compare --dataset beauty \\
+    python -m recbole_fmrl.experiments.compare --dataset beauty \\
         [--models SASRec,LRURec,UniSRec@train_stage=inductive_ft,VQRec,fMRLRec] [--config_files "a.yaml b.yaml"] \\
         [--model-config fMRLRec=results/beauty/tune_best_fMRLRec.yaml ...] \\
         [--ablation "text,image;text;image;id"] [--params] [--force] [--out results] [--key=value ...]
-    python -m recbole_fmrl.compare --dataset beauty --sizes-from saved/fMRLRec-....results.json
-    python -m recbole_fmrl.compare --dataset beauty --params [--params-sizes 128,256,512,1024,2048]
+    python -m recbole_fmrl.experiments.compare --dataset beauty --sizes-from saved/fMRLRec-....results.json
+    python -m recbole_fmrl.experiments.compare --dataset beauty --params [--params-sizes 128,256,512,1024,2048]
 
-Every model runs through ``recbole_fmrl.quick_start.run`` with the same config files and
+Every model runs through ``recbole_fmrl.runner.run`` with the same config files and
 ``--key=value`` overrides, hence the same seed, split and evaluator (``--model-config`` adds a
 file for one model only, e.g. its tuned hyper-parameters; ``MODEL@key=value[@key=value]`` in
 ``--models`` runs a model with settings of its own, e.g. UniSRec's two fine-tuning settings). Each
@@ -32,11 +32,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from recbole_fmrl import reports
-from recbole_fmrl.config import parse_overrides, parse_value
+from recbole_fmrl.config import REPORTED_METRICS, get_model, parse_overrides, parse_value
+from recbole_fmrl.errors import FeatureFileError, PluginError, main_guarded
+from recbole_fmrl.experiments import params, reports
+from recbole_fmrl.files import write_json_atomic
 from recbole_fmrl.inputs import check_config_files, output_folder
-from recbole_fmrl.errors import FeatureFileError, PluginError
-from recbole_fmrl.quick_start import REPORTED_METRICS, main_guarded
 
 DEFAULT_MODELS = ("SASRec", "BERT4Rec", "FMLPRec", "LRURec", "UniSRec@train_stage=inductive_ft",
                   "UniSRec@train_stage=transductive_ft", "VQRec", "fMRLRec")
@@ -47,14 +47,13 @@ GROUP_OF = {"UniSRec": "text-based", "VQRec": "text-based", "fMRLRec": "multimod
             **dict.fromkeys(("FDSA", "SASRecF", "GRU4RecF", "S3Rec", "KSR", "GRU4RecKG"), "attribute-aware (RecBole)")}
 DEFAULT_ABLATION = "text,image;text;image;id"
 MODALITY_NAMES = ("text", "image", "attributes", "id")
-DETAIL_COLUMNS = ("epochs_run", "best_epoch", "wall_time", "num_params", "git_commit")
 
 logger = reports.progress_logger("compare")
 
 
 def default_runner(*args, **kwargs):
-    """``quick_start.run``, looked up at call time (tests replace it)."""
-    from recbole_fmrl.quick_start import run
+    """``runner.run``, looked up at call time (tests replace it)."""
+    from recbole_fmrl.runner import run
 
     return run(*args, **kwargs)
 
@@ -134,7 +133,7 @@ def interrupted_checkpoint(partial, settings):
 
 def cached_run(label, model, dataset, config_files, overrides, out_dir, force=False, runner=None):
     """Run ``model`` (or reuse ``<out_dir>/runs/<label>.json`` when its settings match) and return
-    the run record: quick_start.run()'s result plus ``label``, ``settings``, ``git_commit``,
+    the run record: runner.run()'s result plus ``label``, ``settings``, ``git_commit``,
     ``finished``. A run with these settings that was interrupted after an epoch (its start is
     recorded in ``runs/<label>.partial.json``) is resumed from its ``-last.pth``; ``wall_time`` then
     adds the time the interrupted part trained (``resumed_from`` names the file). Raises
@@ -166,8 +165,8 @@ def cached_run(label, model, dataset, config_files, overrides, out_dir, force=Fa
     commit = reports.git_commit()  # the code this run uses (before anything can change it)
 
     def record_start(last_checkpoint):
-        reports.atomic_write_json(partial, {"settings": settings, "checkpoint": last_checkpoint,
-                                            "started": started, "trained_before": trained_before})
+        write_json_atomic(partial, {"settings": settings, "checkpoint": last_checkpoint,
+                                    "started": started, "trained_before": trained_before}, indent=1, sort_keys=False)
 
     result = runner(model, dataset, list(config_files) or None, json.loads(json.dumps(overrides)),
                     resume=resume, on_start=record_start)
@@ -181,7 +180,7 @@ def cached_run(label, model, dataset, config_files, overrides, out_dir, force=Fa
     if resume:
         record["resumed_from"] = resume
         record["wall_time"] = round(record.get("wall_time", 0.0) + trained_before, 2)
-    reports.atomic_write_json(path, record)
+    write_json_atomic(path, record, indent=1, sort_keys=False)
     partial.unlink(missing_ok=True)
     test = record.get("test_result", {})
     logger.info(
@@ -203,61 +202,6 @@ def run_or_unavailable(label, model, dataset, config_files, overrides, out_dir, 
 # --------------------------------------------------------------------------- tables
 
 
-def _details(record):
-    settings = record.get("settings", {})
-    overrides = settings.get("overrides", {})
-    return {
-        **{column: record.get(column) for column in DETAIL_COLUMNS},
-        "config_files": " ".join(settings.get("config_files", [])),
-        "overrides": json.dumps(overrides, sort_keys=True),
-    }
-
-
-def results_table(rows, first_column, groups=None):
-    """CSV header and rows for ``rows = [(label, record or "not available: …")]``; with ``groups``
-    (one per row), a ``group`` column after the first."""
-    header = [first_column, *REPORTED_METRICS, *DETAIL_COLUMNS, "config_files", "overrides", "status"]
-    table = []
-    for label, record in rows:
-        if isinstance(record, str):
-            table.append([label, *([None] * (len(header) - 2)), record])
-            continue
-        test = record.get("test_result", {})
-        details = _details(record)
-        table.append([label, *(test.get(m) for m in REPORTED_METRICS), *(details[c] for c in header[5:-1]), "ok"])
-    if groups is not None:
-        header.insert(1, "group")
-        table = [[row[0], group, *row[1:]] for row, group in zip(table, groups)]
-    return header, table
-
-
-def write_results_tables(rows, out_dir, stem, first_column, title, groups=None):
-    """``<stem>.csv`` and ``<stem>.md``: the paper-shaped metric table and the run details. With
-    ``groups`` (one per row, rows already in group order) the md table gets a heading row per group."""
-    out_dir = Path(out_dir)
-    header, table = results_table(rows, first_column, groups)
-    reports.write_csv(out_dir / f"{stem}.csv", header, table)
-    metric_rows = []
-    for i, (label, record) in enumerate(rows):
-        if groups is not None and (i == 0 or groups[i] != groups[i - 1]):
-            metric_rows.append((f"**{groups[i]}**", ""))
-        metric_rows.append((label, record if isinstance(record, str) else record.get("test_result", {})))
-    lines = [f"# {title}", "", "Test set, full ranking; best per column in **bold**, second <u>underlined</u>.", ""]
-    lines.append(reports.metric_table_markdown(metric_rows, first_column))
-    details = [(label, _details(record)) for label, record in rows if not isinstance(record, str)]
-    if details:
-        lines += ["## Runs", "", f"| {first_column} | epochs run | best epoch | wall time (s) | parameters | commit | config files | overrides |"]
-        lines.append("|---|---|---|---|---|---|---|---|")
-        for label, d in details:
-            params = f"{d['num_params']:,}" if isinstance(d["num_params"], int) else d["num_params"]
-            lines.append(
-                f"| {reports.markdown_escape(label)} | {d['epochs_run']} | {d['best_epoch']} | {d['wall_time']} | {params} | "
-                f"{d['git_commit']} | {reports.markdown_escape(d['config_files']) or '–'} | {reports.markdown_escape(d['overrides'])} |"
-            )
-        lines.append("")
-    reports.atomic_write_text(out_dir / f"{stem}.md", "\n".join(lines))
-
-
 def write_sizes_from_record(record, out_dir, dataset):
     sizes = record.get("sizes") or {}
     if not sizes:
@@ -277,8 +221,6 @@ def compare(dataset, models, config_files=(), overrides=None, out="results", for
     (``{model: [file, ...]}``) adds files for one model only, after the shared ones (e.g. its tuned
     ``tune_best_<model>.yaml``). Returns ``{entry: record or "not available: …"}``; rows are labelled
     by the model's ``table_label`` where it has one (e.g. "UniSRec (text), no pre-training")."""
-    from recbole_fmrl.utils import get_model
-
     overrides = dict(overrides or {})
     model_config_files = model_config_files or {}
     entries = {entry: parse_model_entry(entry) for entry in models}
@@ -292,7 +234,7 @@ def compare(dataset, models, config_files=(), overrides=None, out="results", for
         results[entry] = run_or_unavailable(entry, model, dataset, files, {**overrides, **settings}, out_dir, force, runner)
     order = sorted(results, key=lambda entry: GROUPS.index(paper_group(entries[entry][0])))
     rows = [(_row_label(entry, results[entry]), results[entry]) for entry in order]
-    write_results_tables(rows, out_dir, "comparison", "Model", f"Model comparison on {dataset} (Table 2)",
+    reports.write_results_tables(rows, out_dir, "comparison", "Model", f"Model comparison on {dataset} (Table 2)",
                          groups=[paper_group(entries[entry][0]) for entry in order])
     logger.info(f"comparison written to {out_dir / 'comparison.md'} and comparison.csv")
     for model, record in results.items():
@@ -332,7 +274,7 @@ def ablation(dataset, modality_sets, config_files=(), overrides=None, out="resul
         results[label] = reused or run_or_unavailable(
             f"fMRLRec-{label}", "fMRLRec", dataset, config_files, settings, out_dir, force, runner
         )
-    write_results_tables(list(results.items()), out_dir, "ablation", "Modalities", f"fMRLRec modality ablation on {dataset} (Table 3)")
+    reports.write_results_tables(list(results.items()), out_dir, "ablation", "Modalities", f"fMRLRec modality ablation on {dataset} (Table 3)")
     logger.info(f"ablation written to {out_dir / 'ablation.md'} and ablation.csv")
     return results
 
@@ -362,7 +304,7 @@ def parameters(dataset, full_sizes, config_files=(), overrides=None, out="result
     """Figure 4 on freshly built fMRLRec models; writes params.csv/.png and returns the rows."""
     overrides = {k: v for k, v in (overrides or {}).items() if k not in ("hidden_size", "mrl_hidden_sizes", "eval_size")}
     logger.info(f"counting parameters of fMRLRec for D in {full_sizes} ({independent} independent models)")
-    rows = reports.parameter_rows(dataset, full_sizes, item_num, feature_dims, list(config_files) or None,
+    rows = params.parameter_rows(dataset, full_sizes, item_num, feature_dims, list(config_files) or None,
                                   overrides, independent)
     out_dir = output_folder(out, dataset)
     reports.write_params(rows, out_dir, title=f"fMRLRec parameters ({dataset} config)")
@@ -379,7 +321,7 @@ def parameters(dataset, full_sizes, config_files=(), overrides=None, out="result
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_fmrl.compare", description=__doc__,
+        prog="python -m recbole_fmrl.experiments.compare", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
     parser.add_argument("--dataset", "-d", help="dataset name (folder under data_path, or an embedded one)")
@@ -442,8 +384,6 @@ def main(argv=None):
     modality_sets = parse_modality_sets(args.ablation) if args.ablation else None
     full_sizes = parse_sizes(args.params_sizes, "--params-sizes") if args.params else None
     feature_dims = parse_feature_dims(args.feature_dims) if args.params else None
-    from recbole_fmrl.utils import get_model
-
     for model in [parse_model_entry(entry)[0] for entry in models] + list(model_config_files):
         get_model(model)  # every check before the first run
     if args.params:

@@ -1,47 +1,39 @@
 """Export the standalone size-m model from a trained fMRLRec checkpoint (paper §3.2: the size-m
 slice of every weight is an independent size-m model).
 
-    python -m recbole_fmrl.export saved/fMRLRec-....pth --size 64 --out fMRLRec-64.pth
+    python -m recbole_fmrl.deploy.export saved/fMRLRec-....pth --size 64 --out fMRLRec-64.pth
 """
 
 import argparse
 import os
 from logging import getLogger
 
-from recbole_fmrl.checkpoint import read_checkpoint, restore_weights
+from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.config import Config
-from recbole_fmrl.errors import PluginError
-from recbole_fmrl.quick_start import build, count_parameters, main_guarded
-from recbole_fmrl.trainer import atomic_save
+from recbole_fmrl.deploy.trained import load_trained_run, sliced_model
+from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.files import torch_save_atomic
+from recbole_fmrl.model.layers import count_parameters
 
 
-def build_trained(checkpoint, path):
-    """Config, data loaders and the model with the weights of ``checkpoint`` (read from ``path``), as
-    they were trained; one error line if the checkpoint does not fit the dataset it names."""
-    config, model, loaders = build(checkpoint["model"], checkpoint["dataset"], config_dict=checkpoint["overrides"])
-    restore_weights(model, loaders[0]._dataset, checkpoint, path)
-    return config, model, loaders
-
-
-def sliced_model(model, checkpoint, dataset, size):
+def export_model(model, checkpoint, dataset, size):
     """The standalone size-``size`` model of ``model`` (trained as ``checkpoint`` says, on ``dataset``)
     and its config overrides: what an export holds."""
-    overrides = {**checkpoint["overrides"], **model.sliced_config(size)}
-    small_model = type(model)(Config(checkpoint["model"], checkpoint["dataset"], config_dict=overrides), dataset)
-    small_model.load_state_dict(model.sliced_state_dict(size))
-    return small_model.to(next(model.parameters()).device).eval(), overrides
+    def build(sliced):
+        overrides = {**checkpoint["overrides"], **sliced}
+        return type(model)(Config(checkpoint["model"], checkpoint["dataset"], config_dict=overrides), dataset)
+
+    small_model, sliced = sliced_model(model, size, build)
+    return small_model, {**checkpoint["overrides"], **sliced}
 
 
 def export(checkpoint_path, size, out_path):
     """Write the size-``size`` model of ``checkpoint_path`` to ``out_path``; returns its parameter count."""
     checkpoint = read_checkpoint(checkpoint_path)
-    config, model, (train_data, _, _) = build_trained(checkpoint, checkpoint_path)
-    sizes = getattr(model, "mrl_hidden_sizes", None)
-    if sizes is None:
+    config, model, (train_data, _, _) = load_trained_run(checkpoint, checkpoint_path)
+    if getattr(model, "mrl_hidden_sizes", None) is None:
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes to export")
-    if size not in sizes:
-        raise PluginError(f"--size {size} is not one of the trained sizes {list(sizes)}")
-    small_model, overrides = sliced_model(model, checkpoint, train_data._dataset, size)
+    small_model, overrides = export_model(model, checkpoint, train_data._dataset, size)
     export_state = {
         "model": checkpoint["model"],
         "dataset": checkpoint["dataset"],
@@ -53,7 +45,7 @@ def export(checkpoint_path, size, out_path):
         "source_checkpoint": os.path.abspath(checkpoint_path),
         "state_dict": small_model.state_dict(),
     }
-    atomic_save(export_state, out_path)
+    torch_save_atomic(export_state, out_path)
     getLogger().info(
         f"exported size {size} of {checkpoint_path} to {out_path}: {export_state['num_params']:,} parameters "
         f"(full model: {count_parameters(model):,})"

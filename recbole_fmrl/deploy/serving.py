@@ -24,8 +24,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from recbole_fmrl.deploy.funnel import FunnelIndex, model_index, shortlist_and_rerank
+from recbole_fmrl.deploy.seen import exclude_seen as exclude_seen_items
+from recbole_fmrl.deploy.trained import item_tokens as dataset_item_tokens
+from recbole_fmrl.deploy.trained import load_trained
 from recbole_fmrl.errors import PluginError
-from recbole_fmrl.funnel import FunnelIndex, item_order_sha256, shortlist_and_rerank
+from recbole_fmrl.model.layers import check_size
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ class Recommender:
 
     ``size`` (default: the model's ``eval_size``) is the nested size scored, like ``eval_size`` for
     ``full_sort_predict``. Serving a small size from the full model still runs the full-size blocks:
-    export the size-m model (``python -m recbole_fmrl.export``) to pay only for size m.
+    export the size-m model (``python -m recbole_fmrl.deploy.export``) to pay only for size m.
     """
 
     def __init__(self, model, item_tokens=None, size=None, device=None):
@@ -75,9 +79,8 @@ class Recommender:
                 )
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
-        self.size = int(size if size is not None else getattr(model, "eval_size", model.hidden_size))
-        if self.size not in getattr(model, "mrl_hidden_sizes", [model.hidden_size]):
-            raise PluginError(f"size {self.size} is not one of the model's sizes {model.mrl_hidden_sizes}")
+        self.size = check_size(size if size is not None else getattr(model, "eval_size", model.hidden_size),
+                               getattr(model, "mrl_hidden_sizes", [model.hidden_size]))
         self.max_length = int(model.max_seq_length)
         self.item_tokens = list(item_tokens) if item_tokens is not None else None
         self._token_ids = None
@@ -101,10 +104,8 @@ class Recommender:
         is refused with one line.
         """
         if isinstance(source, nn.Module):
-            return cls(source, item_tokens=_item_tokens(dataset), size=size, device=device)
-        from recbole_fmrl.checkpoint import check_format, read_checkpoint, restore_weights
-        from recbole_fmrl.config import Config, get_model
-        from recbole_fmrl.utils import create_dataset
+            return cls(source, item_tokens=dataset_item_tokens(dataset), size=size, device=device)
+        from recbole_fmrl.checkpoint import check_format, read_checkpoint
 
         if isinstance(source, (str, os.PathLike)):
             path = os.fspath(source)
@@ -112,11 +113,8 @@ class Recommender:
         else:
             path = "the given checkpoint"
             check_format(source, path)
-        config = Config(source["model"], source["dataset"], config_dict=dict(source["overrides"]))
-        if dataset is None:
-            dataset = create_dataset(config)
-        model = restore_weights(get_model(source["model"])(config, dataset), dataset, source, path)
-        return cls(model, item_tokens=_item_tokens(dataset), size=size, device=device)
+        _, model, dataset = load_trained(source, path, dataset)
+        return cls(model, item_tokens=dataset_item_tokens(dataset), size=size, device=device)
 
     # ------------------------------------------------------------------------------------ states
     @torch.inference_mode()
@@ -166,7 +164,7 @@ class Recommender:
         user's events. When fewer than ``k`` items are left, a one-user result is shorter and a
         batched one is filled with -1, which is padding, not an item (``to_tokens`` leaves it out).
 
-        ``funnel=(m, K)``: Matryoshka funnel retrieval (``recbole_fmrl.funnel``): score every item at
+        ``funnel=(m, K)``: Matryoshka funnel retrieval (``recbole_fmrl.deploy.funnel``): score every item at
         size m through ``index`` (a kind among ``flat``, ``hnsw``, ``ivf``, built once by
         :meth:`funnel_index`, or a loaded :class:`FunnelIndex`), keep the top K, rerank them at the
         served size. With K covering the catalogue this equals exact scoring.
@@ -177,16 +175,7 @@ class Recommender:
         scores = self._score(state)
         scores[:, 0] = float("-inf")
         if exclude_seen:
-            rows, cols = [], []
-            for user in range(state.batch_size):
-                node = state.seen[user]
-                while node is not None:
-                    rows.append(user)
-                    cols.append(node[0])
-                    node = node[1]
-            if cols:
-                index = torch.tensor([rows, cols], dtype=torch.long, device=self.device)
-                scores.index_put_(tuple(index), scores.new_tensor(float("-inf")))
+            exclude_seen_items(scores, self._histories(state))
         values, top = torch.topk(scores, min(k, self.n_items), dim=1)
         if state.single:
             return top[0, : int(torch.isfinite(values[0]).sum())]
@@ -198,14 +187,7 @@ class Recommender:
         (``options``: ``FunnelIndex.build``'s) and kept per (size, kind); ``.save(path)`` writes it."""
         key = (int(size), kind)
         if key not in self._funnel_indexes:
-            if size not in getattr(self.model, "mrl_hidden_sizes", [self.size]) or size > self.size:
-                raise PluginError(f"funnel size {size} is not one of the model's sizes up to {self.size}")
-            tokens = self.item_tokens
-            with torch.inference_mode():
-                table = self.model.item_table()
-            self._funnel_indexes[key] = FunnelIndex.build(
-                table, size, kind, item_order_sha256(tokens) if tokens is not None else None, **options
-            )
+            self._funnel_indexes[key] = model_index(self.model, self.item_tokens, size, kind, self.size, **options)
         return self._funnel_indexes[key]
 
     def load_funnel_index(self, path):
@@ -224,7 +206,7 @@ class Recommender:
         elif index.size != size or index.n_items != self.n_items:
             raise PluginError(f"the given index is of size {index.size} over {index.n_items} items, not the "
                               f"funnel's size {size} over this model's {self.n_items}")
-        exclude = [state.seen_items(user) for user in range(state.batch_size)] if exclude_seen else None
+        exclude = self._histories(state) if exclude_seen else None
         candidates, scores = shortlist_and_rerank(
             state.hidden[:, : self.size], self.model.item_table()[:, : self.size], index, shortlist, exclude
         )
@@ -271,6 +253,10 @@ class Recommender:
         return [self.to_ids(t) for t in tokens]
 
     # --------------------------------------------------------------------------------- internals
+    @staticmethod
+    def _histories(state):
+        return [state.seen_items(user) for user in range(state.batch_size)]
+
     def _score(self, state):
         return state.hidden[:, : self.size] @ self.item_table_t  # [B, n_items]
 
@@ -297,26 +283,14 @@ class Recommender:
         return UserState(lru=lru, hidden=hidden, seen=tuple(seen), length=tuple(lengths), single=single)
 
     def _scan(self, item_seq, lengths):
-        """Hidden output and every block's LRU state at each user's last event, from ONE parallel scan.
-
-        The recurrent state of an LRU layer is the input of its readout C (``lru.out_proj``: the
-        complex hidden state as interleaved reals, the layout ``step`` uses), captured by a hook.
-        """
-        captured = []
-        hooks = [
-            block.lru.out_proj.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
-            for block in self.model.encoder.blocks
-        ]
-        try:
-            encoded = self.model.encode(item_seq)  # [B, L, D]
-        finally:
-            for hook in hooks:
-                hook.remove()
+        """Hidden output and every block's LRU state at each user's last event, from ONE parallel scan
+        (the encoder returns its recurrent states, in the layout ``step`` continues from)."""
+        encoded, states = self.model.encode(item_seq, return_state=True)  # [B, L, D], [n_layers, B, L, 2D]
         last = (lengths - 1).clamp_min(0)
         rows = torch.arange(item_seq.size(0), device=self.device)
         hidden = encoded[rows, last]
         empty = lengths == 0
-        lru = torch.stack([states[rows, last] for states in captured])  # [n_layers, B, 2D]
+        lru = states[:, rows, last]  # [n_layers, B, 2D]
         if empty.any():  # no events: the zero state (and no representation to score yet)
             lru[:, empty] = 0.0
             hidden[empty] = float("nan")
@@ -331,11 +305,3 @@ class Recommender:
         if any(n == 0 for n in state.length):
             raise PluginError("a user has no events yet: update the state with one before recommending")
 
-
-def _item_tokens(dataset):
-    """The internal-id -> token list of a RecBole dataset (None without one)."""
-    if dataset is None or not hasattr(dataset, "field2id_token"):
-        return None
-    field = getattr(dataset, "iid_field", None)
-    tokens = dataset.field2id_token.get(field) if field else None
-    return None if tokens is None else [str(t) for t in tokens]

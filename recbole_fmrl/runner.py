@@ -1,8 +1,7 @@
 """Train, validate with early stopping, test the best checkpoint: RecBole's ``run_recbole`` for the plugin."""
 
-import json
 import logging
-import sys
+import os
 import time
 import warnings
 from logging import getLogger
@@ -12,15 +11,18 @@ import torch
 from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_fmrl.checkpoint import read_checkpoint, run_identity
-from recbole_fmrl.config import Config, get_model, to_primitive
+from recbole_fmrl.config import REPORTED_METRICS, Config, get_model, to_primitive
 from recbole_fmrl.data import data_preparation
+from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.files import write_json_atomic
+from recbole_fmrl.model.layers import count_parameters
 from recbole_fmrl.model.next_item_training import check_train_mode
-from recbole_fmrl.utils import create_dataset, get_trainer
+from recbole_fmrl.trainer import get_trainer
 
 # RecBole 1.2.1 builds its AMP scaler through the deprecated torch.cuda.amp API on every run.
 warnings.filterwarnings("ignore", message=r".*torch\.cuda\.amp\.GradScaler", category=FutureWarning)
 
-REPORTED_METRICS = ("ndcg@5", "recall@5", "ndcg@10", "recall@10")
+RECBOLE_LOG_DIR = "./log/"  # where RecBole's init_logger writes (recbole.utils.logger.LOGROOT)
 
 
 def build(model, dataset, config_file_list=None, config_dict=None):
@@ -30,6 +32,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     if config["torch_num_threads"]:
         torch.set_num_threads(config["torch_num_threads"])
     reset_recbole_logging()
+    make_run_folders(config)
     init_logger(config)
     logger = getLogger()
     for line in config.warnings:
@@ -58,11 +61,12 @@ def reset_recbole_logging():
             handler.close()
 
 
-def count_parameters(model):
-    """Trainable parameters; masked-out fMRL entries (structurally zero) are not counted."""
-    if hasattr(model, "count_parameters"):
-        return model.count_parameters()
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+def make_run_folders(config):
+    """Create the folders a run writes to (RecBole's log folder, the checkpoint folder) before RecBole
+    does: its ``ensure_dir`` checks, then creates, so two runs started together in a fresh folder
+    race and one fails with ``FileExistsError``; ``exist_ok`` makes the second a no-op."""
+    for folder in (os.path.join(RECBOLE_LOG_DIR, config["model"]), config["checkpoint_dir"]):
+        os.makedirs(folder, exist_ok=True)
 
 
 def evaluate_sizes(trainer, model, test_data, show_progress=False):
@@ -136,23 +140,9 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     if hasattr(model, "table_label"):  # e.g. "UniSRec (text), no pre-training"
         result["table_label"] = model.table_label
     if saved:
-        with open(trainer.saved_model_file[: -len(".pth")] + ".results.json", "w") as f:
-            json.dump(result, f, indent=1)
+        write_json_atomic(trainer.saved_model_file[: -len(".pth")] + ".results.json", result, indent=1, sort_keys=False)
     logger.info(
         set_color("best valid", "yellow") + ":\n" + format_table({"valid": result["best_valid_result"]}, "")
     )
     logger.info(set_color("test result", "yellow") + ":\n" + format_table({"test": test_result}, ""))
     return result
-
-
-def main_guarded(main):
-    """Run ``main()``; a :class:`PluginError` becomes ``error: <message>`` and exit status 2."""
-    from recbole_fmrl.errors import PluginError
-
-    try:
-        return main()
-    except PluginError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)

@@ -1,9 +1,9 @@
 """Which nested size fits a latency budget on this machine: measure every size of a trained fMRLRec.
 
-    python -m recbole_fmrl.budget saved/fMRLRec-....pth --latency-ms 20 [--users 256] [--device cpu]
+    python -m recbole_fmrl.deploy.budget saved/fMRLRec-....pth --latency-ms 20 [--users 256] [--device cpu]
         [--k 10] [--funnel-k 200] [--index hnsw] [--memory-mb 300] [--warmup 2] [--repeats 7]
 
-For every size m in M it serves the standalone size-m model (what ``recbole_fmrl.export`` writes)
+For every size m in M it serves the standalone size-m model (what ``recbole_fmrl.deploy.export`` writes)
 and times top-k for a batch of ``--users`` users (``Recommender.recommend``: scoring the catalogue
 and top-k from cached user states; median after warm-up), and for every m < D the Matryoshka funnel
 of the full model (shortlist ``--funnel-k`` items at size m through a ``--index`` faiss index,
@@ -23,8 +23,8 @@ import time
 
 import torch
 
-from recbole_fmrl.errors import PluginError
-from recbole_fmrl.funnel import INDEX_KINDS
+from recbole_fmrl.deploy.funnel import INDEX_KINDS
+from recbole_fmrl.errors import PluginError, main_guarded
 
 MIB = 2**20
 
@@ -140,26 +140,24 @@ def random_histories(n_users, length, n_items, seed=0):
 
 def measure(checkpoint_path, users=256, device="cpu", k=10, funnel_k=200, index="hnsw", warmup=2, repeats=7):
     """Rows ``{mode, size, shortlist, index, latency_ms, resident_mb, peak_mb, build_s}`` for every size."""
-    from recbole_fmrl.config import Config
     from recbole_fmrl.checkpoint import read_checkpoint
-    from recbole_fmrl.export import sliced_model
-    from recbole_fmrl.serving import Recommender
-    from recbole_fmrl.utils import create_dataset
+    from recbole_fmrl.deploy.export import export_model
+    from recbole_fmrl.deploy.serving import Recommender
+    from recbole_fmrl.deploy.trained import load_trained
 
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PluginError("--device cuda but CUDA is not available")
     checkpoint = read_checkpoint(checkpoint_path)
-    overrides = dict(checkpoint.get("overrides") or {})
-    dataset = create_dataset(Config(checkpoint["model"], checkpoint["dataset"], config_dict=overrides))
-    full = Recommender.load(checkpoint, dataset=dataset, device=device)
+    _, model, dataset = load_trained(checkpoint, checkpoint_path)
+    full = Recommender.load(model, dataset=dataset, device=device)
     sizes = list(getattr(full.model, "mrl_hidden_sizes", []))
     if not sizes:
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes")
     histories = random_histories(users, full.max_length, full.n_items)
     servers, calls, rows = {}, {}, []
     for size in sizes:
-        model = full.model if size == full.size else sliced_model(full.model, checkpoint, dataset, size)[0]
+        model = full.model if size == full.size else export_model(full.model, checkpoint, dataset, size)[0]
         rec = servers[size] = Recommender(model, device=device)
         state = rec.start_many(histories)
         calls[("exact", size)] = lambda rec=rec, state=state: rec.recommend(state, k)
@@ -234,6 +232,4 @@ def main():
 
 
 if __name__ == "__main__":
-    from recbole_fmrl.quick_start import main_guarded
-
     main_guarded(main)

@@ -1,1 +1,0 @@
-"""Efficiency benchmarks of fMRLRec: ``python -m benchmarks.run [--quick]`` (not tests)."""

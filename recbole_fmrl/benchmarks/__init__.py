@@ -1,0 +1,1 @@
+"""Efficiency benchmarks of fMRLRec: ``python -m recbole_fmrl.benchmarks.run [--quick]`` (not tests)."""
