@@ -20,13 +20,11 @@ import logging
 import os
 import re
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 
-from recbole_fmrl import files
-from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.dataset_prep import atomic_files, steps
 from recbole_fmrl.errors import InputFileError, PluginError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +46,6 @@ DEFAULT_TEXT_ENCODER = "BAAI/bge-large-en-v1.5"
 DEFAULT_IMAGE_MODEL = "ViT-SO400M-14-SigLIP"
 DEFAULT_IMAGE_PRETRAINED = "webli"
 CORE_K = 5
-_ASIN_IN_LINE = re.compile(r"""['"]asin['"]\s*:\s*['"]([^'"]+)['"]""")
 
 
 # ----------------------------------------------------------------------------- parse
@@ -57,19 +54,24 @@ REVIEW_KEYS = ("reviewerID", "asin", "unixReviewTime")
 
 
 def _lines(path):
-    """``(line number, line)`` of a gzip text file; a file that is not gzip is one error line."""
+    """``(line number, line)`` of a text file, gzip-compressed when its name ends in ``.gz``; a file
+    that cannot be read so is one error line."""
+    opener = gzip.open if str(path).endswith(".gz") else open
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with opener(path, "rt", encoding="utf-8") as f:
             yield from enumerate(f, 1)
     except (OSError, EOFError, UnicodeDecodeError) as err:
-        raise InputFileError(path, f"not a readable gzip text file: {err}") from None
+        kind = "gzip text file" if opener is gzip.open else "UTF-8 text file"
+        raise InputFileError(path, f"not a readable {kind}: {err}") from None
 
 
-def parse_reviews(path):
-    """Interactions (user_id, item_id, timestamp) of a ``reviews_*_5.json.gz`` file, in file order.
+def parse_reviews(path, keys=REVIEW_KEYS):
+    """Interactions (user_id, item_id, timestamp) of a file of JSON reviews (``reviews_*_5.json.gz``),
+    in file order; ``keys`` name the user, item and time of a review.
 
-    A line that is not a JSON review (object with reviewerID, asin and a numeric unixReviewTime)
-    is one error naming the file and line."""
+    A line that is not a JSON review (object with the three keys, the time a number) is one error
+    naming the file and line."""
+    user_key, item_key, time_key = keys
     rows = []
     for number, line in _lines(path):
         if not line.strip():
@@ -80,27 +82,29 @@ def parse_reviews(path):
             raise InputFileError(path, f"not a JSON review: {err}", line=number) from None
         if not isinstance(review, dict):
             raise InputFileError(path, f"expected a JSON object (one review), got a {type(review).__name__}", line=number)
-        missing = [key for key in REVIEW_KEYS if key not in review]
+        missing = [key for key in keys if key not in review]
         if missing:
             raise InputFileError(path, f"the review has no {', '.join(missing)}", line=number)
         try:
-            time = float(review["unixReviewTime"])
+            time = float(review[time_key])
         except (TypeError, ValueError):
-            raise InputFileError(path, f"unixReviewTime {review['unixReviewTime']!r} is not a number", line=number) from None
-        rows.append((review["reviewerID"], review["asin"], time))
+            raise InputFileError(path, f"{time_key} {review[time_key]!r} is not a number", line=number) from None
+        rows.append((review[user_key], review[item_key], time))
     return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
 
 
-def parse_meta(path, wanted):
-    """``asin -> metadata dict`` for the ASINs in ``wanted`` from a ``meta_*.json.gz`` file.
+def parse_meta(path, wanted, key="asin"):
+    """``item id -> metadata dict`` for the items in ``wanted`` from a ``meta_*.json.gz`` file, the
+    item id being the value of ``key``.
 
     Lines are Python literals (parsed with ``ast.literal_eval``; strict JSON lines also work);
     lines of other items are skipped before parsing, unparsable ones are counted and logged; a line
-    that parses to something other than a dict with an ``asin`` is one error naming file and line.
+    that parses to something other than a dict with ``key`` is one error naming file and line.
     """
     meta, n_bad = {}, 0
+    id_in_line = re.compile(rf"""['"]{re.escape(key)}['"]\s*:\s*['"]([^'"]+)['"]""")
     for number, line in _lines(path):
-        found = _ASIN_IN_LINE.search(line)
+        found = id_in_line.search(line)
         if found is None or found.group(1) not in wanted:
             continue
         try:
@@ -111,10 +115,10 @@ def parse_meta(path, wanted):
             except ValueError:
                 n_bad += 1
                 continue
-        if not isinstance(record, dict) or "asin" not in record:
-            what = "a dict without 'asin'" if isinstance(record, dict) else f"a {type(record).__name__}"
+        if not isinstance(record, dict) or key not in record:
+            what = f"a dict without '{key}'" if isinstance(record, dict) else f"a {type(record).__name__}"
             raise InputFileError(path, f"expected a dict with one item's metadata, got {what}", line=number)
-        meta[record["asin"]] = record
+        meta[record[key]] = record
     if n_bad:
         logger.warning("parse: %d unparsable metadata lines in %s were skipped", n_bad, path)
     return meta
@@ -197,14 +201,10 @@ def chronological(inter, key):
 def item_text(record):
     """Item text as in the paper (sec. 3.3.1): "Title: ... Price: ... Brand: ... Categories: ...",
     with only the fields present (categories: the first category path, comma-separated)."""
-    parts = []
-    for label, key in (("Title", "title"), ("Price", "price"), ("Brand", "brand"), ("Categories", "categories")):
-        value = record.get(key)
-        if key == "categories":
-            value = ", ".join(map(str, value[0])) if value and value[0] else None
-        if value is not None and str(value).strip():
-            parts.append(f"{label}: {' '.join(str(value).split())}")
-    return " ".join(parts)
+    categories = record.get("categories")
+    first_path = ", ".join(map(str, categories[0])) if categories and categories[0] else None
+    return steps.labelled_text([("Title", record.get("title")), ("Price", record.get("price")),
+                                ("Brand", record.get("brand")), ("Categories", first_path)])
 
 
 def build_items(item_ids, meta):
@@ -216,85 +216,10 @@ def build_items(item_ids, meta):
     return pd.DataFrame(rows, columns=list(atomic_files.ITEMS_COLUMNS))
 
 
-def _is_current(npy_path, encoder, source):
-    """Whether ``npy_path`` exists and its manifest matches this encoder and input."""
-    manifest = atomic_files.read_manifest(npy_path)
-    return (os.path.exists(npy_path) and manifest is not None
-            and manifest.get("encoder") == encoder and manifest.get("source_sha256") == source)
-
-
-def text_features_current(folder, name, text_encoder):
-    """Whether ``<name>.text.npy`` was computed by ``text_encoder`` from the current items table."""
-    items = atomic_files.read_items(atomic_files.items_path(folder, name))
-    return _is_current(atomic_files.feature_path(folder, name, "text"), text_encoder, atomic_files.source_sha256(items, "text"))
-
-
 def interactions_current(folder, name, inputs):
     """Whether the interactions step finished (its record exists) on exactly these ``inputs`` files."""
-    record = atomic_files.read_done(folder, name, "interactions")
-    return (record is not None and record.get("inputs") == atomic_files.file_hashes(inputs)
-            and os.path.exists(atomic_files.inter_path(folder, name)) and os.path.exists(atomic_files.items_path(folder, name)))
-
-
-# ----------------------------------------------------------------------------- features
-
-def text_features_step(folder, name, items, text_encoder, batch_size, device, force):
-    """Encode the item texts into ``<name>.text.npy`` (skipped when current)."""
-    npy = atomic_files.feature_path(folder, name, "text")
-    source = atomic_files.source_sha256(items, "text")
-    n_text = int((items["text"] != "").sum())
-    if n_text == 0:
-        logger.info("text features: no item has text, skipped")
-        return None
-    if not force and _is_current(npy, text_encoder, source):
-        logger.info("text features: %s is current, skipped", npy)
-        return atomic_files.read_manifest(npy)
-    from recbole_fmrl.dataset_prep.encoders import encode_texts, load_text_encoder
-
-    started = time.perf_counter()
-    encoder = load_text_encoder(text_encoder, device)
-    features, n_zero = encode_texts(list(items["text"]), encoder, batch_size)
-    seconds = time.perf_counter() - started
-    manifest = atomic_files.write_features(
-        npy, features, encoder=text_encoder, items_file=atomic_files.items_path(folder, name),
-        source_column="text", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
-    logger.info("text features: %d items x %d dims with %s in %.1f s, %d zero rows (no text)",
-                len(items), features.shape[1], text_encoder, seconds, n_zero)
-    return manifest
-
-
-def image_features_step(folder, name, items, image_model, image_pretrained, image_dir,
-                        batch_size, device, workers, force):
-    """Download the item photos and encode them into ``<name>.image.npy`` (skipped when current)."""
-    npy = atomic_files.feature_path(folder, name, "image")
-    encoder = f"open_clip:{image_model}:{image_pretrained}"
-    source = atomic_files.source_sha256(items, "image_url")
-    n_url = int((items["image_url"] != "").sum())
-    if n_url == 0:
-        logger.info("image download: no item has an image URL, skipped")
-        return None
-    if not force and _is_current(npy, encoder, source):
-        logger.info("image features: %s is current, skipped", npy)
-        return atomic_files.read_manifest(npy)
-    from recbole_fmrl.dataset_prep.encoders import encode_images, load_image_encoder
-    from recbole_fmrl.dataset_prep.images import download_images
-
-    cache_dir = image_dir or os.path.join(folder, "images")
-    paths = download_images(dict(zip(items["item_id"], items["image_url"])), cache_dir, max_workers=workers)
-    n_fetched = sum(path is not None for path in paths.values())
-    logger.info("image download: %d of %d items have a cached photo (%d URLs), cache %s",
-                n_fetched, len(items), n_url, cache_dir)
-    started = time.perf_counter()
-    model, preprocess = load_image_encoder(image_model, image_pretrained, device)
-    features, n_zero = encode_images([paths[asin] for asin in items["item_id"]], model, preprocess,
-                                     batch_size=batch_size, device=device)
-    seconds = time.perf_counter() - started
-    manifest = atomic_files.write_features(
-        npy, features, encoder=encoder, items_file=atomic_files.items_path(folder, name),
-        source_column="image_url", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
-    logger.info("image features: %d items x %d dims with %s in %.1f s, %d zero rows "
-                "(no photo or unreadable)", len(items), features.shape[1], encoder, seconds, n_zero)
-    return manifest
+    return steps.step_done(folder, name, "interactions", inputs,
+                           outputs=(atomic_files.inter_path(folder, name), atomic_files.items_path(folder, name)))
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -336,39 +261,16 @@ def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, 
     """
     if name not in CATEGORIES:
         raise PluginError(f"unknown dataset '{name}' (known: {', '.join(CATEGORIES)})")
-    folder = os.path.join(out_dir, name)
-    inter_file, items_file = atomic_files.inter_path(folder, name), atomic_files.items_path(folder, name)
     inputs = raw_files(raw_dir, name) if raw_dir else table_files(tables_dir or EMBEDDED_TABLES_DIR, name)
-    if not force and interactions_current(folder, name, inputs):
-        logger.info("parse/5-core/order/write: %s is current, skipped (--force rebuilds)", inter_file)
-        inter = pd.read_csv(inter_file, sep="\t", usecols=[0, 1], dtype=str)
-        inter.columns = ["user_id", "item_id"]
-    else:
-        done = atomic_files.done_path(folder, name, "interactions")
-        if os.path.exists(done):
-            os.remove(done)
-        inter, items = build_interactions(name, raw_dir, tables_dir)
-        atomic_files.write_items(items_file, items)
-        atomic_files.write_inter(inter_file, inter)
-        files.write_json_atomic(done, {"step": "interactions", "inputs": atomic_files.file_hashes(inputs)})
-        logger.info("write: %s (%s rows), %s (%s items)", inter_file, f"{len(inter):,}",
-                    items_file, f"{len(items):,}")
-    items = atomic_files.read_items(items_file)  # the exact strings that were written
-    if text:
-        text_features_step(folder, name, items, text_encoder, batch_size, device, force)
-    else:
-        logger.info("text features: skipped (--no-text)")
-    image_manifest = None
-    if images:
-        image_manifest = image_features_step(folder, name, items, image_model, image_pretrained,
-                                             image_dir, batch_size, device, workers, force)
-    else:
-        logger.info("image download/features: skipped (--no-images)")
-        image_manifest = atomic_files.read_manifest(atomic_files.feature_path(folder, name, "image"))
-    n_users, n_items = inter["user_id"].nunique(), inter["item_id"].nunique()
-    n_images = image_manifest["n_items"] - image_manifest["n_zero_rows"] if image_manifest else None
-    return {"dataset": name, "users": n_users, "items": n_items, "images": n_images,
-            "inter": len(inter), "density": len(inter) / (n_users * n_items), "folder": folder}
+
+    def build():
+        return (*build_interactions(name, raw_dir, tables_dir), None)
+
+    row = steps.prepare_atomic_dataset(
+        os.path.join(out_dir, name), name, inputs, build, text=text, images=images,
+        text_encoder=text_encoder, image_model=image_model, image_pretrained=image_pretrained,
+        image_dir=image_dir, batch_size=batch_size, device=device, workers=workers, force=force)
+    return {"dataset": name, **row}
 
 
 def table1_lines(rows):

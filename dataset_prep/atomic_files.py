@@ -7,6 +7,8 @@ Layout of ``<out>/<name>/``:
 - ``<name>.inter`` -- RecBole atomic interactions: ``user_id:token  item_id:token  timestamp:float
   position:float`` (no timestamp column when the source has none), users' events in chronological
   order; ``position`` is the 0-based index in the user's sequence and is the plugin's ``TIME_FIELD``.
+- ``<name>.item`` -- RecBole atomic item features, when the source has categorical item fields
+  (e.g. ``item_id:token  attributes:token_seq``); what the ``attributes`` modality of fMRLRec reads.
 - ``<name>.items.tsv`` -- one row per item (``item_id``, ``text``, ``image_url``); its row order
   is the row order of every feature matrix.
 - ``<name>.<modality>.npy`` -- float32 ``[n_items, dim]``, with the manifest
@@ -36,6 +38,10 @@ def inter_path(folder, name):
 
 def items_path(folder, name):
     return os.path.join(folder, f"{name}.items.tsv")
+
+
+def item_fields_path(folder, name):
+    return os.path.join(folder, f"{name}.item")
 
 
 def feature_path(folder, name, modality):
@@ -98,6 +104,16 @@ def write_items(path, items):
     lines = ["\t".join(ITEMS_COLUMNS)]
     for row in items[list(ITEMS_COLUMNS)].itertuples(index=False):
         lines.append("\t".join(_clean_cell(value) for value in row))
+    write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
+
+
+def write_item_fields(path, frame):
+    """Write a RecBole ``.item`` file: ``frame``'s columns are named ``field:type``; a cell of a
+    ``token_seq`` column is a list of tokens (each without whitespace), written space-separated."""
+    lines = ["\t".join(frame.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append("\t".join(" ".join(map(_clean_cell, value)) if isinstance(value, (list, tuple))
+                               else _clean_cell(value) for value in row))
     write_bytes_atomic(path, ("\n".join(lines) + "\n").encode("utf-8"))
 
 

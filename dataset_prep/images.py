@@ -1,4 +1,4 @@
-"""Resumable, bounded-concurrency download of item photos into an on-disk cache.
+"""Item photos: resumable, bounded-concurrency download into an on-disk cache, or local paths.
 
 Each photo is stored as ``<cache>/<sha1(url)>.img``, written atomically, so an interrupted run
 keeps every finished file and a rerun fetches only what is missing. A URL that answered with a
@@ -97,4 +97,28 @@ def download_images(urls, cache_dir, max_workers=8, timeout=(5.0, 30.0), retries
     finally:
         # On Ctrl-C drop the queued downloads at once; finished files are already in the cache.
         pool.shutdown(wait=True, cancel_futures=True)
+    return paths
+
+
+def is_url(source):
+    """Whether an image source is a URL to download (else it is a local path)."""
+    return source.startswith(("http://", "https://"))
+
+
+def resolve_images(sources, cache_dir, base_dir, max_workers=8):
+    """``item_id -> local photo path or None`` for ``item_id -> source``: a URL is downloaded into
+    ``cache_dir`` (:func:`download_images`), a local path is taken as it is (relative to
+    ``base_dir``); an empty source, or a path with no file, maps to None (counted in the log)."""
+    urls = {item: source for item, source in sources.items() if source and is_url(source)}
+    paths = download_images(urls, cache_dir, max_workers=max_workers) if urls else {}
+    n_missing = 0
+    for item, source in sources.items():
+        if not source or is_url(source):
+            paths.setdefault(item, None)
+            continue
+        path = os.path.join(base_dir, source)
+        paths[item] = path if os.path.isfile(path) else None
+        n_missing += paths[item] is None
+    if n_missing:
+        logger.warning("images: %d local image paths have no file (relative to %s)", n_missing, base_dir)
     return paths

@@ -65,10 +65,17 @@ def item_order_sha256(item_tokens):
 def run_identity(dataset, model):
     """What a trained model is bound to: the model, the dataset's name, its item count and item order
     (sha256 of the internal id -> token list: the rows of every item table of the model) and the
-    sha256 of the manifest of every feature file the model reads."""
+    sha256 of the manifest of every feature file the model reads (for ``attributes``: of the
+    attribute fields' token lists and every item's attribute ids)."""
     features = {}
     for modality in getattr(model, "modalities", ()):
-        if modality != "id":
+        if modality == "attributes":  # the rows of the attribute tables, and each item's tokens
+            digest = hashlib.sha256()
+            for field in model.attribute_fields:
+                digest.update("\n".join(map(str, dataset.field2id_token[field])).encode("utf-8"))
+                digest.update(dataset.item_attributes(field).numpy().tobytes())
+            features[modality] = digest.hexdigest()
+        elif modality != "id":
             with open(dataset.feature_file(modality) + ".json", "rb") as f:
                 features[modality] = hashlib.sha256(f.read()).hexdigest()
     return {

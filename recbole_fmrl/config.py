@@ -2,6 +2,7 @@
 ``eval`` of config strings."""
 
 import enum
+import os
 import re
 from pathlib import Path
 
@@ -126,6 +127,13 @@ class Config(RecBoleConfig):
 
     def _load_cmd_line(self):
         return {}
+
+    def _set_default_parameters(self):
+        """RecBole's, except that ``ml-100k`` is read from the user's ``data_path`` when one is given
+        (RecBole always reads its bundled copy, e.g. without the feature files made for it)."""
+        super()._set_default_parameters()
+        if self.dataset == "ml-100k" and "data_path" in self.external_config_dict:
+            self.final_config_dict["data_path"] = os.path.join(self.external_config_dict["data_path"], self.dataset)
 
     def _load_config_files(self, file_list):
         try:

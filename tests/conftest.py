@@ -1,14 +1,18 @@
 """Shared fixtures: tiny atomic datasets written by the tests themselves."""
 
 import csv
+import functools
+import http.server
 import json
 import os
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from recbole_fmrl.model.layers import FMRLLinear, sliced_state_dict
 
@@ -99,3 +103,32 @@ def perturb_outside_slice(module, index):
         for layer in module.modules():
             if isinstance(layer, FMRLLinear):
                 layer.weight.masked_fill_(layer.zero_mask, 0.0)
+
+
+class ImageHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the image server's folder and records every requested path."""
+
+    requests_seen = []
+
+    def do_GET(self):
+        self.requests_seen.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def image_server(tmp_path_factory):
+    """A local HTTP server with a valid JPEG, a second valid JPEG and a corrupt one (others 404)."""
+    root = tmp_path_factory.mktemp("www")
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(root / "good.jpg", "JPEG")
+    Image.new("RGB", (64, 64), (10, 120, 240)).save(root / "good2.jpg", "JPEG")
+    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG body")
+    handler = functools.partial(ImageHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

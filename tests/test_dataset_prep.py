@@ -2,17 +2,15 @@
 
 import functools
 import gzip
-import http.server
 import json
 import logging
 import os
-import threading
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
+from conftest import ImageHandler
 from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
 from recbole_fmrl.dataset_prep import amazon2014, atomic_files
 from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
@@ -26,33 +24,6 @@ CORE_ITEMS = [f"I{i}" for i in range(6)]
 U0_EVENTS = [("I3", 300), ("I5", 100), ("I2", 200), ("I1", 200), ("I0", 100), ("I4", 400)]
 U0_EXPECTED = ["I5", "I0", "I2", "I1", "I3", "I4"]
 IMAGE_MODEL = "ViT-S-32"  # fastest open_clip model to build on CPU (random weights: pretrained None)
-
-
-class _ImageHandler(http.server.SimpleHTTPRequestHandler):
-    requests_seen = []
-
-    def do_GET(self):
-        self.requests_seen.append(self.path)
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(scope="module")
-def image_server(tmp_path_factory):
-    """A local HTTP server with a valid JPEG, a second valid JPEG and a corrupt one (others 404)."""
-    root = tmp_path_factory.mktemp("www")
-    Image.new("RGB", (40, 30), (200, 30, 30)).save(root / "good.jpg", "JPEG")
-    Image.new("RGB", (64, 64), (10, 120, 240)).save(root / "good2.jpg", "JPEG")
-    (root / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG body")
-    handler = functools.partial(_ImageHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
 
 
 def _write_raw(raw_dir, base_url):
@@ -99,7 +70,7 @@ def prepared(tmp_path_factory, image_server):
     raw_dir, out_dir = root / "raw", root / "out"
     raw_dir.mkdir()
     _write_raw(raw_dir, image_server)
-    _ImageHandler.requests_seen.clear()
+    ImageHandler.requests_seen.clear()
     assert amazon2014.main(_cli_args(raw_dir, out_dir)) == 0
     return out_dir, out_dir / "beauty"
 
@@ -186,19 +157,19 @@ def test_images_downloaded_cached_and_encoded(prepared):
     assert not np.allclose(features[0], features[4])
     cache = sorted(os.listdir(folder / "images"))
     assert len(cache) == 4 and sum(name.endswith(".missing") for name in cache) == 1
-    assert sorted(_ImageHandler.requests_seen) == ["/corrupt.jpg", "/good.jpg", "/good2.jpg", "/missing.jpg"]
+    assert sorted(ImageHandler.requests_seen) == ["/corrupt.jpg", "/good.jpg", "/good2.jpg", "/missing.jpg"]
 
 
 def test_rerun_skips_finished_steps(prepared, caplog):
     out_dir, folder = prepared
     stamps = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder) if "." in name}
-    n_requests = len(_ImageHandler.requests_seen)
+    n_requests = len(ImageHandler.requests_seen)
     with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
         row = amazon2014.prepare_dataset("beauty", str(out_dir), raw_dir=str(out_dir.parent / "raw"),
                                          text_encoder=PACKAGED_MINILM, image_model=IMAGE_MODEL,
                                          image_pretrained=None)
     assert {name: os.stat(folder / name).st_mtime_ns for name in stamps} == stamps
-    assert len(_ImageHandler.requests_seen) == n_requests
+    assert len(ImageHandler.requests_seen) == n_requests
     assert sum("skipped" in message for message in caplog.messages) == 3
     assert (row["users"], row["items"], row["images"], row["inter"]) == (6, 6, 2, 36)
 

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import torch
 from recbole.data.dataset import SequentialDataset
-from recbole.utils import FeatureType
+from recbole.utils import FeatureSource, FeatureType
 
 from recbole_fmrl.dataset_prep import atomic_files
-from recbole_fmrl.errors import FeatureFileError
+from recbole_fmrl.errors import ConfigError, FeatureFileError
 
 
 def read_feature_file(path, modality=None):
@@ -165,6 +165,23 @@ class MultimodalSequentialDataset(SequentialDataset):
         if modality not in self._item_feature_cache:
             self._item_feature_cache[modality] = self._load_item_features(modality)
         return self._item_feature_cache[modality]
+
+    def item_attributes(self, field):
+        """Token ids of the categorical item field ``field`` (fMRLRec's ``attributes``), LongTensor
+        ``[item_num, L]`` indexed by internal item id: L = 1 for a ``token`` field, the longest list
+        for a ``token_seq`` field (padded with 0); row 0 and items without a value are all 0.
+        ``self.num(field)`` is the number of token ids."""
+        if self.field2source.get(field) != FeatureSource.ITEM:
+            raise ConfigError(
+                f"attributes field '{field}' is not an item field of dataset '{self.dataset_name}': it must be a "
+                f"column of {self.dataset_name}.item loaded by load_col: {{item: [{self.iid_field}, {field}, ...]}}")
+        kind = self.field2type[field]
+        if kind not in (FeatureType.TOKEN, FeatureType.TOKEN_SEQ):
+            raise ConfigError(f"attributes field '{field}' is a {kind.value} field; attributes are token or token_seq fields")
+        feat = self.item_feat  # a DataFrame until build() makes it an Interaction
+        ids = self._dataframe_to_interaction(feat[[field]]) if isinstance(feat, pd.DataFrame) else feat
+        ids = ids[field].long()
+        return ids.unsqueeze(1) if kind == FeatureType.TOKEN else ids
 
     def _load_item_features(self, modality):
         started = time.perf_counter()

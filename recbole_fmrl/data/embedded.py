@@ -2,8 +2,9 @@
 
 ``ensure_embedded_dataset(name, data_path, features)`` turns the embedded tables into RecBole atomic
 files under ``<data_path>/<name>/``, plus the feature files of ``features`` the dataset has (Beauty:
-text features of the real titles, encoded once with the packaged all-MiniLM-L6-v2 and kept there),
-so ``beauty``, ``sports``, ``toys`` and ``clothing`` work offline with no preparation step. Only
+text features of the real titles, encoded once with the packaged all-MiniLM-L6-v2 and kept there;
+Beauty and Sports: ``attributes``, a ``.item`` file with S3Rec's brand and category ids of every
+item), so ``beauty``, ``sports``, ``toys`` and ``clothing`` work offline with no preparation step. Only
 what is asked for is written (an ID model never waits for the text encoder), and one run writes at
 a time: runs started together wait for the writer (a lock file ``<data_path>/.<name>.lock``), then
 find the files complete.
@@ -13,23 +14,27 @@ import logging
 import os
 import time
 
-from recbole_fmrl.dataset_prep.amazon2014 import (
-    EMBEDDED_TABLES_DIR, interactions_current, prepare_dataset, table_files, text_features_current,
-)
+from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, interactions_current, prepare_dataset, table_files
 from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM
+from recbole_fmrl.dataset_prep.s3rec_attributes import attributes_current, attributes_step, table_path
+from recbole_fmrl.dataset_prep.steps import text_features_current
 from recbole_fmrl.files import exclusive_lock
 
 logger = logging.getLogger(__name__)
 
-FEATURES = {"beauty": frozenset({"text"}), "sports": frozenset(), "toys": frozenset(), "clothing": frozenset()}
-"""The feature files each embedded dataset can have: only Beauty has item text (its titles)."""
+FEATURES = {"beauty": frozenset({"text", "attributes"}), "sports": frozenset({"attributes"}), "toys": frozenset(),
+            "clothing": frozenset()}
+"""The features each embedded dataset can have: only Beauty has item text (its titles); Beauty and
+Sports have item attributes (``<name>.item``, field ``brand_categories``)."""
 EMBEDDED = frozenset(FEATURES)
 
 
 def _is_complete(folder, name, features):
-    """Whether every step ``features`` need finished on the embedded tables (the atomic files and
-    the text features of the current items table)."""
+    """Whether every step ``features`` need finished on the embedded tables (the atomic files, the
+    text features of the current items table, the ``.item`` file of the attribute table)."""
     if not interactions_current(folder, name, table_files(EMBEDDED_TABLES_DIR, name)):
+        return False
+    if "attributes" in features and not attributes_current(folder, name, table_path(EMBEDDED_TABLES_DIR, name)):
         return False
     return "text" not in features or text_features_current(folder, name, PACKAGED_MINILM)
 
@@ -58,5 +63,7 @@ def ensure_embedded_dataset(name, data_path, features=None):
         prepare_dataset(name, data_path, tables_dir=EMBEDDED_TABLES_DIR, text="text" in features,
                         images=False, text_encoder=PACKAGED_MINILM, batch_size=128,
                         device="cuda" if torch.cuda.is_available() else "cpu")
+        if "attributes" in features:
+            attributes_step(folder, name, table_path(EMBEDDED_TABLES_DIR, name))
     logger.info("embedded dataset %s written to %s in %.1f s", name, folder, time.perf_counter() - started)
     return True

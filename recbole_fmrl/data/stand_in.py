@@ -1,5 +1,6 @@
 """A stand-in for a RecBole dataset where only a model's size matters (parameter counts, benchmarks):
-the little a model's constructor reads, ``num(item field)`` and ``item_features(modality)``."""
+the little a model's constructor reads, ``num(item field)`` and ``item_features(modality)`` (no
+item attributes)."""
 
 import torch
 
@@ -31,3 +32,7 @@ class StandInDataset:
         if modality not in self.features:
             raise FeatureFileError(f"no feature width given for modality '{modality}'")
         return self.features[modality]
+
+    def item_attributes(self, field):
+        raise FeatureFileError(
+            f"a stand-in dataset has no item attributes (field '{field}'): leave out the attributes modality")

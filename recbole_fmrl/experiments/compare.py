@@ -46,7 +46,7 @@ GROUPS = ("ID-based", "text-based", "multimodal", "attribute-aware (RecBole)")
 GROUP_OF = {"UniSRec": "text-based", "VQRec": "text-based", "fMRLRec": "multimodal",
             **dict.fromkeys(("FDSA", "SASRecF", "GRU4RecF", "S3Rec", "KSR", "GRU4RecKG"), "attribute-aware (RecBole)")}
 DEFAULT_ABLATION = "text,image;text;image;id"
-MODALITY_NAMES = ("text", "image", "id")
+MODALITY_NAMES = ("text", "image", "attributes", "id")
 
 logger = reports.progress_logger("compare")
 
@@ -333,7 +333,7 @@ def build_parser():
     parser.add_argument("--force", action="store_true", help="run again even if a cached run exists")
     parser.add_argument("--out", default="results", help="output folder (results/<dataset>/...)")
     parser.add_argument("--ablation", default=None, metavar="SETS",
-                        help=f"modality sets for fMRLRec, ';'-separated, e.g. {DEFAULT_ABLATION!r}")
+                        help=f"modality sets for fMRLRec (among {', '.join(MODALITY_NAMES)}), ';'-separated, e.g. {DEFAULT_ABLATION!r}")
     parser.add_argument("--sizes-from", default=None, metavar="RUN.json",
                         help="write sizes.csv/png from a run result JSON (runs/fMRLRec.json or saved/*.results.json)")
     parser.add_argument("--params", action="store_true", help="write params.csv/png (Figure 4) from built models")

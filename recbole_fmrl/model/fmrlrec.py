@@ -8,6 +8,7 @@ from torch import nn
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import (
+    ItemAttributeEmbedding,
     LRUEncoder,
     check_nested_sizes,
     check_size,
@@ -18,26 +19,33 @@ from recbole_fmrl.model.layers import (
 from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode, trim_padding
 
 FEATURE_MODALITIES = ("text", "image")
-MODALITIES = FEATURE_MODALITIES + ("id",)
+MODALITIES = FEATURE_MODALITIES + ("attributes", "id")
 
 
 class MultimodalItemEncoder(nn.Module):
-    """Item representations ``E = W·concat(text, image) + b`` (eq. 7) from frozen feature tables.
+    """Item representations ``E = W·concat(text, image, attributes) + b`` (eq. 7): frozen feature
+    tables and, with ``attributes`` (an :class:`ItemAttributeEmbedding`), learned embeddings of the
+    item's categorical fields (brand, categories, ...) joined to the same concatenation.
 
     With modality ``id`` a learned ID embedding is added, i.e. the one-hot item ID is one more
     concatenated input of the same linear map; ``id`` alone is the paper's ID-only ablation.
     """
 
-    def __init__(self, features, n_items, use_id, sizes):
+    def __init__(self, features, n_items, use_id, sizes, attributes=None):
         super().__init__()
         self.sizes = list(sizes)
         dim = self.sizes[-1]
+        width = 0
         if features:
             table = torch.cat([table.float() for table in features], dim=-1)
             self.register_buffer("features", table, persistent=False)  # frozen, not saved
-            self.projection = nn.Linear(table.size(-1), dim)
+            width += table.size(-1)
         else:
-            self.features, self.projection = None, None
+            self.features = None
+        self.attributes = attributes
+        if attributes is not None:
+            width += attributes.out_dim
+        self.projection = nn.Linear(width, dim) if width else None
         self.id_embedding = nn.Embedding(n_items, dim, padding_idx=0) if use_id else None
         if use_id:
             nn.init.trunc_normal_(self.id_embedding.weight, std=0.02, a=-0.04, b=0.04)
@@ -46,8 +54,10 @@ class MultimodalItemEncoder(nn.Module):
         """Representations of ``items`` (any shape of ids) or, if None, of the whole catalogue."""
         representation = 0
         if self.projection is not None:
-            features = self.features if items is None else self.features[items]
-            representation = self.projection(features)
+            inputs = [] if self.features is None else [self.features if items is None else self.features[items]]
+            if self.attributes is not None:
+                inputs.append(self.attributes(items))
+            representation = self.projection(torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0])
         if self.id_embedding is not None:
             ids = self.id_embedding.weight if items is None else self.id_embedding(items)
             representation = representation + ids
@@ -71,6 +81,9 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
     sizes (eq. 14), averaged over the batch's training pairs (``train_mode``: every position of
     every sequence, as in the authors' code, or RecBole's prefixes).
 
+    Modalities (``modalities``): ``text`` and ``image`` (frozen feature files), ``attributes`` (the
+    item fields listed in ``attributes``, e.g. ``[brand, categories]``, each with a learned
+    embedding of ``attribute_embedding_size``) and ``id`` (a learned ID embedding).
     ``eval_size`` selects the size used by ``predict``/``full_sort_predict``;
     ``sliced_state_dict(m)`` with ``sliced_config(m)`` export the standalone size-m model, and
     ``init_state``/``step`` update a user's representation one item at a time.
@@ -91,8 +104,9 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         self.train_mode = check_train_mode(config["train_mode"], "fMRLRec", self.trains_on_sequences)
 
         features = [dataset.item_features(m) for m in self.modalities if m in FEATURE_MODALITIES]
+        attributes = self._attribute_embedding(config, dataset) if "attributes" in self.modalities else None
         self.item_encoder = MultimodalItemEncoder(
-            features, self.n_items, "id" in self.modalities, self.mrl_hidden_sizes
+            features, self.n_items, "id" in self.modalities, self.mrl_hidden_sizes, attributes
         )
         self.input_dropout = nn.Dropout(config["hidden_dropout_prob"])
         self.encoder = LRUEncoder.from_config(self.mrl_hidden_sizes, config)
@@ -100,8 +114,9 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
 
     @classmethod
     def item_feature_modalities(cls, config):
-        """The feature files a model built with ``config`` reads: its ``modalities`` other than ``id``."""
-        return [m for m in cls._check_modalities(config["modalities"]) if m in FEATURE_MODALITIES]
+        """The item features a model built with ``config`` reads: its ``modalities`` other than ``id``
+        (feature files, and the ``.item`` fields of ``attributes``)."""
+        return [m for m in cls._check_modalities(config["modalities"]) if m != "id"]
 
     @staticmethod
     def _check_modalities(modalities):
@@ -115,6 +130,20 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         if len(set(modalities)) != len(modalities):
             raise ConfigError(f"modalities has duplicates: {list(modalities)}")
         return list(modalities)
+
+    def _attribute_embedding(self, config, dataset):
+        """The learned embeddings of the item fields in ``attributes`` (checked)."""
+        fields = config["attributes"]
+        fields = [fields] if isinstance(fields, str) else fields
+        if not isinstance(fields, (list, tuple)) or not fields or not all(isinstance(f, str) for f in fields):
+            raise ConfigError(
+                f"modality 'attributes' needs attributes: a list of item fields (e.g. [brand, categories]), got {fields!r}")
+        size = config["attribute_embedding_size"]
+        size = self.hidden_size if size is None else size
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ConfigError(f"attribute_embedding_size must be a positive integer, got {size!r}")
+        self.attribute_fields, self.attribute_embedding_size = list(fields), size
+        return ItemAttributeEmbedding([dataset.item_attributes(f) for f in fields], [dataset.num(f) for f in fields], size)
 
     @property
     def eval_size(self):
@@ -193,7 +222,10 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
     def sliced_config(self, size):
         """Config overrides of the standalone size-``size`` fMRLRec."""
         index = self._size_index(size)
-        return {"hidden_size": size, "mrl_hidden_sizes": self.mrl_hidden_sizes[: index + 1], "eval_size": size}
+        config = {"hidden_size": size, "mrl_hidden_sizes": self.mrl_hidden_sizes[: index + 1], "eval_size": size}
+        if "attributes" in self.modalities:  # the attribute tables are inputs: their width stays
+            config["attribute_embedding_size"] = self.attribute_embedding_size
+        return config
 
     def sliced_state_dict(self, size):
         """State dict of the standalone size-``size`` fMRLRec (load it into a model built with

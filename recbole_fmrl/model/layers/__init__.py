@@ -1,6 +1,7 @@
-"""Building blocks: the fMRL operator, nested LayerNorm, LRU blocks, the nested loss (eq. 14) and
-SASRec's initialisation."""
+"""Building blocks: the fMRL operator, nested LayerNorm, LRU blocks, the nested loss (eq. 14),
+item attribute embeddings and SASRec's initialisation."""
 
+from recbole_fmrl.model.layers.attributes import ItemAttributeEmbedding
 from recbole_fmrl.model.layers.fmrl import (
     FMRLLinear,
     NestedLayerNorm,
@@ -25,6 +26,7 @@ from recbole_fmrl.model.layers.lru import (
 __all__ = [
     "FMRLLinear",
     "GatedFeedForward",
+    "ItemAttributeEmbedding",
     "LRUBlock",
     "LRUEncoder",
     "LRULayer",
