@@ -1,0 +1,91 @@
+"""The models' details that their outputs alone do not pin: initial scales and shapes, the padding
+row's gradient, gate noise by hand, and every configuration refusal with its whole message."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model import FMLPRec, UniSRec, VQRec
+from recbole_fmrl.model.fmlprec import FilterLayer
+from recbole_fmrl.model.layers import FMRLLinear, LRUBlock, LRUEncoder, NestedLayerNorm
+from recbole_fmrl.model.unisrec import MoEAdaptor
+
+from test_text_models import build as build_text_model
+from test_text_models import data_path, training_batch  # noqa: F401 (data_path: fixture)
+
+
+def test_fmlp_filter_weights_are_one_complex_number_per_frequency_and_channel_drawn_at_scale_002():
+    torch.manual_seed(0)
+    layer = FilterLayer(50, 64, hidden_dropout_prob=0.0, layer_norm_eps=1e-12)
+    assert layer.complex_weight.shape == (26, 64, 2)  # rfft of 50 positions: 26 frequencies
+    assert 0.019 < layer.complex_weight.std().item() < 0.021 and abs(layer.complex_weight.mean().item()) < 0.002
+
+
+def test_fmlprec_padding_positions_send_no_gradient_to_an_item(data_path):
+    """The padding row is read at every padded position but learns nothing from them (padding_idx=0)."""
+    model, dataset = build_text_model(FMLPRec, data_path, n_layers=1)
+    batch = training_batch(dataset)
+    assert (batch[model.ITEM_SEQ] == 0).any()  # the histories are padded
+    model.forward(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]).pow(2).sum().backward()  # the input path only
+    grad = model.item_embedding.weight.grad
+    assert grad[0].abs().max() == 0 and grad[1:].abs().sum(dim=1).gt(0).sum() > 5
+
+
+def test_moe_adaptor_in_training_draws_gate_noise_scaled_by_softplus():
+    """δ = N(0, 1) · softplus(x W_n): the noise is the adaptor's first random draw, so a generator in
+    the same state gives it by hand."""
+    torch.manual_seed(0)
+    adaptor = MoEAdaptor(12, 6, n_experts=3, dropout=0.0, initializer_range=0.02)
+    assert 0.015 < adaptor.weight.std().item() < 0.025  # N(0, initializer_range²)
+    with torch.no_grad():
+        for parameter in (adaptor.bias, adaptor.gate, adaptor.noise):
+            parameter.normal_()
+    x = torch.randn(5, 12)
+    torch.manual_seed(1)
+    out = adaptor.train()(x)
+    torch.manual_seed(1)
+    logits = x @ adaptor.gate + torch.randn(5, 3) * F.softplus(x @ adaptor.noise)
+    gates = torch.softmax(logits, dim=-1)
+    expected = sum(gates[:, k, None] * ((x - adaptor.bias[k]) @ adaptor.weight[k]) for k in range(3))
+    torch.testing.assert_close(out, expected)
+
+
+def test_unisrec_transductive_item_is_its_adapted_text_plus_its_id_embedding(data_path):
+    model, dataset = build_text_model(UniSRec, data_path, train_stage="transductive_ft")
+    model.eval()
+    with torch.no_grad():
+        model.item_embedding.weight.normal_()
+        expected = model.moe_adaptor(dataset.item_features("text")) + model.item_embedding.weight
+        torch.testing.assert_close(model.item_table(), expected)
+
+
+@pytest.mark.parametrize("model_class, overrides, message", [
+    (FMLPRec, {"loss_type": "BPR"}, "FMLPRec is trained with the CE loss, got loss_type='BPR'"),
+    (UniSRec, {"loss_type": "BPR"}, "UniSRec is trained with the CE loss, got loss_type='BPR'"),
+    (VQRec, {"hidden_size": 15}, "hidden_size must be a positive multiple of n_heads, got 15 and 2"),
+    (VQRec, {"n_heads": 0}, "hidden_size must be a positive multiple of n_heads, got 16 and 0"),
+    (VQRec, {"temperature": 0}, "temperature must be a positive number, got 0"),
+    (VQRec, {"seed": 7.5}, "seed must be an integer (it seeds the quantizer), got 7.5"),
+    (UniSRec, {"train_stage": "pretrain"}, "UniSRec train_stage must be one of inductive_ft, transductive_ft (pre-training "
+     "needs a multi-domain corpus that is not available offline), got 'pretrain'"),
+])
+def test_model_settings_are_refused_with_their_whole_message(data_path, model_class, overrides, message):
+    settings = dict(overrides)
+    if settings.get("loss_type") == "BPR":
+        settings["train_neg_sample_args"] = {"distribution": "uniform", "sample_num": 1}
+    with pytest.raises(ConfigError) as error:
+        build_text_model(model_class, data_path, **settings)
+    assert str(error.value) == message
+
+
+def test_a_one_block_encoder_starts_from_a_zero_state_of_its_own_width():
+    encoder = LRUEncoder([LRUBlock([4, 8], 1, 0.0, 0.0, 0.5, 0.9)])
+    state = encoder.init_state(3)
+    assert state.shape == (1, 3, 16) and not state.any() and state.dtype == torch.float32
+
+
+def test_layers_describe_themselves():
+    assert repr(FMRLLinear([2, 4], [4, 8])) == "FMRLLinear(in_sizes=[2, 4], out_sizes=[4, 8], bias=True)"
+    assert repr(FMRLLinear([4], [4], bias=False)) == "FMRLLinear(in_sizes=[4], out_sizes=[4], bias=False)"
+    assert repr(NestedLayerNorm([2, 6])) == "NestedLayerNorm(sizes=[2, 6], eps=1e-05)"
