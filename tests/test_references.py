@@ -10,6 +10,7 @@ import torch
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.experiments import params as figure4
+from recbole_fmrl.experiments import reports
 from recbole_fmrl.model import FMLPRec, LRURec, fMRLRec
 from recbole_fmrl.model.fmlprec import FilterLayer
 from recbole_fmrl.model.layers import LRULayer
@@ -263,3 +264,14 @@ def test_figure4_counts_are_the_closed_form_and_the_papers_rates():
     assert [row["series"] for row in rows] == [807_808, 2_139_904, 6_901_248]
     assert [round(100 * row["saving_rate"], 2) for row in rows] == [0.0, 27.40, 29.93]
     assert [round(100 * row["paper_saving"], 2) for row in rows] == [0.0, 25.12, 31.35]
+
+
+def test_figure3_drop_ratios_are_numbers():
+    """metric(m/2) / metric(m) − 1 per size, written out: sizes given out of order, as strings."""
+    sizes = {"16": {"ndcg@10": 0.05, "recall@10": 0.08}, "4": {"ndcg@10": 0.02, "recall@10": 0.04},
+             "8": {"ndcg@10": 0.04, "recall@10": 0.0}}
+    rows = reports.size_rows(sizes, metrics=("ndcg@10",))
+    assert [row["size"] for row in rows] == [4, 8, 16]
+    assert [row["ndcg@10"] for row in rows] == [0.02, 0.04, 0.05]
+    assert [row["ndcg@10_drop"] for row in rows] == [None, pytest.approx(-0.5), pytest.approx(-0.2)]
+    assert [row["recall@10_drop"] for row in rows] == [None, None, -1.0]  # no ratio to a zero; from a zero: −100 %
