@@ -5,14 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from recbole.trainer import Trainer
+
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.model import FMLPRec, UniSRec, VQRec
+from recbole_fmrl.model import FMLPRec, UniSRec, VQRec, fMRLRec
 from recbole_fmrl.model.fmlprec import FilterLayer
-from recbole_fmrl.model.layers import FMRLLinear, LRUBlock, LRUEncoder, NestedLayerNorm
+from recbole_fmrl.model.layers import FMRLLinear, ItemAttributeEmbedding, LRUBlock, LRUEncoder, NestedLayerNorm
 from recbole_fmrl.model.unisrec import MoEAdaptor
+from recbole_fmrl.trainer import SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin, with_safe_checkpoints
 
 from test_text_models import build as build_text_model
-from test_text_models import data_path, training_batch  # noqa: F401 (data_path: fixture)
+from test_text_models import config_for, data_path, training_batch  # noqa: F401 (data_path: fixture)
 
 
 def test_fmlp_filter_weights_are_one_complex_number_per_frequency_and_channel_drawn_at_scale_002():
@@ -89,3 +92,28 @@ def test_layers_describe_themselves():
     assert repr(FMRLLinear([2, 4], [4, 8])) == "FMRLLinear(in_sizes=[2, 4], out_sizes=[4, 8], bias=True)"
     assert repr(FMRLLinear([4], [4], bias=False)) == "FMRLLinear(in_sizes=[4], out_sizes=[4], bias=False)"
     assert repr(NestedLayerNorm([2, 6])) == "NestedLayerNorm(sizes=[2, 6], eps=1e-05)"
+
+
+def test_models_name_the_item_features_they_read(data_path):
+    def config(model_class, modalities):
+        return config_for(model_class, data_path, modalities=modalities)
+
+    assert fMRLRec.item_feature_modalities(config(fMRLRec, ["id", "text", "attributes"])) == ["text", "attributes"]
+    assert fMRLRec.item_feature_modalities(config(fMRLRec, "image")) == ["image"]
+    assert fMRLRec.item_feature_modalities(config(fMRLRec, ["id"])) == []
+    assert UniSRec.item_feature_modalities(config(UniSRec, ["id"])) == ["text"] == VQRec.item_feature_modalities(None)
+
+
+def test_attribute_tables_start_as_fmrlrecs_id_embedding():
+    """N(0, 0.02²) truncated to ±0.04 (±2σ: std 0.0176), the padding row zero."""
+    torch.manual_seed(0)
+    embedding = ItemAttributeEmbedding([torch.zeros(3, 1, dtype=torch.long)], [2001], dim=16)
+    weight = embedding.tables[0].weight
+    assert weight[0].eq(0).all() and weight.min() >= -0.04 and weight.max() <= 0.04
+    assert 0.0168 < weight[1:].std().item() < 0.0184 and weight[1:].min() < -0.039 and weight[1:].max() > 0.039
+
+
+def test_the_plugin_trainer_of_any_recbole_trainer_keeps_its_name_and_adds_the_mixins():
+    trainer = with_safe_checkpoints(Trainer)
+    assert trainer.__name__ == "Trainer" and trainer.__mro__[1:4] == (SafeCheckpointMixin, TrainingRecipeMixin, Trainer)
+    assert SafeTrainer.__name__ == "Trainer" and issubclass(SafeTrainer, SafeCheckpointMixin)
