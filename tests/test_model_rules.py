@@ -7,14 +7,18 @@ import torch.nn.functional as F
 
 from recbole.trainer import Trainer
 
+from recbole_fmrl.config import Config
+from recbole_fmrl.data.dataset import MultimodalSequentialDataset
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model import FMLPRec, UniSRec, VQRec, fMRLRec
 from recbole_fmrl.model.fmlprec import FilterLayer
 from recbole_fmrl.model.layers import FMRLLinear, ItemAttributeEmbedding, LRUBlock, LRUEncoder, NestedLayerNorm
 from recbole_fmrl.model.unisrec import MoEAdaptor
+from recbole_fmrl.runner import build as build_run
 from recbole_fmrl.trainer import SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin, with_safe_checkpoints
 
 from test_text_models import build as build_text_model
+from test_attributes import attributed  # noqa: F401 (fixture)
 from test_text_models import config_for, data_path, training_batch  # noqa: F401 (data_path: fixture)
 
 
@@ -117,3 +121,31 @@ def test_the_plugin_trainer_of_any_recbole_trainer_keeps_its_name_and_adds_the_m
     trainer = with_safe_checkpoints(Trainer)
     assert trainer.__name__ == "Trainer" and trainer.__mro__[1:4] == (SafeCheckpointMixin, TrainingRecipeMixin, Trainer)
     assert SafeTrainer.__name__ == "Trainer" and issubclass(SafeTrainer, SafeCheckpointMixin)
+
+
+def test_vqrec_code_table_has_a_row_per_code_and_one_for_padding(data_path):
+    model, _ = build_text_model(VQRec, data_path)  # 4 codebooks of 4 codes
+    assert model.code_embedding.weight.shape == (1 + 4 * 4, 16)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"attributes": ["brand", 3]}, "modality 'attributes' needs attributes: a list of item fields (e.g. [brand, "
+                                   "categories]), got ['brand', 3]"),
+    ({"attributes": 5}, "modality 'attributes' needs attributes: a list of item fields (e.g. [brand, categories]), got 5"),
+    ({"attributes": []}, "modality 'attributes' needs attributes: a list of item fields (e.g. [brand, categories]), got []"),
+    ({"attribute_embedding_size": "wide"}, "attribute_embedding_size must be a positive integer, got 'wide'"),
+    ({"attribute_embedding_size": True}, "attribute_embedding_size must be a positive integer, got True"),
+])
+def test_attribute_settings_are_refused_with_their_whole_message(attributed, settings, message):
+    with pytest.raises(ConfigError) as error:
+        build_run("fMRLRec", "tiny", config_dict={**attributed, "modalities": ["attributes"], **settings})
+    assert str(error.value) == message
+
+
+def test_one_attribute_field_may_be_named_alone_and_embedded_in_one_dimension(attributed):
+    _, model, (train_data, _, _) = build_run("fMRLRec", "tiny", config_dict={
+        **attributed, "modalities": ["attributes"], "attributes": "brand", "attribute_embedding_size": 1})
+    assert model.attribute_fields == ["brand"] and model.item_encoder.attributes.out_dim == 1
+    dataset = MultimodalSequentialDataset(Config("fMRLRec", "tiny", config_dict=attributed))  # not built: a DataFrame
+    assert torch.equal(dataset.item_attributes("cats"), train_data._dataset.item_attributes("cats"))
+    assert torch.equal(dataset.item_attributes("brand"), train_data._dataset.item_attributes("brand"))
