@@ -275,3 +275,26 @@ def test_figure3_drop_ratios_are_numbers():
     assert [row["ndcg@10"] for row in rows] == [0.02, 0.04, 0.05]
     assert [row["ndcg@10_drop"] for row in rows] == [None, pytest.approx(-0.5), pytest.approx(-0.2)]
     assert [row["recall@10_drop"] for row in rows] == [None, None, -1.0]  # no ratio to a zero; from a zero: −100 %
+
+
+@pytest.mark.parametrize("model_name", ["UniSRec", "VQRec"])
+def test_text_models_score_the_cosine_of_the_transformer_output_and_the_item_table(data_path, model_name):
+    """s = Transformer(LayerNorm(E[items] + P[:L]), causal mask) at the last real position;
+    score(i) = cos(s, E_i) (RecBole's TransformerEncoder and causal mask, the plugin's item table)."""
+    from recbole_fmrl.model import UniSRec, VQRec
+
+    model_class = {"UniSRec": UniSRec, "VQRec": VQRec}[model_name]
+    model, _ = build(model_class, data_path, hidden_size=16, inner_size=32, n_heads=2, code_dim=4, code_cap=4,
+                     feature_files={"text": "tiny.text.npy"})
+    model.float()
+    batch = history_batch()
+    item_seq, lengths = batch["item_id_list"], batch["item_length"]
+    with torch.no_grad():
+        table = model.item_table()
+        hidden = model.LayerNorm(table[item_seq] + model.position_embedding.weight[:MAX_LEN])
+        hidden = model.trm_encoder(hidden, model.get_attention_mask(item_seq), output_all_encoded_layers=True)[-1]
+        user = hidden[torch.arange(3), lengths - 1]
+        expected = torch.nn.functional.cosine_similarity(user[:, None, :], table[None, :, :], dim=-1)
+        torch.testing.assert_close(model.full_sort_predict(batch), expected, atol=1e-5, rtol=1e-5)
+        picked = dict(batch, item_id=torch.tensor([4, 9, 0]))
+        torch.testing.assert_close(model.predict(picked), expected[torch.arange(3), picked["item_id"]], atol=1e-5, rtol=1e-5)
