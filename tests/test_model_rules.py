@@ -12,7 +12,14 @@ from recbole_fmrl.data.dataset import MultimodalSequentialDataset
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model import FMLPRec, UniSRec, VQRec, fMRLRec
 from recbole_fmrl.model.fmlprec import FilterLayer
-from recbole_fmrl.model.layers import FMRLLinear, ItemAttributeEmbedding, LRUBlock, LRUEncoder, NestedLayerNorm
+from recbole_fmrl.model.layers import (
+    FMRLLinear,
+    ItemAttributeEmbedding,
+    LRUBlock,
+    LRUEncoder,
+    NestedLayerNorm,
+    init_sasrec_weights,
+)
 from recbole_fmrl.model.unisrec import MoEAdaptor
 from recbole_fmrl.runner import build as build_run
 from recbole_fmrl.trainer import SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin, with_safe_checkpoints
@@ -149,3 +156,26 @@ def test_one_attribute_field_may_be_named_alone_and_embedded_in_one_dimension(at
     dataset = MultimodalSequentialDataset(Config("fMRLRec", "tiny", config_dict=attributed))  # not built: a DataFrame
     assert torch.equal(dataset.item_attributes("cats"), train_data._dataset.item_attributes("cats"))
     assert torch.equal(dataset.item_attributes("brand"), train_data._dataset.item_attributes("brand"))
+
+
+def test_the_text_models_transformer_is_built_from_its_settings(data_path):
+    model, _ = build_text_model(VQRec, data_path, n_layers=1, n_heads=1, inner_size=24, hidden_dropout_prob=0.1,
+                                attn_dropout_prob=0.3, hidden_act="relu", layer_norm_eps=1e-7)
+    layers = model.trm_encoder.layer
+    attention, feed_forward = layers[0].multi_head_attention, layers[0].feed_forward
+    assert len(layers) == 1 and attention.num_attention_heads == 1 and feed_forward.dense_1.out_features == 24
+    assert (attention.attn_dropout.p, feed_forward.dropout.p, feed_forward.LayerNorm.eps) == (0.3, 0.1, 1e-7)
+    assert feed_forward.intermediate_act_fn is torch.nn.functional.relu or feed_forward.intermediate_act_fn.__name__ == "relu"
+    assert model.LayerNorm.eps == 1e-7
+
+
+def test_sasrec_initialisation_of_linear_embedding_and_layer_norm():
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Linear(64, 300), torch.nn.Embedding(400, 50), torch.nn.LayerNorm(8))
+    with torch.no_grad():
+        network[2].weight.normal_()
+        network[2].bias.normal_()
+    network.apply(lambda module: init_sasrec_weights(module, std=0.05))
+    for weight in (network[0].weight, network[1].weight):
+        assert abs(weight.mean().item()) < 0.002 and 0.048 < weight.std().item() < 0.052
+    assert not network[0].bias.any() and not network[2].bias.any() and network[2].weight.eq(1).all()

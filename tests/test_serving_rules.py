@@ -4,9 +4,13 @@ its edges (a shortlist narrower than k, a given index of another size), the toke
 import pytest
 import torch
 
+from recbole_fmrl.checkpoint import run_identity
+from recbole_fmrl.config import Config
 from recbole_fmrl.deploy.funnel import FunnelIndex, item_order_sha256
 from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import PluginError
+from recbole_fmrl.files import torch_save_atomic
+from recbole_fmrl.model import LRURec
 
 from test_serving import build, data_path, random_history  # noqa: F401 (data_path: fixture)
 
@@ -101,3 +105,24 @@ def test_a_shortlist_narrower_than_k_gives_only_its_items(model):
         shortlist = torch.topk(coarse, 3).indices
         full = model.item_table().detach()[shortlist] @ batch.hidden[user]
         assert top[user, :3].tolist() == shortlist[torch.argsort(full, descending=True)].tolist()
+
+
+def test_the_served_size_is_the_asked_one_else_the_models_eval_size(data_path, tmp_path, monkeypatch):
+    model, config, dataset = build(data_path)
+    model.eval_size = 8
+    assert Recommender(model).size == 8 and Recommender.load(model, dataset=dataset, size=4).size == 4
+    path = tmp_path / "full.pth"
+    torch_save_atomic({"model": "fMRLRec", "dataset": "tiny", "overrides": config.overrides(),
+                       "identity": run_identity(dataset, model), "state_dict": model.state_dict()}, str(path))
+    assert Recommender.load(str(path), size=4).size == 4 and Recommender.load(str(path)).size == 16
+    monkeypatch.setattr("recbole_fmrl.data.loading.create_dataset", lambda config: pytest.fail("the dataset was built again"))
+    given = Recommender.load(str(path), dataset=dataset, size=8)  # the given dataset is used, not rebuilt
+    assert given.size == 8 and given.item_tokens == [str(t) for t in dataset.field2id_token["item_id"]]
+
+
+def test_what_cannot_be_served_is_refused_with_its_whole_message(model, data_path):
+    refused(lambda: Recommender.load({"model": "fMRLRec"}), "the given checkpoint: not a checkpoint of this plugin, or "
+            "one written before run identities: no dataset, overrides, state_dict, identity")
+    config = Config("LRURec", "tiny", config_dict={"data_path": data_path, "hidden_size": 16, "use_gpu": False})
+    refused(lambda: Recommender(LRURec(config, build(data_path)[2])),
+            "LRURec cannot be served recurrently: it has no 'init_state' (use fMRLRec)")
