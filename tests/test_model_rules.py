@@ -10,7 +10,7 @@ from recbole.trainer import Trainer
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.dataset import MultimodalSequentialDataset
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.model import FMLPRec, UniSRec, VQRec, fMRLRec
+from recbole_fmrl.model import FMLPRec, LRURec, UniSRec, VQRec, fMRLRec
 from recbole_fmrl.model.fmlprec import FilterLayer
 from recbole_fmrl.model.layers import (
     FMRLLinear,
@@ -18,6 +18,7 @@ from recbole_fmrl.model.layers import (
     LRUBlock,
     LRUEncoder,
     NestedLayerNorm,
+    PostNormLRUBlock,
     init_sasrec_weights,
 )
 from recbole_fmrl.model.unisrec import MoEAdaptor
@@ -179,3 +180,38 @@ def test_sasrec_initialisation_of_linear_embedding_and_layer_norm():
     for weight in (network[0].weight, network[1].weight):
         assert abs(weight.mean().item()) < 0.002 and 0.048 < weight.std().item() < 0.052
     assert not network[0].bias.any() and not network[2].bias.any() and network[2].weight.eq(1).all()
+
+
+def test_lrurec_initialisation_is_the_authors_truncated_normal(data_path):
+    """N(0, 0.02²) truncated to ±0.04 for every weight but the LayerNorms and the LRU's ring parameters."""
+    model, _ = build_text_model(LRURec, data_path, hidden_size=64, r_min=0.8, r_max=0.99)
+    weights = torch.cat([p.detach().flatten() for name, p in model.named_parameters()
+                         if "norm" not in name and not name.endswith("params_log")])
+    assert weights.min() >= -0.04 and weights.max() <= 0.04 and weights.min() < -0.039 and weights.max() > 0.039
+    assert 0.0170 < weights.std().item() < 0.0182 and abs(weights.mean().item()) < 0.001
+    assert model.embedding_norm.weight.eq(1).all() and model.encoder.blocks[0].ffn_norm.bias.eq(0).all()
+    radius = torch.exp(-model.encoder.blocks[0].lru.params_log[0].exp())
+    assert 0.8 <= radius.min() and radius.max() <= 0.99  # the ring, untouched
+
+
+def test_lrurec_block_feed_forward_is_4d_gelu_with_dropout_after_each_layer():
+    block = PostNormLRUBlock(8, hidden_dropout=0.1, lru_dropout=0.2, r_min=0.5, r_max=0.9)
+    assert [type(m).__name__ for m in block.ffn] == ["Linear", "GELU", "Dropout", "Linear", "Dropout"]
+    assert block.ffn[0].out_features == 32 and block.ffn[2].p == block.ffn[4].p == 0.1 and block.lru_dropout.p == 0.2
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"hidden_size": 0}, "hidden_size must be a positive integer, got 0"),
+    ({"n_layers": 0}, "n_layers must be a positive integer, got 0"),
+    ({"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
+     "LRURec is trained with the CE loss, got loss_type='BPR'"),
+])
+def test_lrurec_settings_are_refused_with_their_whole_message(data_path, settings, message):
+    with pytest.raises(ConfigError) as error:
+        build_text_model(LRURec, data_path, **settings)
+    assert str(error.value) == message
+
+
+def test_lrurec_keeps_the_train_mode_it_is_given(data_path):
+    assert build_text_model(LRURec, data_path, train_mode="prefix")[0].train_mode == "prefix"
+    assert build_text_model(LRURec, data_path, train_mode="sequence")[0].train_mode == "sequence"
