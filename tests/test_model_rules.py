@@ -20,6 +20,7 @@ from recbole_fmrl.model.layers import (
     NestedLayerNorm,
     PostNormLRUBlock,
     init_sasrec_weights,
+    sliced_state_dict,
 )
 from recbole_fmrl.model.unisrec import MoEAdaptor
 from recbole_fmrl.runner import build as build_run
@@ -215,3 +216,12 @@ def test_lrurec_settings_are_refused_with_their_whole_message(data_path, setting
 def test_lrurec_keeps_the_train_mode_it_is_given(data_path):
     assert build_text_model(LRURec, data_path, train_mode="prefix")[0].train_mode == "prefix"
     assert build_text_model(LRURec, data_path, train_mode="sequence")[0].train_mode == "sequence"
+
+
+def test_a_parameter_without_a_slicing_rule_is_named():
+    module = torch.nn.Module()
+    module.nested = FMRLLinear([2, 4], [2, 4])
+    module.plain = torch.nn.Linear(4, 4)
+    with pytest.raises(TypeError) as error:
+        sliced_state_dict(module, 0)
+    assert str(error.value) == "no slicing rule for ['plain.bias', 'plain.weight']"

@@ -1,0 +1,118 @@
+"""The plugin trainer's rules to the letter: which trainer a model gets, the optimiser its recipe keys
+build, their refusals, the warm-up/decay multipliers at their edges, run file names in one second,
+and what ``fit`` logs, draws and reports."""
+
+import logging
+import os
+
+import pytest
+import torch
+from recbole.trainer import S3RecTrainer, Trainer
+from recbole.utils import ModelType
+
+from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.runner import build
+from recbole_fmrl.trainer import (
+    SafeCheckpointMixin,
+    SafeTrainer,
+    TrainingRecipeMixin,
+    get_trainer,
+    unused_model_file,
+    warmup_then,
+)
+
+FMRL = {"modalities": ["id"], "mrl_hidden_sizes": [8, 16], "n_layers": 1, "epochs": 2}
+
+
+def trainer_for(tiny_config, **overrides):
+    config, model, (train_data, valid_data, _) = build("fMRLRec", "tiny", config_dict={**tiny_config, **FMRL, **overrides})
+    return SafeTrainer(config, model), train_data, valid_data
+
+
+def test_each_model_gets_recboles_trainer_for_it_with_the_plugins_keys():
+    assert get_trainer(ModelType.SEQUENTIAL, "fMRLRec") is SafeTrainer
+    sasrec = get_trainer(ModelType.SEQUENTIAL, "SASRec")
+    assert sasrec.__name__ == "Trainer" and sasrec.__mro__[1:4] == (SafeCheckpointMixin, TrainingRecipeMixin, Trainer)
+    s3rec = get_trainer(ModelType.SEQUENTIAL, "S3Rec")  # RecBole names a trainer of its own for S3Rec
+    assert s3rec.__name__ == "S3RecTrainer" and s3rec.__mro__[1:4] == (SafeCheckpointMixin, TrainingRecipeMixin, S3RecTrainer)
+
+
+@pytest.mark.parametrize("learner, decay_bias_and_norm, expected", [
+    ("adamw", False, (torch.optim.AdamW, [0.01, 0.0])),
+    ("AdamW", True, (torch.optim.AdamW, [0.01])),
+    ("adam", False, (torch.optim.Adam, [0.01, 0.0])),
+    ("sgd", False, (torch.optim.SGD, [0.01])),  # RecBole's own optimiser: one group
+])
+def test_the_optimiser_follows_learner_and_decay_keys(tiny_config, learner, decay_bias_and_norm, expected):
+    trainer, _, _ = trainer_for(tiny_config, learner=learner, decay_bias_and_norm=decay_bias_and_norm,
+                                weight_decay=0.01, adam_epsilon=1e-7)
+    optimizer_class, decays = expected
+    assert type(trainer.optimizer) is optimizer_class
+    assert [group["weight_decay"] for group in trainer.optimizer.param_groups] == decays
+    if optimizer_class is not torch.optim.SGD:
+        assert trainer.optimizer.defaults["eps"] == 1e-7
+    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(list(trainer.model.parameters()))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"lr_schedule": "linear"}, "lr_schedule must be one of ['constant', 'cosine'], got 'linear'"),
+    ({"warmup_steps": -1}, "warmup_steps must be a non-negative integer, got -1"),
+    ({"warmup_steps": 2.5}, "warmup_steps must be a non-negative integer, got 2.5"),
+    ({"warmup_steps": True}, "warmup_steps must be a non-negative integer, got True"),
+])
+def test_recipe_keys_are_refused_with_their_whole_message(tiny_config, overrides, message):
+    config, model, _ = build("fMRLRec", "tiny", config_dict={**tiny_config, **FMRL})
+    for key, value in overrides.items():
+        config[key] = value
+    with pytest.raises(ConfigError) as error:
+        SafeTrainer(config, model)
+    assert str(error.value) == message
+
+
+def test_warmup_multipliers_at_their_edges():
+    assert [warmup_then("cosine", 3, 4)(s) for s in (3, 4, 5)] == [1.0, 0.0, 0.0]  # one decay step
+    assert [warmup_then("cosine", 0, 0)(s) for s in (0, 1)] == [1.0, 0.0]
+    assert [warmup_then("constant", 0, 10)(s) for s in (0, 10, 99)] == [1.0, 1.0, 1.0]
+
+
+def test_a_constant_schedule_keeps_the_rate_after_warm_up(tiny_config):
+    trainer, train_data, valid_data = trainer_for(tiny_config, lr_schedule="constant", warmup_steps=2,
+                                                  learning_rate=0.01, train_batch_size=8)
+    rates = []
+    trainer.optimizer.register_step_post_hook(lambda optimizer, *_: rates.append(optimizer.param_groups[0]["lr"]))
+    trainer.fit(train_data, valid_data, saved=False)
+    assert len(rates) > 4 and rates[:3] == pytest.approx([0.0, 0.005, 0.01]) and rates[3:] == pytest.approx([0.01] * (len(rates) - 3))
+
+
+def test_runs_started_in_the_same_second_are_numbered(tmp_path):
+    first = str(tmp_path / "fMRLRec-Nov-23-2026_10-00-00.pth")
+    assert unused_model_file(first) == first
+    (tmp_path / "fMRLRec-Nov-23-2026_10-00-00.results.json").write_text("{}")  # any file of the run's stem
+    assert unused_model_file(first) == first[: -len(".pth")] + "-2.pth"
+    (tmp_path / "fMRLRec-Nov-23-2026_10-00-00-2-last.pth").write_bytes(b"")
+    assert unused_model_file(first) == first[: -len(".pth")] + "-3.pth"
+
+
+def test_a_checkpoint_goes_to_the_file_it_is_given(tiny_config, tmp_path):
+    trainer, _, _ = trainer_for(tiny_config)
+    trainer._save_checkpoint(0, verbose=False, saved_model_file=str(tmp_path / "elsewhere.pth"))
+    assert (tmp_path / "elsewhere.pth").is_file() and not os.path.exists(trainer.saved_model_file)
+
+
+def test_fit_logs_draws_and_reports_as_asked(tiny_config, caplog, capfd):
+    trainer, train_data, valid_data = trainer_for(tiny_config)
+    scores = []
+    with caplog.at_level(logging.INFO):
+        trainer.fit(train_data, valid_data, callback_fn=lambda epoch, score: scores.append((epoch, score)))
+    assert any("Saving current" in r.getMessage() for r in caplog.records)  # verbose by default, and saved
+    assert os.path.isfile(trainer.saved_model_file) and os.path.isfile(trainer.last_model_file)
+    assert "Train" not in capfd.readouterr().err  # no progress bar by default
+    assert scores == [(epoch, score) for epoch, score in trainer.valid_history] and len(scores) == 2
+
+    trainer, train_data, valid_data = trainer_for(tiny_config)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        trainer.fit(train_data, valid_data, verbose=False, saved=False, show_progress=True)
+    assert not any("Saving current" in r.getMessage() for r in caplog.records)
+    assert not os.path.exists(trainer.last_model_file)
+    assert "Train" in capfd.readouterr().err  # RecBole's progress bars
