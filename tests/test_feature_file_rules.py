@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recbole_fmrl.config import Config
+from recbole_fmrl.data.dataset import MultimodalSequentialDataset, read_feature_file
 from recbole_fmrl.dataset_prep import atomic_files
 from recbole_fmrl.errors import FeatureFileError
 from recbole_fmrl.files import save_npy_atomic
@@ -108,3 +110,46 @@ def test_a_loaded_matrix_is_logged_with_its_size_encoder_and_zero_rows(tiny, cap
     assert len(lines) == 1 and re.fullmatch(
         re.escape(f"text features: {folder / 'mm.text.npy'} [{len(order)} items x {DIM}] (test, 0 zero rows) loaded in ")
         + r"\d+\.\d\d s", lines[0]), lines
+
+
+def test_feature_rows_are_matched_to_an_inter_file_in_its_own_separator_and_encoding(tmp_path, monkeypatch):
+    """A comma-separated latin-1 ``.inter`` with the item column last and ids such as "0101" (a number to a
+    careless reader) or ending in "X" (as many ASINs do); item "0999" has one interaction, so RecBole's
+    ``item_inter_num_interval: [2,inf)`` drops it, and its feature row is still accepted."""
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    items = [f"0{100 + i}" for i in range(8)] + ["B00000JX", "B0000CX", "0999"]
+    lines = ["user_id:token,timestamp:float,item_id:token"]
+    for user in range(12):
+        lines += [f"usér{user},{1000 + k},{items[(user + k) % 10]}" for k in range(5)]
+    lines.append("usér0,2000,0999")
+    (folder / "tiny.inter").write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    (folder / "tiny.items").write_text("text\titem_id\n" + "".join(f"\t{item}\n" for item in reversed(items)), encoding="utf-8")
+    matrix = np.arange(len(items) * 3, dtype=np.float32).reshape(len(items), 3)
+    np.save(folder / "tiny.text.npy", matrix)
+    (folder / "tiny.text.npy.json").write_text(json.dumps({"encoder": "t", "dim": 3, "items_file": "tiny.items"}))
+    config = Config("SASRec", "tiny", config_dict={
+        "data_path": str(tmp_path), "use_gpu": False, "field_separator": ",", "encoding": "latin-1",
+        "item_inter_num_interval": "[2,inf)", "feature_files": {"text": "tiny.text.npy"}})
+    dataset = MultimodalSequentialDataset(config)
+    tokens = list(dataset.field2id_token["item_id"][1:])
+    assert sorted(tokens) == sorted(items[:10]) and dataset.user_num == 13  # 12 users and padding: "usér" read as latin-1
+    features = dataset.item_features("text").numpy()
+    rows = list(reversed(items))
+    for internal, token in enumerate(tokens, start=1):
+        np.testing.assert_array_equal(features[internal], matrix[rows.index(token)])
+    assert isinstance(read_feature_file(str(folder / "tiny.text.npy"))[0], np.memmap)  # read in place, not copied
+
+
+def test_a_manifest_without_source_column_is_checked_against_its_modalitys_column(tiny, tmp_path):
+    dataset, folder, order = tiny
+    work = _copy_dataset_files(folder, tmp_path)
+    manifest_file = work / "mm.text.npy.json"
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["source_column"]  # older manifests: the modality names the column ("text")
+    manifest_file.write_text(json.dumps(manifest))
+    assert _load(dataset, {"text": str(work / "mm.text.npy")}).shape == (len(order) + 1, DIM)
+    atomic_files.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": order, "text": "edited", "image_url": ""}))
+    with pytest.raises(FeatureFileError, match="was computed from another version of"):
+        _load(dataset, {"text": str(work / "mm.text.npy")})

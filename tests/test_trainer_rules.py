@@ -38,14 +38,14 @@ def test_each_model_gets_recboles_trainer_for_it_with_the_plugins_keys():
 
 
 @pytest.mark.parametrize("learner, decay_bias_and_norm, expected", [
-    ("adamw", False, (torch.optim.AdamW, [0.01, 0.0])),
-    ("AdamW", True, (torch.optim.AdamW, [0.01])),
-    ("adam", False, (torch.optim.Adam, [0.01, 0.0])),
-    ("sgd", False, (torch.optim.SGD, [0.01])),  # RecBole's own optimiser: one group
+    ("adamw", False, (torch.optim.AdamW, [0.05, 0.0])),
+    ("AdamW", True, (torch.optim.AdamW, [0.05])),
+    ("adam", False, (torch.optim.Adam, [0.05, 0.0])),
+    ("sgd", False, (torch.optim.SGD, [0.05])),  # RecBole's own optimiser: one group
 ])
 def test_the_optimiser_follows_learner_and_decay_keys(tiny_config, learner, decay_bias_and_norm, expected):
     trainer, _, _ = trainer_for(tiny_config, learner=learner, decay_bias_and_norm=decay_bias_and_norm,
-                                weight_decay=0.01, adam_epsilon=1e-7)
+                                weight_decay=0.05, adam_epsilon=1e-7)
     optimizer_class, decays = expected
     assert type(trainer.optimizer) is optimizer_class
     assert [group["weight_decay"] for group in trainer.optimizer.param_groups] == decays
