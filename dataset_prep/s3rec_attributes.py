@@ -103,14 +103,18 @@ def attributes_step(folder, name, table_file):
     return True
 
 
-def main(argv=None):
+def build_parser():
     parser = FlagParser(prog="python -m recbole_fmrl.dataset_prep.s3rec_attributes", description=__doc__)
     parser.add_argument("--name", required=True, help="embedded dataset the table is for (beauty, sports)")
     parser.add_argument("--item2attributes", required=True, help="S3Rec's <Name>_item2attributes.json")
     parser.add_argument("--datamaps", required=True, help="datamaps.json whose id2item maps S3Rec's item ids to ASINs")
     parser.add_argument("--sequences", required=True, help="S3Rec's <Name>.txt user sequences (to check the id map)")
     parser.add_argument("--tables_dir", default=EMBEDDED_TABLES_DIR, help="where the embedded tables are")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         inter, _ = read_tables(args.tables_dir, args.name)
