@@ -26,7 +26,7 @@ import pandas as pd
 from recbole_fmrl import files
 from recbole_fmrl.dataset_prep import atomic_files, steps
 from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
-from recbole_fmrl.errors import InputFileError, PluginError
+from recbole_fmrl.errors import InputFileError, PluginError, exit_status
 from recbole_fmrl.flags import FlagParser
 
 logger = logging.getLogger(__name__)
@@ -113,24 +113,25 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        inter, _ = read_tables(args.tables_dir, args.name)
-        check_sequences(args.sequences, args.datamaps, inter)
-        table = attribute_table(args.item2attributes, args.datamaps)
-        if set(table["item_id"]) != set(inter["item_id"]):
-            raise PluginError(f"the id map's items are not the items of the embedded '{args.name}' table")
-    except PluginError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def run(args):
+    """Check S3Rec's files against the embedded table, then write the attribute table; the exit status."""
+    inter, _ = read_tables(args.tables_dir, args.name)
+    check_sequences(args.sequences, args.datamaps, inter)
+    table = attribute_table(args.item2attributes, args.datamaps)
+    if set(table["item_id"]) != set(inter["item_id"]):
+        raise PluginError(f"the id map's items are not the items of the embedded '{args.name}' table")
     path = table_path(args.tables_dir, args.name)
     write_table(table, path)
     n_ids = [len(ids.split()) for ids in table[FIELD]]
     print(f"{path}: {len(table):,} items, {len(set(' '.join(table[FIELD]).split())):,} attribute ids, "
           f"{sum(n_ids) / len(n_ids):.2f} per item (min {min(n_ids)}, max {max(n_ids)})")
     return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return exit_status(lambda: run(args))
 
 
 if __name__ == "__main__":
