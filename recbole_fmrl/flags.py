@@ -13,6 +13,7 @@ is no known config key is kept: the config warns about it, naming the closest ke
 
 import argparse
 import difflib
+import re
 import sys
 
 import yaml
@@ -125,8 +126,17 @@ class FlagParser(argparse.ArgumentParser):
 
 
 class DefaultsHelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Help with each flag's default (:func:`shown_default`), and the description as written. A flag
-    whose default is ``None`` says in its own help what it defaults to."""
+    """Help in the ``--key=VALUE`` spelling, with each flag's default (:func:`shown_default`) and the
+    description as written. A flag whose default is ``None`` says in its own help what it defaults to."""
+
+    def _format_usage(self, usage, actions, groups, prefix):
+        return re.sub(r"(--\w+)\s+(?=[A-Z{])", r"\1=", super()._format_usage(usage, actions, groups, prefix))
+
+    def _format_action_invocation(self, action):
+        if not action.option_strings or action.nargs == 0:
+            return super()._format_action_invocation(action)
+        value = self._format_args(action, self._get_default_metavar_for_optional(action))
+        return ", ".join(f"{flag}={value}" if flag.startswith("--") else f"{flag} {value}" for flag in action.option_strings)
 
     def _get_help_string(self, action):
         help_text = action.help or ""
