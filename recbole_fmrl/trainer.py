@@ -241,8 +241,9 @@ class LargeModelNoticeMixin:
         return (
             f"{self.config['model']} with hidden_size={hidden_size} is large for a CPU: one epoch ({batches:,} batches) "
             f"takes about {duration(step_seconds * batches)} here ({step_seconds:.2f} s per batch over the first "
-            f"{steps} steps), for up to {self.epochs} epochs (early stopping after {self.config['stopping_step']} "
-            f"without improvement). On a CPU use --config_files={demo} (D = 64) or --hidden_size=64; "
+            f"{steps} step{'s' * (steps > 1)}), for up to {self.epochs} epoch{'s' * (self.epochs > 1)} (early stopping "
+            f"after {self.config['stopping_step']} without improvement). On a CPU use --config_files={demo} (D = 64) "
+            "or --hidden_size=64; "
             "on a GPU, --gpu_id=0 (README: GPU)."
         )
 
