@@ -1,8 +1,9 @@
 # make demo: install if needed, then fMRLRec on the embedded real Beauty data (CPU-sized config).
 # make test: install if needed, then the test suite.
+# make mutation: mutation testing of the core with mutmut (installed on demand; not part of CI), see docs/mutation.md.
 PY := .venv/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench mutation clean
 install: .venv/.installed
 .venv/.installed: setup.cfg scripts/install.sh
 	bash scripts/install.sh
@@ -16,5 +17,11 @@ test: install
 bench: install
 	$(PY) -m recbole_fmrl.benchmarks.run --quick
 
+# Scope and test selection: [mutmut] in setup.cfg. Results stay in mutants/ (`$(PY) -m mutmut browse`).
+mutation: install
+	$(PY) -m pip install --disable-pip-version-check -q 'mutmut==3.8.1'
+	OMP_NUM_THREADS=1 $(PY) -m mutmut run --max-children 2
+	$(PY) -m mutmut results
+
 clean:
-	rm -rf saved log log_tensorboard results
+	rm -rf saved log log_tensorboard results mutants

@@ -70,9 +70,26 @@ def run_cli(argv, capsys):
     return done.value.code, capsys.readouterr().err
 
 
+def assert_same_training_state(file_a, file_b):
+    """Same weights, optimiser state (Adam moments, step counts) and LR schedule position."""
+    assert_same_weights(file_a, file_b)
+    a, b = torch.load(file_a, weights_only=True), torch.load(file_b, weights_only=True)
+    assert a["lr_scheduler"] == b["lr_scheduler"] and a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for key, state in a["optimizer"]["state"].items():
+        assert state.keys() == b["optimizer"]["state"][key].keys()
+        for name, value in state.items():
+            assert torch.equal(value, b["optimizer"]["state"][key][name]), (key, name)
+
+
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(fmrl_config, tmp_path):
+    # several optimiser steps per epoch and a warm-up spanning the interruption: epoch 0 moves the
+    # weights (a resume that kept the fresh initialisation would differ) and the schedule's position matters
+    fmrl_config = {**fmrl_config, "train_batch_size": 8, "warmup_steps": 7}
     whole = run("fMRLRec", "tiny", config_dict={**fmrl_config, "checkpoint_dir": str(tmp_path / "whole")})
     last = interrupted_run(fmrl_config, tmp_path / "first")
+    interrupted = torch.load(last, weights_only=True)
+    assert 0 < interrupted["lr_scheduler"]["last_epoch"] < 7 and interrupted["epoch"] == 0
     moved = tmp_path / "moved"
     (tmp_path / "first").rename(moved)  # the checkpoint folder moves before the resume
     before = file_digests(moved)
@@ -83,8 +100,8 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(fmrl_config, t
     assert resumed["test_result"] == whole["test_result"] and resumed["sizes"] == whole["sizes"]
     assert resumed["best_valid_result"] == whole["best_valid_result"]
     assert resumed["epochs_run"] == whole["epochs_run"] == 3 and resumed["best_epoch"] == whole["best_epoch"]
-    assert_same_weights(resumed["checkpoint"], whole["checkpoint"])
-    assert_same_weights(resumed["checkpoint"].replace(".pth", "-last.pth"), whole["checkpoint"].replace(".pth", "-last.pth"))
+    assert_same_training_state(resumed["checkpoint"], whole["checkpoint"])
+    assert_same_training_state(resumed["checkpoint"].replace(".pth", "-last.pth"), whole["checkpoint"].replace(".pth", "-last.pth"))
     assert file_digests(moved) == before  # the resumed run wrote only under its own checkpoint_dir
     stem = last.name[: -len("-last.pth")]
     assert sorted(file_digests(tmp_path / "resumed")) == [f"{stem}-last.pth", f"{stem}.pth", f"{stem}.results.json"]

@@ -20,6 +20,13 @@ DIM = 4
 ITEMS = [f"item{i:02d}" for i in range(12)]
 
 
+@pytest.fixture(autouse=True)
+def copy_on_write():
+    """pandas 3's default, on for every test here, so pandas<3 cannot hide a chained in-place write."""
+    with pd.option_context("mode.copy_on_write", True):
+        yield
+
+
 def _write_tiny(folder, name="mm"):
     """A tiny dataset: 10 users x 6 events, items.tsv in a shuffled order, features row r = r + 1."""
     rng = np.random.default_rng(0)
@@ -130,7 +137,9 @@ def test_bad_feature_files_raise_one_line_naming_the_file(tiny, tmp_path, case):
 
 
 def test_missing_values_are_filled_in_every_loaded_field(tmp_path, monkeypatch):
-    """pandas 3 turns RecBole's chained in-place fillna into a no-op; nothing may stay NaN."""
+    """pandas 3 turns RecBole's chained in-place fillna into a no-op; nothing may stay NaN. The plugin's
+    class is checked under copy-on-write (pandas 3's default); RecBole's own Dataset (non-sequential
+    models) fills them only with copy-on-write off, pandas 2's default, which setup.cfg's pandas<3 keeps."""
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "holes"
     folder.mkdir()
@@ -143,10 +152,11 @@ def test_missing_values_are_filled_in_every_loaded_field(tmp_path, monkeypatch):
     (folder / "holes.inter").write_text("\n".join(lines) + "\n")
     (folder / "holes.item").write_text("item_id:token\tweight:float\n" + "".join(
         f"i{i}\t{'' if i % 2 else i}\n" for i in range(7)))
-    for model, dataset_class in (("SASRec", MultimodalSequentialDataset), ("BPR", Dataset)):
+    for model, dataset_class, copy_on_write in (("SASRec", MultimodalSequentialDataset, True), ("BPR", Dataset, False)):
         config = Config(model=model, dataset="holes", config_dict={
             "data_path": str(tmp_path), "use_gpu": False, "TIME_FIELD": "position", "load_col": None})
-        dataset = dataset_class(config)
+        with pd.option_context("mode.copy_on_write", copy_on_write):
+            dataset = dataset_class(config)
         assert set(dataset.inter_feat.columns) == {"user_id", "item_id", "rating", "position", "color"}
         for feat in (dataset.inter_feat, dataset.item_feat):
             for column in feat.columns:

@@ -18,9 +18,11 @@ from recbole_fmrl.files import sha256_file
 
 CORE_USERS = [f"U{i}" for i in range(6)]
 CORE_ITEMS = [f"I{i}" for i in range(6)]
-# U0's reviews in file order (item, unixReviewTime): the expected order is by time, ties in file order.
-U0_EVENTS = [("I3", 300), ("I0", 100), ("I1", 200), ("I2", 200), ("I5", 100), ("I4", 400)]
-U0_EXPECTED = ["I0", "I5", "I1", "I2", "I3", "I4"]
+# U0's reviews (item, unixReviewTime). _write_raw orders the file by time % 7 (stable), so the tied
+# pairs are in the file as I5 before I0 and I2 before I1, the reverse of their ASIN order: the expected
+# order is by time with ties in file order, which a tie-break by ASIN (or by time alone, unstably) breaks.
+U0_EVENTS = [("I3", 300), ("I5", 100), ("I2", 200), ("I1", 200), ("I0", 100), ("I4", 400)]
+U0_EXPECTED = ["I5", "I0", "I2", "I1", "I3", "I4"]
 IMAGE_MODEL = "ViT-S-32"  # fastest open_clip model to build on CPU (random weights: pretrained None)
 
 
@@ -90,6 +92,12 @@ def test_five_core_iterates_until_stable():
     filtered, rounds = amazon2014.five_core(inter, k=2)
     # q has 1 review -> dropped; then every user and item has >= 2 interactions.
     assert (len(filtered), rounds) == (8, 1)
+    # round 1 drops item q (1 review), leaving user c with 1; round 2 drops c, leaving item z with 1;
+    # round 3 drops z's last review. Row order is kept.
+    inter = pd.DataFrame({"user_id": list("aabbbcc"), "item_id": list("xyxyzzq")})
+    filtered, rounds = amazon2014.five_core(inter, k=2)
+    assert rounds == 3
+    assert list(zip(filtered["user_id"], filtered["item_id"])) == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
 
 
 def test_inter_file_is_chronological_with_ties_in_file_order(prepared):

@@ -1,0 +1,110 @@
+"""Every rule of the feature files, each with its whole message (a fragment such as the file's name
+is in every message, so it cannot tell which rule fired), and the line that logs a loaded matrix."""
+
+import json
+import logging
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.errors import FeatureFileError
+from recbole_fmrl.files import save_npy_atomic
+
+from test_dataset import DIM, _copy_dataset_files, _load, tiny  # noqa: F401 (tiny: fixture)
+
+
+def rule_message(case, work, order, dataset):
+    """Break the copy of ``mm`` in ``work`` as ``case`` says; return (modality, the expected message)."""
+    npy, manifest_file, items = work / "mm.text.npy", work / "mm.text.npy.json", work / "mm.items.tsv"
+    manifest = json.loads(manifest_file.read_text())
+
+    def rewrite_manifest(**changes):
+        manifest.update(changes)
+        for key in [k for k, v in changes.items() if v is None]:
+            del manifest[key]
+        manifest_file.write_text(json.dumps(manifest))
+
+    def write_items(ids):
+        atomic_files.write_items(str(items), pd.DataFrame({"item_id": ids, "text": "", "image_url": ""}))
+        save_npy_atomic(str(npy), np.ones((len(ids), DIM), np.float32))
+        rewrite_manifest(source_sha256=None)  # unchecked source: the item rules speak
+
+    n = len(order)
+    if case == "no modality":
+        return "image", (f"no feature file for modality 'image' of dataset 'mm': set feature_files: "
+                         f"{{image: <file.npy>}} (relative to {dataset.dataset_path})")
+    if case == "no matrix":
+        npy.unlink()
+        return "text", f"feature file not found: {npy}"
+    if case == "no manifest":
+        manifest_file.unlink()
+        return "text", f"feature manifest not found: {manifest_file} (needed for {npy})"
+    if case == "manifest without dim":
+        rewrite_manifest(dim=None)
+        return "text", f"bad feature manifest {manifest_file}: KeyError('dim')"
+    if case == "manifest dim not a number":
+        rewrite_manifest(dim="wide")
+        return "text", f"bad feature manifest {manifest_file}: ValueError(\"invalid literal for int() with base 10: 'wide'\")"
+    if case == "wrong dim":
+        rewrite_manifest(dim=DIM + 1)
+        return "text", f"feature file {npy} has shape ({n}, {DIM}) but its manifest says dim {DIM + 1}"
+    if case == "one-dimensional":
+        save_npy_atomic(str(npy), np.ones(DIM, np.float32))
+        return "text", f"feature file {npy} has shape ({DIM},) but its manifest says dim {DIM}"
+    if case == "no items file":
+        items.unlink()
+        return "text", f"items file not found: {items} (row order of {npy})"
+    if case == "items file without item_id":
+        items.write_text("asin\ttext\n" + "".join(f"{i}\t\n" for i in order))
+        return "text", f"items file {items} has no item_id column"
+    if case == "item listed twice":
+        write_items(order + order[:1])
+        return "text", f"items file {items} lists an item more than once"
+    if case == "more rows than items":
+        save_npy_atomic(str(npy), np.ones((n + 1, DIM), np.float32))
+        return "text", f"feature file {npy} has {n + 1} rows but its items file lists {n} items"
+    if case == "no source column":
+        rewrite_manifest(source_column="title")
+        return "text", f"cannot check feature file {npy} against {items}: no source column 'title' for its source_sha256"
+    if case == "unknown item":
+        write_items(order + ["unknown"])
+        return "text", (f"feature file {npy} does not match the items of dataset 'mm': 0 dataset items have no row, "
+                        f"1 rows are for unknown items (e.g. unknown)")
+    if case == "item without a row":
+        write_items(order[1:])
+        return "text", (f"feature file {npy} does not match the items of dataset 'mm': 1 dataset items have no row, "
+                        f"0 rows are for unknown items (e.g. {order[0]})")
+    if case == "infinite value":
+        matrix = np.ones((n, DIM), np.float32)
+        matrix[3, 1] = np.inf
+        save_npy_atomic(str(npy), matrix)
+        return "text", f"feature file {npy} has 1 rows with NaN/inf values (e.g. item {order[3]})"
+    raise ValueError(case)
+
+
+CASES = ["no modality", "no matrix", "no manifest", "manifest without dim", "manifest dim not a number", "wrong dim",
+         "one-dimensional", "no items file", "items file without item_id", "item listed twice", "more rows than items",
+         "no source column", "unknown item", "item without a row", "infinite value"]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_each_feature_file_rule_has_its_own_message(tiny, tmp_path, case):
+    dataset, folder, order = tiny
+    work = _copy_dataset_files(folder, tmp_path)
+    modality, message = rule_message(case, work, order, dataset)
+    with pytest.raises(FeatureFileError) as caught:
+        _load(dataset, {"text": str(work / "mm.text.npy")}, modality)
+    assert str(caught.value) == message
+
+
+def test_a_loaded_matrix_is_logged_with_its_size_encoder_and_zero_rows(tiny, caplog):
+    dataset, folder, order = tiny
+    with caplog.at_level(logging.INFO):
+        _load(dataset, {"text": str(folder / "mm.text.npy")})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("text features:")]
+    assert len(lines) == 1 and re.fullmatch(
+        re.escape(f"text features: {folder / 'mm.text.npy'} [{len(order)} items x {DIM}] (test, 0 zero rows) loaded in ")
+        + r"\d+\.\d\d s", lines[0]), lines
