@@ -36,7 +36,7 @@ def rule_message(case, work, order, dataset):
     if case == "no modality":
         return "image", (f"no feature file for modality 'image' of dataset 'mm': set feature_files: "
                          f"{{image: <file.npy>}} (relative to {dataset.dataset_path}; python -m recbole_fmrl.dataset_prep "
-                         "features --dataset=mm writes them), or train on item IDs only: --modalities=\"[id]\"")
+                         f"features --dataset=mm writes them), or train on item IDs only: --modalities=\"[id]\"")
     if case == "no matrix":
         npy.unlink()
         return "text", f"feature file not found: {npy}"

@@ -15,9 +15,8 @@ from recbole_fmrl.model.fmlprec import FilterLayer
 from recbole_fmrl.model.layers import FMRLLinear, ItemAttributeEmbedding, LRUBlock, LRUEncoder, NestedLayerNorm
 from recbole_fmrl.model.unisrec import MoEAdaptor
 from recbole_fmrl.runner import build as build_run
-from recbole_fmrl.trainer import (
-    LargeModelNoticeMixin, SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin, with_safe_checkpoints,
-)
+from recbole_fmrl.trainer import (LargeModelNoticeMixin, SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin,
+                                  with_safe_checkpoints)
 
 from test_text_models import build as build_text_model
 from test_attributes import attributed  # noqa: F401 (fixture)
@@ -121,8 +120,7 @@ def test_attribute_tables_start_as_fmrlrecs_id_embedding():
 
 def test_the_plugin_trainer_of_any_recbole_trainer_keeps_its_name_and_adds_the_mixins():
     trainer = with_safe_checkpoints(Trainer)
-    assert trainer.__name__ == "Trainer" and trainer.__mro__[1:5] == (
-        SafeCheckpointMixin, LargeModelNoticeMixin, TrainingRecipeMixin, Trainer)
+    assert trainer.__name__ == "Trainer" and trainer.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin, TrainingRecipeMixin, Trainer)
     assert SafeTrainer.__name__ == "Trainer" and issubclass(SafeTrainer, SafeCheckpointMixin)
 
 
