@@ -2,19 +2,19 @@
 
 * ``features`` -- item features (text, image) for any RecBole atomic dataset (:mod:`recbole_fmrl.dataset_prep.features`);
 * ``amazon2023`` -- one category of Amazon Reviews 2023 as RecBole atomic files + features
-  (:mod:`recbole_fmrl.dataset_prep.amazon2023`).
-
-The Amazon 2014 datasets of the paper: ``python -m recbole_fmrl.dataset_prep.amazon2014``.
+  (:mod:`recbole_fmrl.dataset_prep.amazon2023`);
+* ``amazon2014`` -- the paper's Amazon 2014 datasets from their raw files or the embedded tables
+  (:mod:`recbole_fmrl.dataset_prep.amazon2014`).
 """
 
 import logging
 import sys
 
-from recbole_fmrl.dataset_prep import amazon2023, features
-from recbole_fmrl.errors import PluginError
+from recbole_fmrl.dataset_prep import amazon2014, amazon2023, features
+from recbole_fmrl.errors import exit_status
 from recbole_fmrl.flags import FlagParser
 
-COMMANDS = {"features": features, "amazon2023": amazon2023}
+COMMANDS = {"features": features, "amazon2023": amazon2023, "amazon2014": amazon2014}
 
 
 def build_parser():
@@ -29,13 +29,7 @@ def main(argv=None):
     """Parse the flags and run the command; a bad input is one ``error:`` line and status 2."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        return COMMANDS[args.command].run(args)
-    except PluginError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return exit_status(lambda: COMMANDS[args.command].run(args))
 
 
 if __name__ == "__main__":

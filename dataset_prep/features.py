@@ -12,7 +12,7 @@ manifests, and ``<dataset>.features.yaml``: the config lines that use them (``fe
 ``--attribute_fields``, also ``load_col`` and ``attributes`` for fMRLRec's ``attributes`` modality).
 
     python -m recbole_fmrl.dataset_prep features --dataset=ml-100k --data_path=dataset \\
-        --text_fields=movie_title,release_year,class [--image_field=poster] [--attribute_fields=class] \\
+        --text_fields=movie_title,release_year,class [--image_field=FIELD] [--attribute_fields=F1,F2] \\
         [--text_encoder=NAME_OR_PATH]
 
 Steps (items table, text features, image features) are skipped on a rerun when their inputs and
@@ -29,9 +29,8 @@ import pandas as pd
 import yaml
 
 from recbole_fmrl import files
-from recbole_fmrl.dataset_prep import atomic_files, steps
-from recbole_fmrl.dataset_prep.amazon2014 import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED
-from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM
+from recbole_fmrl.dataset_prep import atomic_files, encoders, steps
+from recbole_fmrl.dataset_prep.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PACKAGED_MINILM
 from recbole_fmrl.errors import InputFileError, PluginError
 from recbole_fmrl.inputs import dataset_name
 
@@ -203,42 +202,15 @@ def add_arguments(parser):
     parser.add_argument("--data_path", default="dataset", help="folder that holds one folder per dataset")
     parser.add_argument("--text_fields", default="",
                         help="comma-separated .item fields that make the item text, in this order")
-    parser.add_argument("--image_field", default=None, help=".item field with an image URL or a path (relative to the dataset folder)")
+    parser.add_argument("--image_field", default=None,
+                        help=".item field with an image URL or a path, relative to the dataset folder (default: no images)")
     parser.add_argument("--attribute_fields", default="",
                         help="comma-separated token/token_seq .item fields for fMRLRec's attributes modality "
                              "(written to the config file)")
     parser.add_argument("--item_id_field", default="item_id", help="the item ID field (RecBole's ITEM_ID_FIELD)")
     parser.add_argument("--field_separator", default="\t", help="RecBole's field_separator")
     parser.add_argument("--seq_separator", default=" ", help="RecBole's seq_separator (inside token_seq cells)")
-    add_encoder_arguments(parser)
-
-
-def add_encoder_arguments(parser):
-    """The flags of the text and image steps (shared by every preparation command)."""
-    parser.add_argument("--text_encoder", default=PACKAGED_MINILM,
-                        help=f"sentence-transformers name or local folder; {PACKAGED_MINILM!r} is the packaged "
-                             "all-MiniLM-L6-v2 (offline); the paper: BAAI/bge-large-en-v1.5")
-    parser.add_argument("--image_model", default=DEFAULT_IMAGE_MODEL, help="open_clip model name (the paper's SigLIP)")
-    parser.add_argument("--image_pretrained", default=DEFAULT_IMAGE_PRETRAINED,
-                        help="open_clip pretrained tag or weights file; 'none' = random weights")
-    parser.add_argument("--image_dir", default=None, help="image download cache (default <data_path>/<dataset>/images)")
-    parser.add_argument("--batch_size", type=int, default=64, help="encoder batch size")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--workers", type=int, default=8, help="parallel image downloads")
-    parser.add_argument("--force", action="store_true", help="redo finished steps (the image cache is kept)")
-
-
-def encoder_settings(args):
-    """The keyword arguments of the text and image steps from :func:`add_encoder_arguments`' flags."""
-    import torch
-
-    return {
-        "text_encoder": args.text_encoder, "image_model": args.image_model,
-        "image_pretrained": None if args.image_pretrained.lower() == "none" else args.image_pretrained,
-        "image_dir": args.image_dir, "batch_size": args.batch_size,
-        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        "workers": args.workers, "force": args.force,
-    }
+    encoders.add_arguments(parser)
 
 
 def comma_list(text):
@@ -257,6 +229,6 @@ def run(args):
     config_file = make_features(
         args.dataset, args.data_path, comma_list(args.text_fields), args.image_field,
         comma_list(args.attribute_fields), item_id_field=args.item_id_field,
-        field_separator=args.field_separator, seq_separator=args.seq_separator, **encoder_settings(args))
+        field_separator=args.field_separator, seq_separator=args.seq_separator, **encoders.settings(args))
     print_config(config_file)
     return 0

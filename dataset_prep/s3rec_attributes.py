@@ -26,7 +26,7 @@ import pandas as pd
 from recbole_fmrl import files
 from recbole_fmrl.dataset_prep import atomic_files, steps
 from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
-from recbole_fmrl.errors import InputFileError, PluginError
+from recbole_fmrl.errors import InputFileError, PluginError, exit_status
 from recbole_fmrl.flags import FlagParser
 
 logger = logging.getLogger(__name__)
@@ -103,30 +103,35 @@ def attributes_step(folder, name, table_file):
     return True
 
 
-def main(argv=None):
+def build_parser():
     parser = FlagParser(prog="python -m recbole_fmrl.dataset_prep.s3rec_attributes", description=__doc__)
     parser.add_argument("--name", required=True, help="embedded dataset the table is for (beauty, sports)")
     parser.add_argument("--item2attributes", required=True, help="S3Rec's <Name>_item2attributes.json")
     parser.add_argument("--datamaps", required=True, help="datamaps.json whose id2item maps S3Rec's item ids to ASINs")
     parser.add_argument("--sequences", required=True, help="S3Rec's <Name>.txt user sequences (to check the id map)")
     parser.add_argument("--tables_dir", default=EMBEDDED_TABLES_DIR, help="where the embedded tables are")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        inter, _ = read_tables(args.tables_dir, args.name)
-        check_sequences(args.sequences, args.datamaps, inter)
-        table = attribute_table(args.item2attributes, args.datamaps)
-        if set(table["item_id"]) != set(inter["item_id"]):
-            raise PluginError(f"the id map's items are not the items of the embedded '{args.name}' table")
-    except PluginError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def run(args):
+    """Check S3Rec's files against the embedded table, then write the attribute table; the exit status."""
+    inter, _ = read_tables(args.tables_dir, args.name)
+    check_sequences(args.sequences, args.datamaps, inter)
+    table = attribute_table(args.item2attributes, args.datamaps)
+    if set(table["item_id"]) != set(inter["item_id"]):
+        raise PluginError(f"the id map's items are not the items of the embedded '{args.name}' table")
     path = table_path(args.tables_dir, args.name)
     write_table(table, path)
     n_ids = [len(ids.split()) for ids in table[FIELD]]
     print(f"{path}: {len(table):,} items, {len(set(' '.join(table[FIELD]).split())):,} attribute ids, "
           f"{sum(n_ids) / len(n_ids):.2f} per item (min {min(n_ids)}, max {max(n_ids)})")
     return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return exit_status(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 ``eval`` of config strings."""
 
 import enum
+import functools
 import os
 import re
 from pathlib import Path
@@ -77,6 +78,24 @@ class ConfigYamlLoader(yaml.SafeLoader):
 ConfigYamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", YAML_FLOAT, list("-+0123456789."))
 
 
+@functools.lru_cache(maxsize=1)
+def config_keys():
+    """Every config key RecBole or the plugin defines (what a command's ``--key=value`` may set):
+    RecBole's documented arguments and the keys of every default YAML file, RecBole's and the
+    plugin's (overall, every model, every dataset)."""
+    from recbole.utils import argument_list
+
+    keys = set(argument_list.general_arguments + argument_list.training_arguments
+               + argument_list.evaluation_arguments + argument_list.dataset_arguments)
+    for folder in (RECBOLE_PROPERTIES_DIR, PROPERTIES_DIR):
+        for file in sorted(folder.rglob("*.yaml")):
+            if file.parent.name != "tune":  # search spaces, not config files
+                with open(file, encoding="utf-8") as f:
+                    keys.update(yaml.load(f, Loader=ConfigYamlLoader) or {})
+    # RecBole lists config_file among its arguments but nothing reads it: --config_files is the flag.
+    return frozenset(keys - {"config_file"})
+
+
 class Config(RecBoleConfig):
     """RecBole's Config, extended like RecBole-GNN's.
 
@@ -127,6 +146,19 @@ class Config(RecBoleConfig):
 
     def _load_cmd_line(self):
         return {}
+
+    def _init_device(self):
+        """RecBole's device (a GPU when ``gpu_id`` names a visible one), except that ``use_gpu: False``
+        trains on the CPU (RecBole 1.2.1 reads it only for its GPU memory log), and ``nproc`` > 1
+        (RecBole's DistributedDataParallel) is refused: the plugin's runner trains in one process."""
+        nproc = self.final_config_dict.get("nproc", 1)
+        if nproc not in (None, 1):
+            raise ConfigError(
+                f"nproc={nproc}: one run on several GPUs (RecBole's DistributedDataParallel) is not supported by "
+                "the plugin's runner; it uses one GPU (gpu_id), and tune runs one trial per GPU (--gpus_per_trial=1)")
+        super()._init_device()
+        if not self.final_config_dict["use_gpu"]:
+            self.final_config_dict["device"] = torch.device("cpu")
 
     def _set_default_parameters(self):
         """RecBole's, except that ``ml-100k`` is read from the user's ``data_path`` when one is given
@@ -192,24 +224,3 @@ def to_primitive(value):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
-
-
-def parse_value(text):
-    """A ``--key=value`` value read as YAML (``[text,image]``, ``0.5``, ``true``); what YAML leaves a
-    string (e.g. ``1e-4``) the Config reads further as a Python literal, never as code."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return text if value is None and text.strip() not in ("~", "null", "None") else value
-
-
-def parse_overrides(extra):
-    """``--key=value`` arguments as a dict (values parsed by :func:`parse_value`)."""
-    overrides = {}
-    for arg in extra:
-        key, sep, value = arg[2:].partition("=")
-        if not arg.startswith("--") or not sep or not key:
-            raise PluginError(f"unrecognised argument '{arg}': use --key=value")
-        overrides[key] = parse_value(value)
-    return overrides

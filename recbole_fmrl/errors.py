@@ -24,6 +24,18 @@ class InputFileError(PluginError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
+def exit_status(main):
+    """``main()``'s exit status, for commands that return one: a :class:`PluginError` is printed as
+    ``error: <message>`` and gives 2, an interruption 130."""
+    try:
+        return main()
+    except PluginError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
 def main_guarded(main):
     """Run ``main()``; a :class:`PluginError` becomes ``error: <message>`` and exit status 2."""
     try:

@@ -26,7 +26,8 @@ RECBOLE_LOG_DIR = "./log/"  # where RecBole's init_logger writes (recbole.utils.
 
 
 def build(model, dataset, config_file_list=None, config_dict=None):
-    """Config, logger, dataset, data loaders and an initialised model, as RecBole builds them."""
+    """``(config, model, dataset, (train, valid, test loaders))`` with RecBole's logger set up and the
+    model initialised, as RecBole builds them."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     if config["torch_num_threads"]:
@@ -47,7 +48,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
     logger.info(set_color("trainable parameters", "blue") + f": {count_parameters(model):,}")
-    return config, model, (train_data, valid_data, test_data)
+    return config, model, dataset, (train_data, valid_data, test_data)
 
 
 def reset_recbole_logging():
@@ -100,7 +101,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     """
     started = time.time()
     checkpoint = read_checkpoint(resume) if resume else None  # a damaged file fails before anything runs
-    config, model, (train_data, valid_data, test_data) = build(model, dataset, config_file_list, config_dict)
+    config, model, _, (train_data, valid_data, test_data) = build(model, dataset, config_file_list, config_dict)
     logger = getLogger()
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.identity = run_identity(train_data._dataset, model)

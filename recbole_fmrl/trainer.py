@@ -4,6 +4,7 @@ decay schedule, no decay on biases and norms) and checkpoints that load under
 
 import math
 import os
+import time
 import uuid
 
 from recbole.trainer import Trainer
@@ -12,7 +13,7 @@ from recbole.utils import set_color
 from torch import nn, optim
 
 from recbole_fmrl.checkpoint import check_resume, read_checkpoint, rng_state, set_rng_state
-from recbole_fmrl.config import plugin_model_names, to_primitive
+from recbole_fmrl.config import PROPERTIES_DIR, plugin_model_names, to_primitive
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.files import copy_atomic, torch_save_atomic
 from recbole_fmrl.model.layers import NestedLayerNorm
@@ -199,6 +200,54 @@ class TrainingRecipeMixin:
             hook.remove()
 
 
+LARGE_FOR_CPU = 512  # hidden sizes from which a model is large for a CPU (the paper's D = 1024: hours per epoch)
+TIMED_STEPS = 5  # training steps timed, after the first, for the epoch estimate
+
+
+def duration(seconds):
+    """``"2 h 05 min"``, ``"14 min"``, ``"40 s"``."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{round(seconds / 60)} min" if seconds >= 90 else f"{max(1, round(seconds))} s"
+
+
+class LargeModelNoticeMixin:
+    """A model of ``hidden_size`` >= :data:`LARGE_FOR_CPU` trained on a CPU gets one warning when
+    training starts: one epoch's time estimated from its first training steps, the epochs the config
+    allows, and the CPU-sized config (``properties/demo.yaml``)."""
+
+    def fit(self, train_data, *args, **kwargs):
+        hidden_size = self.config["hidden_size"]
+        if self.device.type != "cpu" or not isinstance(hidden_size, int) or hidden_size < LARGE_FOR_CPU:
+            return super().fit(train_data, *args, **kwargs)
+        batches, times = len(train_data), [time.perf_counter()]
+
+        def after_step(*_):
+            times.append(time.perf_counter())
+            if len(times) == min(TIMED_STEPS + 2, batches + 1):  # the first step is warm-up when others follow
+                timed = len(times) - 2
+                step = (times[-1] - times[1]) / timed if timed else times[1] - times[0]
+                self.logger.warning(self.large_model_notice(hidden_size, batches, step, max(timed, 1)))
+
+        hook = self.optimizer.register_step_post_hook(after_step)
+        try:
+            return super().fit(train_data, *args, **kwargs)
+        finally:
+            hook.remove()
+
+    def large_model_notice(self, hidden_size, batches, step_seconds, steps):
+        demo = os.path.relpath(PROPERTIES_DIR / "demo.yaml")
+        demo = demo if not demo.startswith("..") else str(PROPERTIES_DIR / "demo.yaml")
+        return (
+            f"{self.config['model']} with hidden_size={hidden_size} is large for a CPU: one epoch ({batches:,} batches) "
+            f"takes about {duration(step_seconds * batches)} here ({step_seconds:.2f} s per batch over the first "
+            f"{steps} step{'s' * (steps > 1)}), for up to {self.epochs} epoch{'s' * (self.epochs > 1)} (early stopping "
+            f"after {self.config['stopping_step']} without improvement). On a CPU use --config_files={demo} (D = 64) "
+            "or --hidden_size=64; "
+            "on a GPU, --gpu_id=0 (README: GPU)."
+        )
+
+
 def unused_model_file(path):
     """``path`` (``<stem>.pth``), or ``<stem>-2.pth``, ... when a run started in the same second
     already owns a file of that stem (RecBole names runs by model and time to the second)."""
@@ -210,8 +259,9 @@ def unused_model_file(path):
 
 
 def with_safe_checkpoints(trainer_class):
-    """``trainer_class`` (any RecBole trainer) with the plugin's recipe keys and checkpoints."""
-    return type(trainer_class.__name__, (SafeCheckpointMixin, TrainingRecipeMixin, trainer_class), {})
+    """``trainer_class`` (any RecBole trainer) with the plugin's recipe keys and checkpoints, and the
+    notice for a model too large for a CPU."""
+    return type(trainer_class.__name__, (SafeCheckpointMixin, LargeModelNoticeMixin, TrainingRecipeMixin, trainer_class), {})
 
 
 SafeTrainer = with_safe_checkpoints(Trainer)

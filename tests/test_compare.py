@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recbole_fmrl.config import REPORTED_METRICS, Config, parse_overrides
+from recbole_fmrl.config import REPORTED_METRICS, Config
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.experiments import compare, params, reports
 from recbole_fmrl.files import write_json_atomic
@@ -293,12 +293,13 @@ def test_bad_input_gives_one_line(tmp_path, capsys):
     assert not (tmp_path / "results").exists()  # nothing ran
     with pytest.raises(PluginError, match="unknown modality 'audio'"):
         compare.parse_modality_sets("text;audio")
-    with pytest.raises(PluginError, match="--params-sizes"):
-        compare.parse_sizes("128,64", "--params-sizes")
-    with pytest.raises(PluginError, match="use --key=value"):
-        parse_overrides(["--epochs"])
-    assert parse_overrides(["--modalities=[text,image]", "--epochs=3", "--learning_rate=1e-4"]) == {
-        "modalities": ["text", "image"], "epochs": 3, "learning_rate": "1e-4"}
+    with pytest.raises(PluginError, match="--params_sizes"):
+        compare.parse_sizes("128,64", "--params_sizes")
+    with pytest.raises(SystemExit):
+        compare.build_parser().parse_args(["--dataset=tiny", "--epochs"])
+    assert capsys.readouterr().err.splitlines() == ["error: --epochs needs a value: --epochs=VALUE"]
+    args = compare.build_parser().parse_args(["--dataset=tiny", "--modalities=[text,image]", "--epochs=3", "--learning_rate=1e-4"])
+    assert args.overrides == {"modalities": ["text", "image"], "epochs": 3, "learning_rate": "1e-4"}
 
 
 def test_model_entries_carry_their_own_settings_and_rows_follow_the_papers_groups(tmp_path):

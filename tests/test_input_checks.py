@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 import run_recbole_fmrl
-from recbole_fmrl.config import Config, parse_overrides
+from recbole_fmrl.config import Config
 from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.errors import ConfigError, InputFileError, main_guarded
 from recbole_fmrl.experiments import compare, tune
+from recbole_fmrl.flags import parse_value
 from recbole_fmrl.runner import build
 
 HEADER = "user_id:token\titem_id:token\ttimestamp:float"
@@ -79,7 +80,7 @@ def test_duplicates_are_kept_only_when_asked(tmp_path, monkeypatch):
 ])
 def test_bad_config_values_are_one_line_naming_the_key(key, value, expected, shown):
     with pytest.raises(ConfigError) as caught:
-        Config("fMRLRec", "tiny", config_dict={"use_gpu": False, **parse_overrides([f"--{key}={value}"])})
+        Config("fMRLRec", "tiny", config_dict={"use_gpu": False, key: parse_value(value)})
     assert str(caught.value) == f"config key '{key}' must be {expected}, got {shown}"
 
 

@@ -24,7 +24,8 @@ from recbole_fmrl.model.layers import (
 )
 from recbole_fmrl.model.unisrec import MoEAdaptor
 from recbole_fmrl.runner import build as build_run
-from recbole_fmrl.trainer import SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin, with_safe_checkpoints
+from recbole_fmrl.trainer import (LargeModelNoticeMixin, SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin,
+                                  with_safe_checkpoints)
 
 from test_text_models import build as build_text_model
 from test_attributes import attributed  # noqa: F401 (fixture)
@@ -128,7 +129,7 @@ def test_attribute_tables_start_as_fmrlrecs_id_embedding():
 
 def test_the_plugin_trainer_of_any_recbole_trainer_keeps_its_name_and_adds_the_mixins():
     trainer = with_safe_checkpoints(Trainer)
-    assert trainer.__name__ == "Trainer" and trainer.__mro__[1:4] == (SafeCheckpointMixin, TrainingRecipeMixin, Trainer)
+    assert trainer.__name__ == "Trainer" and trainer.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin, TrainingRecipeMixin, Trainer)
     assert SafeTrainer.__name__ == "Trainer" and issubclass(SafeTrainer, SafeCheckpointMixin)
 
 
@@ -152,7 +153,7 @@ def test_attribute_settings_are_refused_with_their_whole_message(attributed, set
 
 
 def test_one_attribute_field_may_be_named_alone_and_embedded_in_one_dimension(attributed):
-    _, model, (train_data, _, _) = build_run("fMRLRec", "tiny", config_dict={
+    _, model, _, (train_data, _, _) = build_run("fMRLRec", "tiny", config_dict={
         **attributed, "modalities": ["attributes"], "attributes": "brand", "attribute_embedding_size": 1})
     assert model.attribute_fields == ["brand"] and model.item_encoder.attributes.out_dim == 1
     dataset = MultimodalSequentialDataset(Config("fMRLRec", "tiny", config_dict=attributed))  # not built: a DataFrame

@@ -111,13 +111,15 @@ def test_fmrlrec_recurrent_steps_equal_parallel_encoding(data_path):
 
 
 @pytest.mark.parametrize("rows", [5, 70])  # one chunk, and several chunks with a ragged last one
-def test_nested_cross_entropy_and_its_gradient_equal_the_per_size_sum(rows):
+@pytest.mark.parametrize("weights", [None, [4.0, 2.0, 0.5]])
+def test_nested_cross_entropy_and_its_gradient_equal_the_per_size_sum(rows, weights):
     """Eq. 14 computed naively (one score matrix per size) against the fused, chunked loss."""
     hidden = torch.randn(rows, 16, requires_grad=True)
     table = torch.randn(21, 16, requires_grad=True)
     targets = torch.randint(0, 21, (rows,))
-    naive = sum(F.cross_entropy(hidden[:, :m] @ table[:, :m].T, targets) for m in SIZES)
-    fused = nested_cross_entropy(hidden, table, targets, SIZES)
+    c = weights or [1.0] * len(SIZES)
+    naive = sum(w * F.cross_entropy(hidden[:, :m] @ table[:, :m].T, targets) for w, m in zip(c, SIZES))
+    fused = nested_cross_entropy(hidden, table, targets, SIZES, weights)
     torch.testing.assert_close(fused, naive, atol=1e-5, rtol=1e-5)
     for got, expected in zip(torch.autograd.grad(3 * fused, (hidden, table)), torch.autograd.grad(3 * naive, (hidden, table))):
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
@@ -200,6 +202,10 @@ SIZES_RULE = "mrl_hidden_sizes must be a strictly increasing list of positive in
         ({"modalities": ["text", "text"]}, "modalities has duplicates: ['text', 'text']"),
         ({"modalities": []}, "modalities must be a non-empty list among ['text', 'image', 'attributes', 'id'], got []"),
         ({"hidden_size": 0}, "hidden_size must be a positive integer, got 0"),
+        ({"mrl_loss_weights": [1.0, 2.0]},
+         "mrl_loss_weights must be one positive number per size of mrl_hidden_sizes [4, 8, 16], got [1.0, 2.0]"),
+        ({"mrl_loss_weights": [1.0, 0.0, 1.0]},
+         "mrl_loss_weights must be one positive number per size of mrl_hidden_sizes [4, 8, 16], got [1.0, 0.0, 1.0]"),
         ({"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
          "fMRLRec is trained with the CE loss (eq. 14), got loss_type='BPR'"),
     ],
@@ -208,6 +214,17 @@ def test_bad_fmrlrec_config_raises_one_line_config_error(data_path, overrides, m
     with pytest.raises(ConfigError) as error:
         build("fMRLRec", data_path, **overrides)
     assert str(error.value) == message
+
+
+def test_loss_weights_weigh_each_size_and_the_export_keeps_its_share(data_path):
+    model, _, dataset = build("fMRLRec", data_path, mrl_loss_weights=[3, 1, 0.5])
+    model.eval()
+    batch = training_batch(dataset)
+    outputs, targets = model.training_pairs(batch, item_table=model.item_encoder())
+    table = model.item_encoder()
+    expected = sum(w * F.cross_entropy(outputs[:, :m] @ table[:, :m].T, targets) for w, m in zip([3, 1, 0.5], SIZES))
+    torch.testing.assert_close(model.calculate_loss(batch), expected, atol=1e-5, rtol=1e-5)
+    assert model.sliced_config(8)["mrl_loss_weights"] == [3.0, 1.0]
 
 
 def test_missing_feature_file_is_not_swallowed(data_path):

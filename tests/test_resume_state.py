@@ -13,7 +13,7 @@ from test_checkpoints import fmrl_config, interrupted_run  # noqa: F401 (fmrl_co
 
 
 def resumed_trainer(config, last, **resume):
-    config, model, (train_data, _, _) = build("fMRLRec", "tiny", config_dict={**config, "checkpoint_dir": os.path.dirname(last)})
+    config, model, _, (train_data, _, _) = build("fMRLRec", "tiny", config_dict={**config, "checkpoint_dir": os.path.dirname(last)})
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     trainer.identity = run_identity(train_data._dataset, model)
     trainer.resume_checkpoint(str(last), **resume)

@@ -178,7 +178,7 @@ def test_no_weight_decay_on_biases_and_norms(data_path):
 def test_trainer_applies_epsilon_warmup_and_saves_the_schedule(data_path, tmp_path):
     overrides = {"epochs": 2, "train_batch_size": 8, "warmup_steps": 3, "lr_schedule": "cosine",
                  "checkpoint_dir": str(tmp_path / "saved"), "show_progress": False, "learning_rate": 0.01}
-    config, model, (train_data, valid_data, _) = build_run("LRURec", "tiny", config_dict={"data_path": data_path, **TINY, **overrides})
+    config, model, _, (train_data, valid_data, _) = build_run("LRURec", "tiny", config_dict={"data_path": data_path, **TINY, **overrides})
     trainer = SafeTrainer(config, model)
     assert trainer.optimizer.defaults["eps"] == 1e-9  # LRURec.yaml: the authors' adam_epsilon
     seen = []

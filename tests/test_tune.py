@@ -1,6 +1,7 @@
 """tune: Ray Tune search on tiny data (2 trials x 1 epoch), its CSV and best-config YAML, and the
 search-space format."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,45 @@ def test_cli_rejects_unknown_keys_and_missing_space_before_starting_ray(tiny_con
         tuning.main(["--model", "fMRLRec", "--dataset", "tiny", "--space", str(tmp_path / "none.yaml")])
     assert not ray.is_initialized()
     assert not Path(tmp_path / "results").exists()
+
+
+RECBOLE_HYPER_FILE = """# RecBole's run_hyper.py format
+learning_rate loguniform -8,0
+hidden_size choice [8,16]
+hidden_dropout_prob uniform 0.1,0.5
+"""
+
+
+def test_a_recbole_hyper_file_reads_as_recbole_reads_it(tmp_path):
+    path = tmp_path / "hyper.test"
+    path.write_text(RECBOLE_HYPER_FILE + "n_layers quniform 1,3,1\nmrl_hidden_sizes choice ['[4,8]','[8]']\n")
+    space, derived = tuning.load_space(path)
+    assert derived == {} and space == {
+        "learning_rate": {"loguniform": [pytest.approx(math.exp(-8)), 1.0]},  # bounds are e^low, e^high
+        "hidden_size": {"choice": [8, 16]}, "hidden_dropout_prob": {"uniform": [0.1, 0.5]},
+        "n_layers": {"quniform": [1.0, 3.0, 1.0]}, "mrl_hidden_sizes": {"choice": ["[4,8]", "[8]"]}}
+    path.write_text("learning_rate loguniform -8\nhidden_size choice [8,16]\n")
+    with pytest.raises(PluginError) as caught:
+        tuning.load_space(path)
+    assert str(caught.value) == f"search space {path}, line 1: learning_rate loguniform takes low,high (exponents of e), got '-8'"
+    path.write_text("hidden_size choice __import__('os')\n")  # read as a literal, never run
+    with pytest.raises(PluginError, match=r"line 1: hidden_size choice takes \[v1,v2,\.\.\.\], got"):
+        tuning.load_space(path)
+
+
+def test_a_recbole_hyper_file_runs_a_two_trial_sweep(tiny_config, tmp_path, capsys):
+    hyper = tmp_path / "hyper.test"
+    hyper.write_text(RECBOLE_HYPER_FILE)
+    flags = {**{k: v for k, v in tiny_config.items() if k not in ("hidden_size", "epochs")}, "modalities": "[id]", "n_layers": 1,
+             "state": "warning"}
+    assert tuning.main(["--model=fMRLRec", "--dataset=tiny", f"--space={hyper}", "--num_samples=2", "--epochs=1",
+                        "--max_concurrent=1", f"--out={tmp_path / 'results'}", *(f"--{k}={v}" for k, v in flags.items())]) == 0
+    table = read_csv(tmp_path / "results" / "tiny" / "tune.csv")
+    assert len(table) == 2 and all(row["epochs"] == "1" and row["error"] == "" for row in table)
+    for row in table:
+        assert math.exp(-8) <= float(row["learning_rate"]) <= 1.0 and 0.1 <= float(row["hidden_dropout_prob"]) <= 0.5
+        assert row["hidden_size"] in ("8", "16") and 0 <= float(row["ndcg@10"]) <= 1
+    best = yaml.safe_load((tmp_path / "results" / "tiny" / "tune_best_fMRLRec.yaml").read_text())
+    assert best == {"learning_rate": pytest.approx(float(table[0]["learning_rate"])),
+                    "hidden_size": int(table[0]["hidden_size"]),
+                    "hidden_dropout_prob": pytest.approx(float(table[0]["hidden_dropout_prob"]))}

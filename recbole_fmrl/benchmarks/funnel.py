@@ -59,7 +59,7 @@ def funnel_case(bench, checkpoint_path, preset, make_row):
     s = FUNNEL_PRESETS[preset]
     faiss.omp_set_num_threads(torch.get_num_threads())  # the same threads as torch's exact scoring
     checkpoint = read_checkpoint(checkpoint_path)
-    config, model, (_, _, test_data) = load_trained_run(checkpoint, checkpoint_path)
+    config, model, _, (_, _, test_data) = load_trained_run(checkpoint, checkpoint_path)
     model = model.to(bench.device).eval()
     dataset = test_data._dataset
     tokens = item_tokens(dataset)

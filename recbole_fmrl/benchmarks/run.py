@@ -1,6 +1,6 @@
 """Benchmarks of fMRLRec's efficiency claims (a benchmark, not an accuracy claim: random items).
 
-    python -m recbole_fmrl.benchmarks.run [--quick] [--device cpu|cuda] [--out results/bench.json]
+    python -m recbole_fmrl.benchmarks.run [--quick] [--device=cpu|cuda] [--out=FILE] [--cases=CASES] [--threads=N]
 
 Cases (each timed after warm-up, median of repeated runs):
   a  train step (forward + backward + AdamW) of fMRLRec with M = [8..D] vs LRURec at D   goal <= 1.10
@@ -24,13 +24,11 @@ random batches × the epoch's batch count; sequence epochs always whole). Result
 info, and a table of ratios with their goals on stdout.
 """
 
-import argparse
 import gc
 import itertools
 import math
 import os
 import random
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -53,7 +51,9 @@ from recbole_fmrl.benchmarks.common import (
 from recbole_fmrl.benchmarks.funnel import funnel_case
 from recbole_fmrl.deploy.budget import storage_bytes, transient_peak_bytes
 from recbole_fmrl.deploy.trained import sliced_model
+from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.files import write_json_atomic
+from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 
@@ -524,23 +524,23 @@ def busy_warning(info, device):
     return None
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = FlagParser(prog="python -m recbole_fmrl.benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="D=256 only (case a: 256 and 1024), fewer repeats")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (seconds; for tests)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--out", default="results/bench.json")
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
-    parser.add_argument("--sizes", default=None, help="comma-separated D values, e.g. 256,1024")
-    parser.add_argument("--cases", default=CASES, help=f"subset of '{CASES}' to run")
-    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement")
-    parser.add_argument("--no-profile", action="store_true", help="do not profile cases that miss")
-    parser.add_argument("--checkpoint", default=None, help="case r: a trained fMRLRec checkpoint (D = 256 for its goals)")
-    return parser.parse_args(argv)
+    parser.add_argument("--out", default="results/bench.json", help="the results as JSON")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--sizes", default=None, help="comma-separated D values, e.g. 256,1024 (default: the preset's)")
+    parser.add_argument("--cases", default=CASES, help="the cases to run, a subset of the letters")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default: the preset's)")
+    parser.add_argument("--no_profile", action="store_true", help="do not profile cases that miss")
+    parser.add_argument("--checkpoint", default=None, help="case r: a trained fMRLRec checkpoint, D = 256 for its goals (default: case r skipped)")
+    return parser
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     preset = "tiny" if args.tiny else "quick" if args.quick else "full"
     settings = Settings(**asdict(PRESETS[preset]))
     if args.sizes:
@@ -549,11 +549,11 @@ def main(argv=None):
         settings.repeats = args.repeats
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        sys.exit("error: --device cuda but CUDA is not available")
+        raise PluginError("--device=cuda but CUDA is not available")
     torch.set_num_threads(args.threads)
     unknown = set(args.cases) - set(CASES)
     if unknown:
-        sys.exit(f"error: unknown cases {sorted(unknown)}; choose among {CASES}")
+        raise PluginError(f"unknown cases {sorted(unknown)}; choose among {CASES}")
 
     started = time.perf_counter()
     info = machine_info(device, torch.get_num_threads())
@@ -607,4 +607,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main_guarded(main)

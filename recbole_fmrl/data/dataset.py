@@ -154,7 +154,9 @@ class MultimodalSequentialDataset(SequentialDataset):
         if modality not in files:
             raise FeatureFileError(
                 f"no feature file for modality '{modality}' of dataset '{self.dataset_name}': set "
-                f"feature_files: {{{modality}: <file.npy>}} (relative to {self.dataset_path})")
+                f"feature_files: {{{modality}: <file.npy>}} (relative to {self.dataset_path}; "
+                f"python -m recbole_fmrl.dataset_prep features --dataset={self.dataset_name} writes them), "
+                "or train on item IDs only: --modalities=\"[id]\"")
         return os.path.join(self.dataset_path, files[modality])
 
     def item_features(self, modality):

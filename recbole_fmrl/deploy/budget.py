@@ -1,12 +1,12 @@
 """Which nested size fits a latency budget on this machine: measure every size of a trained fMRLRec.
 
-    python -m recbole_fmrl.deploy.budget saved/fMRLRec-....pth --latency-ms 20 [--users 256] [--device cpu]
-        [--k 10] [--funnel-k 200] [--index hnsw] [--memory-mb 300] [--warmup 2] [--repeats 7]
+    python -m recbole_fmrl.deploy.budget saved/fMRLRec-<time>.pth --latency_ms=20 [--users=U] [--device=cpu|cuda]
+        [--k=K] [--funnel_k=K] [--index=hnsw|ivf|flat] [--memory_mb=MB] [--warmup=W] [--repeats=R]
 
 For every size m in M it serves the standalone size-m model (what ``recbole_fmrl.deploy.export`` writes)
 and times top-k for a batch of ``--users`` users (``Recommender.recommend``: scoring the catalogue
 and top-k from cached user states; median after warm-up), and for every m < D the Matryoshka funnel
-of the full model (shortlist ``--funnel-k`` items at size m through a ``--index`` faiss index,
+of the full model (shortlist ``--funnel_k`` items at size m through a ``--index`` faiss index,
 rerank at D; the index is built once, its build time is shown apart). Memory: ``resident`` is what
 the deployment holds (weights, buffers, the cached item table, the index), ``peak`` what one top-k
 call allocates on top (CUDA: the allocator's peak; CPU: the peak of torch's allocations).
@@ -14,7 +14,6 @@ It prints a table, then the largest exact size within the budget with that size'
 from the training run's ``<checkpoint>.results.json``.
 """
 
-import argparse
 import json
 import os
 import random
@@ -25,6 +24,7 @@ import torch
 
 from recbole_fmrl.deploy.funnel import INDEX_KINDS
 from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.flags import FlagParser
 
 MIB = 2**20
 
@@ -195,22 +195,26 @@ def format_rows(rows, ndcg):
     return "\n".join(lines)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = FlagParser(prog="python -m recbole_fmrl.deploy.budget", description=__doc__)
     parser.add_argument("checkpoint", help="a training checkpoint of fMRLRec (its .results.json beside it)")
-    parser.add_argument("--latency-ms", type=float, required=True, help="budget for one top-k call of --users users")
-    parser.add_argument("--memory-mb", type=float, default=None, help="optional budget for the resident memory")
-    parser.add_argument("--users", type=int, default=256, help="users per top-k call (default 256)")
+    parser.add_argument("--latency_ms", type=float, required=True, help="budget for one top-k call of --users users")
+    parser.add_argument("--memory_mb", type=float, default=None, help="budget for the resident memory (default: none)")
+    parser.add_argument("--users", type=int, default=256, help="users per top-k call")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
-    parser.add_argument("--k", type=int, default=10, help="items recommended per user (default 10)")
-    parser.add_argument("--funnel-k", type=int, default=200, help="funnel shortlist K (default 200)")
-    parser.add_argument("--index", choices=INDEX_KINDS, default="hnsw", help="funnel index kind (default hnsw)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
+    parser.add_argument("--k", type=int, default=10, help="items recommended per user")
+    parser.add_argument("--funnel_k", type=int, default=200, help="funnel shortlist K")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="hnsw", help="funnel index kind")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls before timing")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls (the median is shown)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     for name in ("users", "k", "funnel_k", "repeats"):
         if getattr(args, name) < 1:
-            raise PluginError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+            raise PluginError(f"--{name} must be at least 1, got {getattr(args, name)}")
     rows, checkpoint = measure(args.checkpoint, args.users, args.device, args.k, args.funnel_k, args.index,
                                args.warmup, args.repeats)
     ndcg, source = per_size_ndcg(args.checkpoint, checkpoint)

@@ -1,8 +1,8 @@
 """Evaluate any checkpoint or size-m export on the test split of its dataset; the last line
 printed is the metrics as JSON.
 
-    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth [--dataset beauty] [--size m]
-    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth --funnel 16,200 [--index hnsw | --index-file F]
+    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth [--dataset=NAME] [--size=M]
+    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth --funnel=16,200 [--index=hnsw | --index_file=F]
 
 ``--funnel m,K`` scores through Matryoshka funnel retrieval (``recbole_fmrl.deploy.funnel``): every item at
 size m through a faiss index, the top K reranked at the evaluated size, the rest ranked last; the
@@ -18,6 +18,7 @@ from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.deploy.funnel import INDEX_KINDS, FunnelIndex, check_funnel_size, model_index, shortlist_and_rerank
 from recbole_fmrl.deploy.trained import item_tokens, load_trained_run
 from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import check_size, count_parameters
 from recbole_fmrl.trainer import get_trainer
 
@@ -31,7 +32,7 @@ def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_fil
     checkpoint = read_checkpoint(path)
     if dataset and dataset != checkpoint["dataset"]:
         raise PluginError(f"{path} was trained on '{checkpoint['dataset']}', not '{dataset}'")
-    config, model, (_, _, test_data) = load_trained_run(checkpoint, path)
+    config, model, _, (_, _, test_data) = load_trained_run(checkpoint, path)
     if size is not None:
         model.eval_size = check_size(size, getattr(model, "mrl_hidden_sizes", ()), "--size")
     if funnel is not None:
@@ -91,16 +92,21 @@ def parse_funnel(text):
     return size, shortlist
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = FlagParser(prog="python -m recbole_fmrl.deploy.evaluate", description=__doc__)
     parser.add_argument("file", help="a checkpoint from training or an export")
-    parser.add_argument("--dataset", default=None, help="the dataset it was trained on (checked)")
-    parser.add_argument("--size", type=int, default=None, help="nested size to score at (fMRLRec)")
+    parser.add_argument("--dataset", default=None, help="the dataset it was trained on, checked (default: the one the file names)")
+    parser.add_argument("--size", type=int, default=None, help="nested size to score at, fMRLRec (default: the model's eval_size)")
     parser.add_argument("--funnel", type=parse_funnel, default=None, metavar="m,K",
-                        help="funnel retrieval: shortlist K items at size m, rerank at the evaluated size")
-    parser.add_argument("--index", choices=INDEX_KINDS, default="flat", help="funnel index kind (default flat: exact)")
-    parser.add_argument("--index-file", default=None, help="a saved funnel index to reuse (python -m recbole_fmrl.deploy.funnel)")
-    args = parser.parse_args()
+                        help="funnel retrieval: shortlist K items at size m, rerank at the evaluated size (default: exact scoring)")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="flat", help="funnel index kind (flat: exact search)")
+    parser.add_argument("--index_file", default=None,
+                        help="a saved funnel index to reuse, from python -m recbole_fmrl.deploy.funnel (default: build one)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     print(json.dumps(evaluate(args.file, args.dataset, args.size, args.funnel, args.index, args.index_file)))
 
 

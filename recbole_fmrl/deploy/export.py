@@ -1,10 +1,9 @@
 """Export the standalone size-m model from a trained fMRLRec checkpoint (paper §3.2: the size-m
 slice of every weight is an independent size-m model).
 
-    python -m recbole_fmrl.deploy.export saved/fMRLRec-....pth --size 64 --out fMRLRec-64.pth
+    python -m recbole_fmrl.deploy.export saved/fMRLRec-<time>.pth --size=64 --out=fMRLRec-64.pth
 """
 
-import argparse
 import os
 from logging import getLogger
 
@@ -13,6 +12,7 @@ from recbole_fmrl.config import Config
 from recbole_fmrl.deploy.trained import load_trained_run, sliced_model
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.files import torch_save_atomic
+from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import count_parameters
 
 
@@ -30,7 +30,7 @@ def export_model(model, checkpoint, dataset, size):
 def export(checkpoint_path, size, out_path):
     """Write the size-``size`` model of ``checkpoint_path`` to ``out_path``; returns its parameter count."""
     checkpoint = read_checkpoint(checkpoint_path)
-    config, model, (train_data, _, _) = load_trained_run(checkpoint, checkpoint_path)
+    config, model, _, (train_data, _, _) = load_trained_run(checkpoint, checkpoint_path)
     if getattr(model, "mrl_hidden_sizes", None) is None:
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes to export")
     small_model, overrides = export_model(model, checkpoint, train_data._dataset, size)
@@ -53,12 +53,16 @@ def export(checkpoint_path, size, out_path):
     return export_state["num_params"]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint")
+def build_parser():
+    parser = FlagParser(prog="python -m recbole_fmrl.deploy.export", description=__doc__)
+    parser.add_argument("checkpoint", help="a training checkpoint of fMRLRec")
     parser.add_argument("--size", type=int, required=True, help="a size m in the model's mrl_hidden_sizes")
     parser.add_argument("--out", required=True, help="output file (.pth)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     export(args.checkpoint, args.size, args.out)
 
 

@@ -12,12 +12,11 @@ top K. Exact when K covers the catalogue; otherwise one size-m search plus K·D 
     FunnelIndex.load("fMRLRec-64.m16-hnsw.faiss", item_tokens)  # refuses another catalogue
     candidates, scores = shortlist_and_rerank(hidden, item_table, index, shortlist=200)
 
-    python -m recbole_fmrl.deploy.funnel fMRLRec-64.pth --size 16 --index hnsw   # build and save beside it
+    python -m recbole_fmrl.deploy.funnel fMRLRec-64.pth --size=16 --index=hnsw   # build and save beside it
 
 Row 0 of the item table (padding) is never indexed, so it is never recommended.
 """
 
-import argparse
 import math
 import os
 
@@ -31,6 +30,7 @@ from recbole_fmrl.dataset_prep.atomic_files import manifest_path, read_manifest
 from recbole_fmrl.deploy.seen import seen_mask, seen_pairs
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.files import atomic_path, write_json_atomic
+from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import check_size
 
 INDEX_KINDS = ("flat", "hnsw", "ivf")
@@ -229,16 +229,20 @@ def model_index(model, item_tokens, size, kind="flat", served_size=None, **optio
     return FunnelIndex.build(table, size, kind, order, **options)
 
 
-def main():
+def build_parser():
+    parser = FlagParser(prog="python -m recbole_fmrl.deploy.funnel", description=__doc__)
+    parser.add_argument("file", help="a training checkpoint or a size-m export")
+    parser.add_argument("--size", type=int, required=True, help="the prefix size m that is indexed")
+    parser.add_argument("--index", choices=INDEX_KINDS, default="hnsw", help="index kind")
+    parser.add_argument("--out", default=None, help="index file (default: beside FILE, <stem>.m<size>-<kind>.faiss)")
+    return parser
+
+
+def main(argv=None):
     from recbole_fmrl.checkpoint import read_checkpoint
     from recbole_fmrl.deploy.trained import load_trained, item_tokens
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", help="a training checkpoint or a size-m export")
-    parser.add_argument("--size", type=int, required=True, help="the prefix size m that is indexed")
-    parser.add_argument("--index", choices=INDEX_KINDS, default="hnsw", help="index kind (default hnsw)")
-    parser.add_argument("--out", default=None, help="index file (default: beside FILE, <stem>.m<size>-<kind>.faiss)")
-    args = parser.parse_args()
+    args = build_parser().parse_args(argv)
     _, model, dataset = load_trained(read_checkpoint(args.file), args.file)
     index = model_index(model, item_tokens(dataset), args.size, args.index)
     path = index.save(args.out or index_path_beside(args.file, args.size, args.index))

@@ -20,13 +20,24 @@ def load_trained(checkpoint, path, dataset=None):
 
 
 def load_trained_run(checkpoint, path):
-    """``(config, model, (train, valid, test loaders))`` of the stored run, set up as a training run is
-    (seed, threads, RecBole's logger: :func:`~recbole_fmrl.runner.build`), with its weights."""
+    """``(config, model, dataset, (train, valid, test loaders))`` of the stored run, set up as a
+    training run is (seed, threads, RecBole's logger: :func:`~recbole_fmrl.runner.build`), with its weights."""
     from recbole_fmrl.runner import build
 
-    config, model, loaders = build(checkpoint["model"], checkpoint["dataset"], config_dict=checkpoint["overrides"])
-    restore_weights(model, loaders[0]._dataset, checkpoint, path)
-    return config, model, loaders
+    config, model, dataset, loaders = build(checkpoint["model"], checkpoint["dataset"], config_dict=checkpoint["overrides"])
+    restore_weights(model, loaders[0]._dataset, checkpoint, path)  # the split training saw
+    return config, model, dataset, loaders
+
+
+def load_data_and_model(model_file):
+    """RecBole's ``load_data_and_model`` for the plugin's files (a training checkpoint or a size-m
+    export): ``(config, model, dataset, train_data, valid_data, test_data)``, the model with its
+    weights in eval mode. The file is read as data (RecBole's pickles its Config) and refused with one
+    line if it does not fit the dataset as it is now."""
+    from recbole_fmrl.checkpoint import read_checkpoint
+
+    config, model, dataset, (train_data, valid_data, test_data) = load_trained_run(read_checkpoint(model_file), model_file)
+    return config, model.eval(), dataset, train_data, valid_data, test_data
 
 
 def sliced_model(model, size, build):

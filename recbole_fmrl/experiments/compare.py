@@ -1,15 +1,15 @@
 """Paper-shaped experiments on one dataset: Table 2 (models), Figure 3 (sizes), Figure 4 (parameters)
 and Table 3 (modality ablation).
 
-    python -m recbole_fmrl.experiments.compare --dataset beauty \\
-        [--models SASRec,LRURec,UniSRec@train_stage=inductive_ft,VQRec,fMRLRec] [--config_files "a.yaml b.yaml"] \\
-        [--model-config fMRLRec=results/beauty/tune_best_fMRLRec.yaml ...] \\
-        [--ablation "text,image;text;image;id"] [--params] [--force] [--out results] [--key=value ...]
-    python -m recbole_fmrl.experiments.compare --dataset beauty --sizes-from saved/fMRLRec-....results.json
-    python -m recbole_fmrl.experiments.compare --dataset beauty --params [--params-sizes 128,256,512,1024,2048]
+    python -m recbole_fmrl.experiments.compare --dataset=beauty \\
+        [--models=SASRec,LRURec,UniSRec@train_stage=inductive_ft,VQRec,fMRLRec] [--config_files="a.yaml b.yaml"] \\
+        [--model_config=fMRLRec=results/beauty/tune_best_fMRLRec.yaml ...] \\
+        [--ablation="text,image;text;image;id"] [--params] [--force] [--out=DIR] [--key=value ...]
+    python -m recbole_fmrl.experiments.compare --dataset=beauty --sizes_from=saved/fMRLRec-<time>.results.json
+    python -m recbole_fmrl.experiments.compare --dataset=beauty --params [--params_sizes=128,256,512,1024,2048]
 
 Every model runs through ``recbole_fmrl.runner.run`` with the same config files and
-``--key=value`` overrides, hence the same seed, split and evaluator (``--model-config`` adds a
+``--key=value`` overrides, hence the same seed, split and evaluator (``--model_config`` adds a
 file for one model only, e.g. its tuned hyper-parameters; ``MODEL@key=value[@key=value]`` in
 ``--models`` runs a model with settings of its own, e.g. UniSRec's two fine-tuning settings). Each
 finished run is cached as
@@ -20,22 +20,22 @@ interrupted after an epoch from its ``-last.pth``. Written under ``<out>/<datase
 * ``comparison.md`` / ``comparison.csv`` — Table 2: N@5 R@5 N@10 R@10 on test (best bold, second
   underlined in the md), rows grouped as the paper's columns (ID-based, text-based, multimodal) and,
   per model, overrides, epochs run, best epoch, wall time, parameters, commit;
-* ``sizes.csv`` / ``sizes.png`` — Figure 3, whenever fMRLRec runs (or from ``--sizes-from``);
+* ``sizes.csv`` / ``sizes.png`` — Figure 3, whenever fMRLRec runs (or from ``--sizes_from``);
 * ``ablation.md`` / ``ablation.csv`` — Table 3, one fMRLRec run per modality set of ``--ablation``;
   a set whose features the dataset lacks gets the row ``not available: <reason>``;
 * ``params.csv`` / ``params.png`` — Figure 4 (``--params``), counted on freshly built fMRLRec models.
 """
 
-import argparse
 import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from recbole_fmrl.config import REPORTED_METRICS, get_model, parse_overrides, parse_value
+from recbole_fmrl.config import REPORTED_METRICS, config_keys, get_model
 from recbole_fmrl.errors import FeatureFileError, PluginError, main_guarded
 from recbole_fmrl.experiments import params, reports
 from recbole_fmrl.files import write_json_atomic
+from recbole_fmrl.flags import FlagParser, parse_value
 from recbole_fmrl.inputs import check_config_files, output_folder
 
 DEFAULT_MODELS = ("SASRec", "BERT4Rec", "FMLPRec", "LRURec", "UniSRec@train_stage=inductive_ft",
@@ -284,7 +284,7 @@ def parse_feature_dims(text):
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep or not value.strip().isdigit():
-            raise PluginError(f"--feature-dims expects modality=width pairs, e.g. text=1024,image=1152; got {part!r}")
+            raise PluginError(f"--feature_dims expects modality=width pairs, e.g. text=1024,image=1152; got {part!r}")
         dims[name.strip()] = int(value)
     return dims
 
@@ -320,36 +320,33 @@ def parameters(dataset, full_sizes, config_files=(), overrides=None, out="result
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="python -m recbole_fmrl.experiments.compare", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-    )
-    parser.add_argument("--dataset", "-d", help="dataset name (folder under data_path, or an embedded one)")
-    parser.add_argument("--models", default=None, help="comma-separated models, each MODEL or MODEL@key=value[@key=value] (settings for that run only); "
-                        f"default when nothing else is asked: {','.join(DEFAULT_MODELS)}")
+    parser = FlagParser(prog="python -m recbole_fmrl.experiments.compare", description=__doc__, config_keys=config_keys)
+    parser.add_argument("--dataset", "-d", default=None,
+                        help="dataset name (an embedded one or a folder under data_path) (default: the run file's, with --sizes_from)")
+    parser.add_argument("--models", default=None, help="comma-separated models, each MODEL or MODEL@key=value[@key=value] (settings for that run only) "
+                        f"(default: {','.join(DEFAULT_MODELS)}, when no --ablation, --params or --sizes_from is asked)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every run")
-    parser.add_argument("--model-config", action="append", default=[], metavar="MODEL=FILE",
+    parser.add_argument("--model_config", action="append", default=[], metavar="MODEL=FILE",
                         help="a YAML file for one model only, e.g. fMRLRec=results/beauty/tune_best_fMRLRec.yaml (repeatable)")
     parser.add_argument("--force", action="store_true", help="run again even if a cached run exists")
     parser.add_argument("--out", default="results", help="output folder (results/<dataset>/...)")
     parser.add_argument("--ablation", default=None, metavar="SETS",
-                        help=f"modality sets for fMRLRec (among {', '.join(MODALITY_NAMES)}), ';'-separated, e.g. {DEFAULT_ABLATION!r}")
-    parser.add_argument("--sizes-from", default=None, metavar="RUN.json",
-                        help="write sizes.csv/png from a run result JSON (runs/fMRLRec.json or saved/*.results.json)")
+                        help=f"modality sets for fMRLRec (among {', '.join(MODALITY_NAMES)}), ';'-separated, e.g. {DEFAULT_ABLATION!r} (default: no ablation)")
+    parser.add_argument("--sizes_from", default=None, metavar="RUN.json",
+                        help="write sizes.csv/png from a run result JSON (runs/fMRLRec.json or saved/*.results.json) (default: none)")
     parser.add_argument("--params", action="store_true", help="write params.csv/png (Figure 4) from built models")
-    parser.add_argument("--params-sizes", default="128,256,512,1024,2048", help="full sizes D; series M = [first … D]")
-    parser.add_argument("--params-independent", choices=("nested", "single"), default="nested",
+    parser.add_argument("--params_sizes", default="128,256,512,1024,2048", help="full sizes D; series M = [first … D]")
+    parser.add_argument("--params_independent", choices=("nested", "single"), default="nested",
                         help="independent size-m model: fMRLRec with M = [first … m] (nested) or M = [m] (single)")
-    parser.add_argument("--feature-dims", default="text=1024,image=1152",
+    parser.add_argument("--feature_dims", default="text=1024,image=1152",
                         help="feature widths used by --params (the paper's bge-large and SigLIP so400m)")
-    parser.add_argument("--item-num", type=int, default=None, help="items for --params' ID table (default: the paper dataset's)")
+    parser.add_argument("--item_num", type=int, default=None, help="items for --params' ID table (default: the paper dataset's)")
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    overrides = parse_overrides(extra)
+    args = build_parser().parse_args(argv)
+    overrides = args.overrides
     if args.dataset is not None:
         output_folder(args.out, args.dataset)  # a name, not a path: checked before anything is written
     config_files = args.config_files.split()
@@ -358,7 +355,7 @@ def main(argv=None):
     for item in args.model_config:
         model, sep, file = item.partition("=")
         if not sep or not model or not file:
-            raise PluginError(f"--model-config expects MODEL=FILE, got {item!r}")
+            raise PluginError(f"--model_config expects MODEL=FILE, got {item!r}")
         check_config_files([file])
         model_config_files.setdefault(model, []).append(file)
     did_something = False
@@ -366,9 +363,9 @@ def main(argv=None):
         try:
             record = reports.read_json(args.sizes_from)
         except (OSError, ValueError) as err:
-            raise PluginError(f"cannot read --sizes-from {args.sizes_from}: {err}") from None
+            raise PluginError(f"cannot read --sizes_from {args.sizes_from}: {err}") from None
         if not isinstance(record, dict):
-            raise PluginError(f"--sizes-from {args.sizes_from} is not a run result (a JSON object)")
+            raise PluginError(f"--sizes_from {args.sizes_from} is not a run result (a JSON object)")
         dataset = args.dataset or record.get("dataset")
         if not dataset:
             raise PluginError("pass --dataset: the run file names no dataset")
@@ -382,7 +379,7 @@ def main(argv=None):
     if not models and not (args.ablation or args.params or args.sizes_from):
         models = list(DEFAULT_MODELS)
     modality_sets = parse_modality_sets(args.ablation) if args.ablation else None
-    full_sizes = parse_sizes(args.params_sizes, "--params-sizes") if args.params else None
+    full_sizes = parse_sizes(args.params_sizes, "--params_sizes") if args.params else None
     feature_dims = parse_feature_dims(args.feature_dims) if args.params else None
     for model in [parse_model_entry(entry)[0] for entry in models] + list(model_config_files):
         get_model(model)  # every check before the first run

@@ -1,9 +1,8 @@
 """Hyper-parameter search with Ray Tune (ASHA early stopping on validation NDCG@10).
 
-    python -m recbole_fmrl.experiments.tune --model fMRLRec --dataset beauty [--space properties/tune/fMRLRec.yaml]
-        [--num-samples 20] [--scheduler asha|fifo] [--epochs 50] [--address ADDR]
-        [--cpus-per-trial C] [--gpus-per-trial G] [--max-concurrent K] [--config_files "a.yaml"]
-        [--out results] [--key=value ...]
+    python -m recbole_fmrl.experiments.tune --model=fMRLRec --dataset=beauty [--space=FILE] [--num_samples=N]
+        [--scheduler=asha|fifo] [--epochs=E] [--address=ADDR] [--cpus_per_trial=C] [--gpus_per_trial=G]
+        [--max_concurrent=K] [--config_files="a.yaml b.yaml"] [--out=DIR] [--key=value ...]
 
 Each trial is one ``runner.run`` (no checkpoints) whose per-epoch validation score is
 reported to Ray Tune, so ASHA stops bad trials early. ``--key=value`` pairs and ``--config_files``
@@ -13,7 +12,10 @@ apply to every trial (data paths are made absolute: Ray runs trials in their own
 * ``<out>/<dataset>/tune_best_<model>.yaml`` — the best trial's tuned keys, for ``--config_files``;
 * Ray's trial folders under ``<out>/<dataset>/ray_tune/`` (``--storage`` to change).
 
-Search space YAML (``properties/tune/<model>.yaml``), one entry per key::
+The search space (``--space``) is a RecBole hyper file, as ``run_hyper.py`` reads it (one line per
+key: ``learning_rate loguniform -8,0`` (e^-8 … e^0), ``hidden_size choice [64,128]``,
+``dropout uniform 0.1,0.5``, ``x quniform 0,10,2``), or the plugin's YAML (``properties/tune/<model>.yaml``),
+which adds derived keys::
 
     hidden_size: {choice: [64, 128]}          # also: grid, uniform, loguniform, randint, quniform
     _dropout: {uniform: [0.1, 0.8]}           # keys starting with "_" only feed `derived`
@@ -24,20 +26,21 @@ Search space YAML (``properties/tune/<model>.yaml``), one entry per key::
       mrl_hidden_sizes: {doubling: hidden_size, smallest: 8}   # [8, 16, ..., hidden_size]
 """
 
-import argparse
 import logging
 import math
 import os
+import re
 import time
 from pathlib import Path
 
 import yaml
 
-from recbole_fmrl.config import PROPERTIES_DIR, Config, parse_overrides, to_primitive
+from recbole_fmrl.config import PROPERTIES_DIR, Config, config_keys, to_primitive
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.experiments import reports
 from recbole_fmrl.files import write_text_atomic
-from recbole_fmrl.inputs import check_config_files, output_folder
+from recbole_fmrl.flags import FlagParser
+from recbole_fmrl.inputs import check_config_files, literal_value, output_folder
 
 logger = reports.progress_logger("tune")
 
@@ -54,17 +57,56 @@ DISTRIBUTIONS = {  # name: (number of arguments, how the arguments read)
 # --------------------------------------------------------------------------- the search space
 
 
+RECBOLE_HYPER_FORMS = {"choice": "[v1,v2,...]", "uniform": "low,high", "quniform": "low,high,q",
+                      "loguniform": "low,high (exponents of e)"}
+RECBOLE_HYPER_LINE = re.compile(rf"\s*(\S+)\s+({'|'.join(RECBOLE_HYPER_FORMS)})\s+(\S.*?)\s*")
+
+
+def read_recbole_hyper_file(path, lines):
+    """The space of a RecBole hyper file (``run_hyper.py``'s format: ``key kind values`` per line) in
+    the YAML format's terms. As RecBole reads it: ``choice [v1,v2]`` (values read as Python
+    literals, never run), ``uniform low,high``, ``quniform low,high,q``, and ``loguniform low,high``
+    sampled between e^low and e^high."""
+    space = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, kind, values = RECBOLE_HYPER_LINE.fullmatch(line).groups()
+        values = values.replace(" ", "")
+        try:
+            args = literal_value(values) if kind == "choice" else [float(v) for v in values.split(",")]
+        except ValueError:
+            args = None
+        if not isinstance(args, list) or kind != "choice" and len(args) != DISTRIBUTIONS[kind][0]:
+            raise PluginError(
+                f"search space {path}, line {number}: {key} {kind} takes {RECBOLE_HYPER_FORMS[kind]}, got {values!r}")
+        if kind == "loguniform":
+            args = [math.exp(args[0]), math.exp(args[1])]
+        space[key] = {kind: args}
+    return space
+
+
+def is_recbole_hyper_file(lines):
+    """Whether every line that is not blank or a comment reads ``key kind values`` (RecBole's format)."""
+    lines = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return bool(lines) and all(RECBOLE_HYPER_LINE.fullmatch(line) for line in lines)
+
+
 def load_space(path):
-    """Read a search-space YAML: returns ``(space, derived)`` as plain dicts, checked.
+    """Read a search space, RecBole's hyper file (:func:`read_recbole_hyper_file`) or the plugin's
+    YAML: returns ``(space, derived)`` as plain dicts, checked.
 
     ``space[key]`` is ``{"choice": [...]}`` / ``{"uniform": [lo, hi]}`` / ... or a fixed value;
     ``derived[key]`` is ``{"from": key, "add": a, "multiply": b}`` or ``{"doubling": key, "smallest": s}``.
     """
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+            text = f.read()
     except OSError as err:
         raise PluginError(f"cannot read search space {path}: {err.strerror}") from None
+    lines = text.splitlines()
+    try:
+        data = read_recbole_hyper_file(path, lines) if is_recbole_hyper_file(lines) else yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise PluginError(f"search space {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict) or not data:
@@ -311,36 +353,35 @@ def _cell(value):
     return to_primitive(value)
 
 
-def main(argv=None):
-
-    parser = argparse.ArgumentParser(
-        prog="python -m recbole_fmrl.experiments.tune", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
-    )
+def build_parser():
+    parser = FlagParser(prog="python -m recbole_fmrl.experiments.tune", description=__doc__, config_keys=config_keys)
     parser.add_argument("--model", "-m", required=True, help="model to tune (fMRLRec, LRURec, SASRec, ...)")
-    parser.add_argument("--dataset", "-d", required=True)
-    parser.add_argument("--space", default=None, help="search space YAML (default: properties/tune/<model>.yaml)")
-    parser.add_argument("--num-samples", type=int, default=10, help="trials to sample (x grid size for grid keys)")
-    parser.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
-    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial (ASHA's max_t)")
-    parser.add_argument("--address", default=None, help="connect to an existing Ray cluster (ray.init(address=...))")
-    parser.add_argument("--cpus-per-trial", type=float, default=None)
-    parser.add_argument("--gpus-per-trial", type=float, default=None)
-    parser.add_argument("--max-concurrent", type=int, default=None)
+    parser.add_argument("--dataset", "-d", required=True, help="dataset name")
+    parser.add_argument("--space", default=None, help="search space: a RecBole hyper file or the plugin's YAML (default: properties/tune/<model>.yaml)")
+    parser.add_argument("--num_samples", type=int, default=10, help="trials to sample (x grid size for grid keys)")
+    parser.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="asha stops weak trials early; fifo runs every trial to the end")
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial, ASHA's max_t (default: the config's epochs, e.g. 300 for fMRLRec)")
+    parser.add_argument("--address", default=None, help="an existing Ray cluster, e.g. auto or ray://host:10001 (default: a local Ray)")
+    parser.add_argument("--cpus_per_trial", type=float, default=None, help="CPUs per trial (default: 1 on up to 4 cores, else 2)")
+    parser.add_argument("--gpus_per_trial", type=float, default=None, help="GPUs per trial (default: 1 when the config uses a visible GPU, else 0)")
+    parser.add_argument("--max_concurrent", type=int, default=None, help="trials at a time (default: as the CPUs and GPUs allow)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every trial")
-    parser.add_argument("--out", default="results")
-    parser.add_argument("--storage", default=None, help="Ray's results folder (default <out>/<dataset>/ray_tune)")
-    args, extra = parser.parse_known_args(argv)
-    overrides = parse_overrides(extra)
+    parser.add_argument("--out", default="results", help="output folder (<out>/<dataset>/tune.csv, tune_best_<model>.yaml)")
+    parser.add_argument("--storage", default=None, help="Ray's results folder (default: <out>/<dataset>/ray_tune)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.num_samples < 1:
-        raise PluginError("--num-samples must be at least 1")
+        raise PluginError("--num_samples must be at least 1")
     space = args.space or str(PROPERTIES_DIR / "tune" / f"{args.model}.yaml")
     if not os.path.isfile(space):
-        raise PluginError(f"search space not found: {space} (pass --space=<file.yaml>)")
+        raise PluginError(f"search space not found: {space} (pass --space=<file>)")
     config_files = args.config_files.split()
     check_config_files(config_files)
     tune_model(args.model, args.dataset, space, args.num_samples, args.scheduler, args.address, args.epochs,
-               config_files, overrides, args.out, args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
+               config_files, args.overrides, args.out, args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
                args.storage)
     return 0
 

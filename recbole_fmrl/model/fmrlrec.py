@@ -98,6 +98,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         self.mrl_hidden_sizes = check_nested_sizes(
             doubling_sizes(self.hidden_size) if sizes is None else sizes, self.hidden_size
         )
+        self.mrl_loss_weights = self._check_loss_weights(config["mrl_loss_weights"], self.mrl_hidden_sizes)
         self.modalities = self._check_modalities(config["modalities"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"fMRLRec is trained with the CE loss (eq. 14), got loss_type={config['loss_type']!r}")
@@ -117,6 +118,17 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         """The item features a model built with ``config`` reads: its ``modalities`` other than ``id``
         (feature files, and the ``.item`` fields of ``attributes``)."""
         return [m for m in cls._check_modalities(config["modalities"]) if m != "id"]
+
+    @staticmethod
+    def _check_loss_weights(weights, sizes):
+        """One positive weight per size (MRL's c_m in eq. 14's sum); None = all 1 (the paper)."""
+        if weights is None:
+            return [1.0] * len(sizes)
+        if (not isinstance(weights, (list, tuple)) or len(weights) != len(sizes)
+                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights)):
+            raise ConfigError(f"mrl_loss_weights must be one positive number per size of mrl_hidden_sizes {sizes}, "
+                              f"got {weights!r}")
+        return [float(w) for w in weights]
 
     @staticmethod
     def _check_modalities(modalities):
@@ -201,7 +213,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores."""
         item_table = self.item_encoder()
         outputs, targets = self.training_pairs(interaction, item_table=item_table)
-        return nested_cross_entropy(outputs, item_table, targets, self.mrl_hidden_sizes)
+        return nested_cross_entropy(outputs, item_table, targets, self.mrl_hidden_sizes, self.mrl_loss_weights)
 
     def predict(self, interaction):
         size = self.eval_size
@@ -222,7 +234,8 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
     def sliced_config(self, size):
         """Config overrides of the standalone size-``size`` fMRLRec."""
         index = self._size_index(size)
-        config = {"hidden_size": size, "mrl_hidden_sizes": self.mrl_hidden_sizes[: index + 1], "eval_size": size}
+        config = {"hidden_size": size, "mrl_hidden_sizes": self.mrl_hidden_sizes[: index + 1], "eval_size": size,
+                  "mrl_loss_weights": self.mrl_loss_weights[: index + 1]}
         if "attributes" in self.modalities:  # the attribute tables are inputs: their width stays
             config["attribute_embedding_size"] = self.attribute_embedding_size
         return config

@@ -20,10 +20,10 @@ def _blocks(sizes):
 
 
 class NestedCrossEntropy(torch.autograd.Function):
-    """``Σ_m mean_i CE(h_i[:m] · E[:, :m]ᵀ, y_i)``; its gradients are computed by ``forward``."""
+    """``Σ_m c_m mean_i CE(h_i[:m] · E[:, :m]ᵀ, y_i)``; its gradients are computed by ``forward``."""
 
     @staticmethod
-    def forward(ctx, hidden, table, targets, sizes):
+    def forward(ctx, hidden, table, targets, sizes, weights):
         table_t = table.T.contiguous()
         grad_hidden, grad_table_t = torch.empty_like(hidden), torch.zeros_like(table_t)
         total = hidden.new_zeros(())
@@ -32,7 +32,7 @@ class NestedCrossEntropy(torch.autograd.Function):
             chunk, chunk_targets = hidden[rows], targets[rows]
             index = torch.arange(chunk.size(0), device=hidden.device)
             scores, grads = None, []  # scores: the running size-m scores of the chunk
-            for a, b in _blocks(sizes):
+            for (a, b), weight in zip(_blocks(sizes), weights):
                 if scores is None:
                     scores = chunk[:, a:b] @ table_t[a:b]
                 else:
@@ -40,8 +40,10 @@ class NestedCrossEntropy(torch.autograd.Function):
                 top = scores.amax(dim=1, keepdim=True)
                 probs = torch.sub(scores, top).exp_()
                 normaliser = probs.sum(dim=1, keepdim=True)
-                total += (top + normaliser.log()).sum() - scores[index, chunk_targets].sum()
+                total += weight * ((top + normaliser.log()).sum() - scores[index, chunk_targets].sum())
                 probs.div_(normaliser)[index, chunk_targets] -= 1.0  # d CE / d scores = softmax − one-hot
+                if weight != 1.0:
+                    probs.mul_(weight)
                 grads.append(probs)
             for k in range(len(grads) - 2, -1, -1):  # block k feeds every size >= k
                 grads[k] += grads[k + 1]
@@ -55,10 +57,12 @@ class NestedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad_hidden, grad_table_t = ctx.saved_tensors
         scale = grad_output / grad_hidden.size(0)
-        return grad_hidden * scale, (grad_table_t * scale).T, None, None
+        return grad_hidden * scale, (grad_table_t * scale).T, None, None, None
 
 
-def nested_cross_entropy(hidden, table, targets, sizes):
+def nested_cross_entropy(hidden, table, targets, sizes, weights=None):
     """Eq. 14 for representations ``hidden`` [N, D], item table ``table`` [n_items, D] and
-    ``targets`` [N]: the sum over m in ``sizes`` of the mean cross-entropy of the size-m scores."""
-    return NestedCrossEntropy.apply(hidden, table, targets, list(sizes))
+    ``targets`` [N]: the sum over m in ``sizes`` of the mean cross-entropy of the size-m scores,
+    each weighted by ``weights`` (MRL's relative importance c_m; None = 1 for every size, the paper)."""
+    weights = [1.0] * len(sizes) if weights is None else [float(w) for w in weights]
+    return NestedCrossEntropy.apply(hidden, table, targets, list(sizes), weights)

@@ -1,0 +1,67 @@
+"""What a RecBole user reaches for: loading a saved model (RecBole's ``load_data_and_model``), the
+device keys (``use_gpu``, ``nproc``), and the notice for a model too large for the CPU."""
+
+import logging
+import re
+
+import pytest
+import torch
+
+from recbole_fmrl import trainer
+from recbole_fmrl.config import PROPERTIES_DIR, Config
+from recbole_fmrl.deploy.trained import load_data_and_model
+from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.runner import run
+from recbole_fmrl.trainer import get_trainer
+
+
+def test_load_data_and_model_gives_recboles_six_values_and_the_trained_model(tiny_config, tmp_path):
+    result = run("fMRLRec", "tiny", config_dict={**tiny_config, "modalities": ["id"], "epochs": 1})
+    config, model, dataset, train_data, valid_data, test_data = load_data_and_model(result["checkpoint"])
+    assert (config["model"], config["hidden_size"], model.training) == ("fMRLRec", 16, False)
+    rows = [line.split("\t") for line in (tmp_path / "tiny" / "tiny.inter").read_text().splitlines()[1:]]
+    assert sorted(dataset.field2id_token["user_id"][1:]) == sorted({row[0] for row in rows})  # every user: the whole dataset
+    assert train_data.dataset.field2id_token == dataset.field2id_token
+    stored = torch.load(result["checkpoint"], weights_only=True)["state_dict"]
+    assert all(torch.equal(value, stored[name]) for name, value in model.state_dict().items())
+    tested = get_trainer(config["MODEL_TYPE"], config["model"])(config, model).evaluate(test_data, load_best_model=False)
+    assert dict(tested) == pytest.approx(result["test_result"])
+
+
+def test_use_gpu_false_trains_on_the_cpu_and_nproc_is_refused(tiny_config):
+    assert Config("LRURec", "tiny", config_dict={**tiny_config, "use_gpu": False})["device"] == torch.device("cpu")
+    with pytest.raises(ConfigError) as caught:
+        Config("LRURec", "tiny", config_dict={**tiny_config, "nproc": 2})
+    assert str(caught.value) == (
+        "nproc=2: one run on several GPUs (RecBole's DistributedDataParallel) is not supported by the plugin's "
+        "runner; it uses one GPU (gpu_id), and tune runs one trial per GPU (--gpus_per_trial=1)")
+
+
+NOTICE = re.compile(
+    r"fMRLRec with hidden_size=16 is large for a CPU: one epoch \((\d+) batches\) takes about (\d+) s here "
+    r"\((\d+\.\d\d) s per batch over the first 5 steps\), for up to 2 epochs \(early stopping after 10 without "
+    r"improvement\)\. On a CPU use --config_files=(\S+) \(D = 64\) or --hidden_size=64; on a GPU, --gpu_id=0 "
+    r"\(README: GPU\)\.")
+
+
+def test_a_model_large_for_the_cpu_is_announced_once_with_its_measured_epoch_time(tiny_config, caplog, monkeypatch):
+    monkeypatch.setattr(trainer, "LARGE_FOR_CPU", 16)
+    settings = {**tiny_config, "modalities": ["id"], "train_batch_size": 4, "n_layers": 1}
+    with caplog.at_level(logging.WARNING):
+        run("fMRLRec", "tiny", config_dict=settings, saved=False)
+    notices = [m for m in caplog.messages if "large for a CPU" in m]
+    assert len(notices) == 1, notices  # once, not once per epoch
+    batches, seconds, per_batch, demo = NOTICE.fullmatch(notices[0]).groups()
+    assert int(batches) == 10  # 40 users in rows of 4
+    assert int(seconds) == max(1, round(float(per_batch) * 10))
+    assert (PROPERTIES_DIR / "demo.yaml").samefile(demo)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        run("fMRLRec", "tiny", config_dict={**settings, "hidden_size": 8, "epochs": 1}, saved=False)
+    assert not [m for m in caplog.messages if "large for a CPU" in m]
+
+
+@pytest.mark.parametrize("seconds, shown", [(0.2, "1 s"), (40, "40 s"), (89, "89 s"), (840, "14 min"),
+                                            (7500, "2 h 05 min")])
+def test_durations_read_as_a_person_would_say_them(seconds, shown):
+    assert trainer.duration(seconds) == shown
