@@ -13,6 +13,7 @@ from recbole.utils import ModelType
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.runner import build
 from recbole_fmrl.trainer import (
+    LargeModelNoticeMixin,
     SafeCheckpointMixin,
     SafeTrainer,
     TrainingRecipeMixin,
@@ -25,16 +26,18 @@ FMRL = {"modalities": ["id"], "mrl_hidden_sizes": [8, 16], "n_layers": 1, "epoch
 
 
 def trainer_for(tiny_config, **overrides):
-    config, model, (train_data, valid_data, _) = build("fMRLRec", "tiny", config_dict={**tiny_config, **FMRL, **overrides})
+    config, model, _, (train_data, valid_data, _) = build("fMRLRec", "tiny", config_dict={**tiny_config, **FMRL, **overrides})
     return SafeTrainer(config, model), train_data, valid_data
 
 
 def test_each_model_gets_recboles_trainer_for_it_with_the_plugins_keys():
     assert get_trainer(ModelType.SEQUENTIAL, "fMRLRec") is SafeTrainer
     sasrec = get_trainer(ModelType.SEQUENTIAL, "SASRec")
-    assert sasrec.__name__ == "Trainer" and sasrec.__mro__[1:4] == (SafeCheckpointMixin, TrainingRecipeMixin, Trainer)
+    assert sasrec.__name__ == "Trainer" and sasrec.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin,
+                                                                    TrainingRecipeMixin, Trainer)
     s3rec = get_trainer(ModelType.SEQUENTIAL, "S3Rec")  # RecBole names a trainer of its own for S3Rec
-    assert s3rec.__name__ == "S3RecTrainer" and s3rec.__mro__[1:4] == (SafeCheckpointMixin, TrainingRecipeMixin, S3RecTrainer)
+    assert s3rec.__name__ == "S3RecTrainer" and s3rec.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin,
+                                                                        TrainingRecipeMixin, S3RecTrainer)
 
 
 @pytest.mark.parametrize("learner, decay_bias_and_norm, expected", [
@@ -61,7 +64,7 @@ def test_the_optimiser_follows_learner_and_decay_keys(tiny_config, learner, deca
     ({"warmup_steps": True}, "warmup_steps must be a non-negative integer, got True"),
 ])
 def test_recipe_keys_are_refused_with_their_whole_message(tiny_config, overrides, message):
-    config, model, _ = build("fMRLRec", "tiny", config_dict={**tiny_config, **FMRL})
+    config, model, _, _ = build("fMRLRec", "tiny", config_dict={**tiny_config, **FMRL})
     for key, value in overrides.items():
         config[key] = value
     with pytest.raises(ConfigError) as error:
