@@ -63,6 +63,17 @@ def test_funnel_shortlists_at_size_m_and_reranks_at_full_size(data_path):
     assert not torch.equal(top, exact)  # a size-4 shortlist of 9 out of 39 does lose items here
 
 
+def test_a_batched_funnel_result_is_as_wide_as_an_exact_one_when_k_exceeds_the_catalogue(data_path):
+    """k past the catalogue: every row has n_items columns, the shortlist's items first, then -1."""
+    model, _, _ = build(data_path)
+    rec = Recommender(model)
+    state = rec.start_many(histories(3))
+    exact = rec.recommend(state, k=rec.n_items + 10, exclude_seen=False)
+    funnel = rec.recommend(state, k=rec.n_items + 10, exclude_seen=False, funnel=(4, 5))
+    assert funnel.shape == exact.shape == (3, rec.n_items)
+    assert (funnel[:, :5] > 0).all() and (funnel[:, 5:] == -1).all()
+
+
 def test_saved_index_is_reused_and_refused_for_another_catalogue(data_path, tmp_path):
     model, _, dataset = build(data_path)
     tokens = [str(t) for t in dataset.field2id_token["item_id"]]

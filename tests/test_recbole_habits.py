@@ -3,6 +3,7 @@ device keys (``use_gpu``, ``nproc``), and the notice for a model too large for t
 
 import logging
 import re
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from recbole_fmrl.config import PROPERTIES_DIR, Config
 from recbole_fmrl.deploy.trained import load_data_and_model
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.runner import run
-from recbole_fmrl.trainer import get_trainer
+from recbole_fmrl.trainer import LargeModelNoticeMixin, get_trainer
 
 
 def test_load_data_and_model_gives_recboles_six_values_and_the_trained_model(tiny_config, tmp_path):
@@ -61,7 +62,50 @@ def test_a_model_large_for_the_cpu_is_announced_once_with_its_measured_epoch_tim
     assert not [m for m in caplog.messages if "large for a CPU" in m]
 
 
-@pytest.mark.parametrize("seconds, shown", [(0.2, "1 s"), (40, "40 s"), (89, "89 s"), (840, "14 min"),
-                                            (7500, "2 h 05 min")])
+@pytest.mark.parametrize("seconds, shown", [(0.2, "1 s"), (40, "40 s"), (89, "89 s"), (90, "2 min"), (840, "14 min"),
+                                            (3540, "59 min"), (3600, "1 h 00 min"), (7500, "2 h 05 min")])
 def test_durations_read_as_a_person_would_say_them(seconds, shown):
     assert trainer.duration(seconds) == shown
+
+
+def notice(batches, epoch, per_batch, steps, epochs, demo):
+    return (f"fMRLRec with hidden_size=16 is large for a CPU: one epoch ({batches} batches) takes about {epoch} here "
+            f"({per_batch} s per batch over the first {steps}), for up to {epochs} (early stopping after 10 without "
+            f"improvement). On a CPU use --config_files={demo} (D = 64) or --hidden_size=64; on a GPU, --gpu_id=0 "
+            "(README: GPU).")
+
+
+@pytest.mark.parametrize("batch_size, epochs, expected", [
+    (64, 1, ("1", "10 s", "10.00", "1 step", "1 epoch")),  # one batch: the first step is all there is
+    (16, 2, ("3", "12 s", "4.00", "2 steps", "2 epochs")),  # steps 2-3: (118 - 110) / 2
+    (4, 2, ("10", "50 s", "5.00", "5 steps", "2 epochs")),  # steps 2-6: (135 - 110) / 5
+])
+def test_the_notice_times_the_steps_after_the_first(tiny_config, caplog, monkeypatch, batch_size, epochs, expected):
+    """A clock ticking 100 (fit starts), then 110, 113, 118, 122, 128, 135, ... after each training step."""
+    ticks = iter([100, 110, 113, 118, 122, 128, 135])
+    later = iter(range(1000, 10**6))
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: next(ticks, None) or next(later)))
+    monkeypatch.setattr(trainer, "LARGE_FOR_CPU", 16)
+    settings = {**tiny_config, "modalities": ["id"], "train_batch_size": batch_size, "n_layers": 1, "epochs": epochs}
+    with caplog.at_level(logging.WARNING):
+        result = run("fMRLRec", "tiny", config_dict=settings, saved=False)
+    assert [m for m in caplog.messages if "large for a CPU" in m] == [notice(*expected, PROPERTIES_DIR / "demo.yaml")]
+    assert result["epochs_run"] == epochs and set(result["best_valid_result"]) == set(result["test_result"])
+
+
+def test_the_notice_names_the_demo_config_relative_to_the_working_folder_inside_the_checkout(tmp_path, monkeypatch):
+    run_settings = SimpleNamespace(config={"model": "fMRLRec", "stopping_step": 10}, epochs=1)
+    message = lambda: LargeModelNoticeMixin.large_model_notice(run_settings, 16, 12345, 0.5, 1)  # noqa: E731
+    monkeypatch.chdir(PROPERTIES_DIR.parent)
+    assert message() == notice("12,345", "1 h 42 min", "0.50", "1 step", "1 epoch", "properties/demo.yaml")
+    monkeypatch.chdir(tmp_path)  # outside the checkout: the whole path
+    assert message() == notice("12,345", "1 h 42 min", "0.50", "1 step", "1 epoch", PROPERTIES_DIR / "demo.yaml")
+
+
+def test_a_recbole_model_without_hidden_size_trains_through_the_plugins_trainer(tiny_config, caplog):
+    with caplog.at_level(logging.WARNING):
+        settings = {key: value for key, value in tiny_config.items() if key != "hidden_size"}
+        result = run("BPR", "tiny", config_dict={**settings, "epochs": 1, "train_neg_sample_args": {
+            "distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}}, saved=False)
+    assert result["epochs_run"] == 1 and "ndcg@10" in result["test_result"]
+    assert not [m for m in caplog.messages if "large for a CPU" in m]
