@@ -237,6 +237,23 @@ def test_fmrlrec_scores_are_eq_13_with_every_block_by_hand(data_path):
                                        rtol=1e-8, atol=1e-8)
 
 
+def test_fmrlrec_loss_is_eq_14_the_sum_of_each_sizes_cross_entropy(data_path):
+    """Prefix rows, default loss weights (the paper's: every c_m = 1): the loss is Σ_m CE of the size-m
+    scores (checked by hand above) against the next item, written out with log-softmax."""
+    sizes = [2, 4, 8]
+    model, _ = build(fMRLRec, data_path, mrl_hidden_sizes=sizes, modalities=["text", "id"], train_mode="prefix")
+    batch = {**history_batch(), "item_id": torch.tensor([6, 11, 2])}
+    expected = 0.0
+    for m in sizes:
+        model.eval_size = m
+        with torch.no_grad():
+            scores = model.full_sort_predict(batch).numpy()
+        log_softmax = scores - np.log(np.exp(scores - scores.max(1, keepdims=True)).sum(1, keepdims=True)) - scores.max(1, keepdims=True)
+        expected += -log_softmax[np.arange(3), [6, 11, 2]].mean()
+    with torch.no_grad():
+        assert model.calculate_loss(batch).item() == pytest.approx(expected, rel=1e-9)
+
+
 def fmrl_block_parameters(sizes, expansion):
     """Trainable entries of one fMRLRec block without the masked fMRL zeros, with S = Σ_j (m_j − m_{j−1}) m_j
     (the entries of a square nested weight) and D = sizes[-1]: two nested LayerNorms 4D, ν/θ/γ 3D,

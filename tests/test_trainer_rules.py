@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from recbole.trainer import S3RecTrainer, Trainer
+from recbole.trainer import S3RecTrainer, TraditionalTrainer, Trainer
 from recbole.utils import ModelType
 
 from recbole_fmrl.errors import ConfigError
@@ -38,6 +38,8 @@ def test_each_model_gets_recboles_trainer_for_it_with_the_plugins_keys():
     s3rec = get_trainer(ModelType.SEQUENTIAL, "S3Rec")  # RecBole names a trainer of its own for S3Rec
     assert s3rec.__name__ == "S3RecTrainer" and s3rec.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin,
                                                                         TrainingRecipeMixin, S3RecTrainer)
+    pop = get_trainer(ModelType.TRADITIONAL, "Pop")  # no trainer named for Pop: RecBole's by model type
+    assert pop.__name__ == "TraditionalTrainer" and pop.__mro__[4] is TraditionalTrainer
 
 
 @pytest.mark.parametrize("learner, decay_bias_and_norm, expected", [
