@@ -260,3 +260,13 @@ def test_an_export_or_finished_run_is_not_resumable(trained, fmrl_config):
     with pytest.raises(PluginError, match=r"its run already trained 2 epochs \(epochs=2\): nothing to resume"):
         run("fMRLRec", "tiny", config_dict={**fmrl_config, "epochs": 2}, resume=finished)
     assert read_checkpoint(finished)["epoch"] == 1
+
+
+def test_a_checkpoint_keeps_the_other_parameters_recbole_reloads(tiny_config):
+    """RecBole reloads ``other_parameter`` with the weights (Pop's counts are not parameters): the
+    plugin's checkpoint keeps them."""
+    settings = {key: value for key, value in tiny_config.items() if key != "hidden_size"}
+    result = run("Pop", "tiny", config_dict={**settings, "epochs": 1})
+    stored = torch.load(result["checkpoint"], weights_only=True)["other_parameter"]
+    assert stored["item_cnt"].shape == (31, 1) and stored["item_cnt"][0] == 0 and stored["item_cnt"].sum() > 0
+    assert stored["max_cnt"] == int(stored["item_cnt"].max())
