@@ -57,6 +57,11 @@ def rule_message(case, work, order, dataset):
     if case == "one-dimensional":
         save_npy_atomic(str(npy), np.ones(DIM, np.float32))
         return "text", f"feature file {npy} has shape ({DIM},) but its manifest says dim {DIM}"
+    if case == "unreadable matrix":
+        npy.write_bytes(b"not an array")
+        with pytest.raises(ValueError) as numpy_error:
+            np.load(npy, mmap_mode="r")
+        return "text", f"unreadable feature file {npy}: {numpy_error.value}"
     if case == "no items file":
         items.unlink()
         return "text", f"items file not found: {items} (row order of {npy})"
@@ -89,7 +94,7 @@ def rule_message(case, work, order, dataset):
 
 
 CASES = ["no modality", "no matrix", "no manifest", "manifest without dim", "manifest dim not a number", "wrong dim",
-         "one-dimensional", "no items file", "items file without item_id", "item listed twice", "more rows than items",
+         "one-dimensional", "unreadable matrix", "no items file", "items file without item_id", "item listed twice", "more rows than items",
          "no source column", "unknown item", "item without a row", "infinite value"]
 
 
@@ -113,14 +118,16 @@ def test_a_loaded_matrix_is_logged_with_its_size_encoder_and_zero_rows(tiny, cap
         + r"\d+\.\d\d s", lines[0]), lines
 
 
-def test_feature_rows_are_matched_to_an_inter_file_in_its_own_separator_and_encoding(tmp_path, monkeypatch):
+@pytest.mark.parametrize("items", [[f"0{100 + i}" for i in range(8)] + ["B00000JX", "B0000CX", "0999"],
+                                   [f"0{100 + i}" for i in range(10)] + ["0999"]], ids=["asins", "digits only"])
+def test_feature_rows_are_matched_to_an_inter_file_in_its_own_separator_and_encoding(tmp_path, monkeypatch, items):
     """A comma-separated latin-1 ``.inter`` with the item column last and ids such as "0101" (a number to a
-    careless reader) or ending in "X" (as many ASINs do); item "0999" has one interaction, so RecBole's
-    ``item_inter_num_interval: [2,inf)`` drops it, and its feature row is still accepted."""
+    careless reader, all the more in a column of digits only) or ending in "X" (as many ASINs do); item
+    "0999" has one interaction, so RecBole's ``item_inter_num_interval: [2,inf)`` drops it, and its feature
+    row is still accepted."""
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "tiny"
     folder.mkdir()
-    items = [f"0{100 + i}" for i in range(8)] + ["B00000JX", "B0000CX", "0999"]
     lines = ["user_id:token,timestamp:float,item_id:token"]
     for user in range(12):
         lines += [f"usér{user},{1000 + k},{items[(user + k) % 10]}" for k in range(5)]
@@ -154,3 +161,16 @@ def test_a_manifest_without_source_column_is_checked_against_its_modalitys_colum
     atomic_files.write_items(str(work / "mm.items.tsv"), pd.DataFrame({"item_id": order, "text": "edited", "image_url": ""}))
     with pytest.raises(FeatureFileError, match="was computed from another version of"):
         _load(dataset, {"text": str(work / "mm.text.npy")})
+
+
+def test_items_tables_keep_ids_and_column_names_with_spaces(tiny, tmp_path):
+    """The items table is tab-separated: spaces belong to a column name or an id, even at its ends."""
+    _, folder, _ = tiny
+    work = _copy_dataset_files(folder, tmp_path)
+    npy, manifest_file = work / "mm.text.npy", work / "mm.text.npy.json"
+    manifest = json.loads(manifest_file.read_text())
+    del manifest["source_sha256"]  # no source to check: only the table's ids are read
+    manifest_file.write_text(json.dumps(manifest))
+    save_npy_atomic(str(npy), np.ones((3, DIM), np.float32))
+    (work / "mm.items.tsv").write_text("title words\titem_id\nx\ta \ny z\t b\nw\tc d\n", encoding="utf-8")
+    assert read_feature_file(str(npy), "text")[1] == ["a ", " b", "c d"]

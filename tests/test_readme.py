@@ -45,7 +45,7 @@ def sections(text):
     return list(zip(["(top)"] + parts[1::2], parts[0::2]))
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/reproducing.md", "docs/performance.md"])
+@pytest.mark.parametrize("document", ["README.md", "docs/reproducing.md", "docs/performance.md", "docs/mutation.md"])
 def test_every_measured_number_has_a_command_in_its_section(document):
     for heading, body in sections((REPO / document).read_text(encoding="utf-8")):
         prose = re.sub(r"`[^`\n]*`|```.*?```|\(https?://[^)]*\)", "", body, flags=re.S)
