@@ -22,6 +22,7 @@ from recbole_fmrl.model.layers import (
     linear_scan,
     sliced_state_dict,
 )
+from recbole_fmrl.model.layers.nested_loss import nested_cross_entropy
 
 from conftest import perturb_outside_slice
 
@@ -266,3 +267,16 @@ def test_gated_feed_forward_slice_is_the_standalone_small_layer():
     small.load_state_dict(sliced_state_dict(big, 1))
     x = torch.randn(4, M[-1])
     torch.testing.assert_close(small(x[:, : M[1]]), big(x)[:, : M[1]], atol=1e-6, rtol=1e-6)
+
+
+def test_nested_loss_stays_finite_for_rows_of_very_different_scale():
+    """Each row is shifted by its own largest score (log-sum-exp): a row whose scores are ~1000 below
+    another's does not underflow to log(0)."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(3, 8, generator=generator, dtype=torch.float64) * torch.tensor([[300.0], [0.1], [1.0]],
+                                                                                         dtype=torch.float64)
+    table = torch.randn(6, 8, generator=generator, dtype=torch.float64)
+    targets = torch.tensor([2, 5, 0])
+    expected = sum(F.cross_entropy(hidden[:, :m] @ table[:, :m].T, targets) for m in (2, 4, 8))
+    loss = nested_cross_entropy(hidden, table, targets, [2, 4, 8])
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-12)

@@ -237,6 +237,13 @@ def test_fmrlrec_scores_are_eq_13_with_every_block_by_hand(data_path):
                                        rtol=1e-8, atol=1e-8)
 
 
+def test_fmrlrec_item_table_on_ids_only_is_the_id_embedding(data_path):
+    """Eq. 7 without features: E is the ID embedding itself (nothing added)."""
+    model, _ = build(fMRLRec, data_path, mrl_hidden_sizes=[2, 4, 8], modalities=["id"])
+    with torch.no_grad():
+        np.testing.assert_array_equal(model.item_table().numpy(), params(model)["item_encoder.id_embedding.weight"])
+
+
 def test_fmrlrec_loss_is_eq_14_the_sum_of_each_sizes_cross_entropy(data_path):
     """Prefix rows, default loss weights (the paper's: every c_m = 1): the loss is Σ_m CE of the size-m
     scores (checked by hand above) against the next item, written out with log-softmax."""
