@@ -3,6 +3,7 @@ nesting (the first m outputs ignore everything beyond m), export = slice, parall
 the fused loss = the per-size sum, training windows cover every target once."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
@@ -154,6 +155,12 @@ def test_training_windows_cover_every_row_exactly_once(rows_per_user, window):
         covered += [r for j in mine for r in range(max(start, j - window + 1), j + 1)]
         start += count
     assert sorted(covered) == list(range(len(users)))
+
+
+def test_training_windows_refuse_a_user_whose_rows_are_not_contiguous():
+    with pytest.raises(ValueError) as caught:
+        sequence_window_rows(np.array([0, 0, 1, 0]), 2)
+    assert str(caught.value) == "the training rows of a user are not contiguous"
 
 
 @PROPERTY
