@@ -12,6 +12,7 @@ from recbole_fmrl.data.dataset import MultimodalSequentialDataset
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model import FMLPRec, LRURec, UniSRec, VQRec, fMRLRec
 from recbole_fmrl.model.fmlprec import FilterLayer
+from recbole_fmrl.model.fmrlrec import MultimodalItemEncoder
 from recbole_fmrl.model.layers import (
     FMRLLinear,
     ItemAttributeEmbedding,
@@ -125,6 +126,14 @@ def test_attribute_tables_start_as_fmrlrecs_id_embedding():
     weight = embedding.tables[0].weight
     assert weight[0].eq(0).all() and weight.min() >= -0.04 and weight.max() <= 0.04
     assert 0.0168 < weight[1:].std().item() < 0.0184 and weight[1:].min() < -0.039 and weight[1:].max() > 0.039
+
+
+def test_fmrlrec_id_embedding_starts_as_the_authors_truncated_normal():
+    """N(0, 0.02²) truncated to ±0.04 (±2σ: std 0.0176): the item table of an ID-only encoder at init."""
+    torch.manual_seed(0)
+    table = MultimodalItemEncoder(None, n_items=2001, use_id=True, sizes=[8, 16])().detach()
+    assert table.shape == (2001, 16) and table.min() >= -0.04 and table.max() <= 0.04
+    assert 0.0168 < table.std().item() < 0.0184 and table.min() < -0.039 and table.max() > 0.039
 
 
 def test_the_plugin_trainer_of_any_recbole_trainer_keeps_its_name_and_adds_the_mixins():

@@ -202,6 +202,8 @@ SIZES_RULE = "mrl_hidden_sizes must be a strictly increasing list of positive in
         ({"modalities": ["text", "text"]}, "modalities has duplicates: ['text', 'text']"),
         ({"modalities": []}, "modalities must be a non-empty list among ['text', 'image', 'attributes', 'id'], got []"),
         ({"hidden_size": 0}, "hidden_size must be a positive integer, got 0"),
+        ({"n_layers": 0}, "n_layers must be a positive integer, got 0"),
+        ({"ffn_expansion": 0}, "ffn_expansion must be a positive integer, got 0"),
         ({"mrl_loss_weights": [1.0, 2.0]},
          "mrl_loss_weights must be one positive number per size of mrl_hidden_sizes [4, 8, 16], got [1.0, 2.0]"),
         ({"mrl_loss_weights": [1.0, 0.0, 1.0]},
