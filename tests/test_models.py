@@ -186,6 +186,8 @@ def test_eval_size_defaults_to_hidden_size_and_is_checked(data_path):
         model.eval_size = 12
     default_sizes, _, _ = build("fMRLRec", data_path, hidden_size=32, mrl_hidden_sizes=None)
     assert default_sizes.mrl_hidden_sizes == [8, 16, 32]
+    smallest, _, _ = build("fMRLRec", data_path, hidden_size=1, mrl_hidden_sizes=None)  # 1 is a positive integer
+    assert smallest.mrl_hidden_sizes == [1] and smallest.item_table().shape == (smallest.n_items, 1)
 
 
 SIZES_RULE = "mrl_hidden_sizes must be a strictly increasing list of positive integers ending at hidden_size=16"
@@ -202,6 +204,7 @@ SIZES_RULE = "mrl_hidden_sizes must be a strictly increasing list of positive in
         ({"modalities": ["text", "text"]}, "modalities has duplicates: ['text', 'text']"),
         ({"modalities": []}, "modalities must be a non-empty list among ['text', 'image', 'attributes', 'id'], got []"),
         ({"hidden_size": 0}, "hidden_size must be a positive integer, got 0"),
+        ({"hidden_size": True}, "hidden_size must be a positive integer, got True"),
         ({"n_layers": 0}, "n_layers must be a positive integer, got 0"),
         ({"ffn_expansion": 0}, "ffn_expansion must be a positive integer, got 0"),
         ({"mrl_loss_weights": [1.0, 2.0]},
