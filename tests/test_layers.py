@@ -280,3 +280,9 @@ def test_nested_loss_stays_finite_for_rows_of_very_different_scale():
     expected = sum(F.cross_entropy(hidden[:, :m] @ table[:, :m].T, targets) for m in (2, 4, 8))
     loss = nested_cross_entropy(hidden, table, targets, [2, 4, 8])
     assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-12)
+
+
+def test_nested_layer_norm_refuses_sizes_that_do_not_nest():
+    with pytest.raises(ConfigError) as caught:
+        NestedLayerNorm([8, 4])
+    assert str(caught.value) == "sizes must be a strictly increasing list of positive integers (nested), got [8, 4]"
