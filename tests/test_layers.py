@@ -286,3 +286,10 @@ def test_nested_layer_norm_refuses_sizes_that_do_not_nest():
     with pytest.raises(ConfigError) as caught:
         NestedLayerNorm([8, 4])
     assert str(caught.value) == "sizes must be a strictly increasing list of positive integers (nested), got [8, 4]"
+
+
+def test_lru_layer_default_ring_is_0_to_0_1():
+    """Without r_min/r_max (defaults 0 and 0.1) the eigenvalues are drawn with 0 <= |λ| <= 0.1."""
+    torch.manual_seed(0)
+    radius = torch.exp(-LRULayer([4, 8]).params_log[0].exp())
+    assert radius.min() >= 0.0 and radius.max() <= 0.1 and radius.max() > 0.05

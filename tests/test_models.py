@@ -206,6 +206,7 @@ SIZES_RULE = "mrl_hidden_sizes must be a strictly increasing list of positive in
         ({"hidden_size": 0}, "hidden_size must be a positive integer, got 0"),
         ({"hidden_size": True}, "hidden_size must be a positive integer, got True"),
         ({"n_layers": 0}, "n_layers must be a positive integer, got 0"),
+        ({"n_layers": True}, "n_layers must be a positive integer, got True"),
         ({"ffn_expansion": 0}, "ffn_expansion must be a positive integer, got 0"),
         ({"mrl_loss_weights": [1.0, 2.0]},
          "mrl_loss_weights must be one positive number per size of mrl_hidden_sizes [4, 8, 16], got [1.0, 2.0]"),
