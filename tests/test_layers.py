@@ -1,6 +1,7 @@
 """fMRL operator, nested LayerNorm and LRU layers: nesting, exact zeros, scan == recurrence."""
 
 import copy
+import math
 import pickle
 
 import pytest
@@ -293,3 +294,32 @@ def test_lru_layer_default_ring_is_0_to_0_1():
     torch.manual_seed(0)
     radius = torch.exp(-LRULayer([4, 8]).params_log[0].exp())
     assert radius.min() >= 0.0 and radius.max() <= 0.1 and radius.max() > 0.05
+
+
+def test_fmrl_linear_refuses_input_sizes_that_do_not_nest():
+    with pytest.raises(ConfigError) as caught:
+        FMRLLinear([8, 4], [4, 8])
+    assert str(caught.value) == "in_sizes must be a strictly increasing list of positive integers (nested), got [8, 4]"
+
+
+@pytest.mark.parametrize("r_min, r_max", [(0.5, 0.4), (0.0, 0.0), (0.0, 1.0), (0.0, 1.5), (-0.1, 0.5)])
+def test_lru_ring_outside_the_unit_disc_or_empty_is_refused(r_min, r_max):
+    with pytest.raises(ConfigError) as caught:
+        LRULayer([4], r_min=r_min, r_max=r_max)
+    assert str(caught.value) == f"LRU ring needs 0 <= r_min <= r_max < 1 and r_max > 0, got r_min={r_min}, r_max={r_max}"
+
+
+def test_lru_ring_may_be_a_circle_and_phases_cover_the_whole_turn():
+    """r_min == r_max is allowed (every |λ| equal); the phases θ are drawn over [0, 2π)."""
+    torch.manual_seed(0)
+    nu, theta, _ = LRULayer([512], r_min=0.5, r_max=0.5).params_log.exp()
+    torch.testing.assert_close(torch.exp(-nu), torch.full((512,), 0.5))
+    assert theta.max() <= 2 * math.pi and theta.max() > 1.9 * math.pi and theta.min() < 0.1 * math.pi
+
+
+def test_lru_layer_without_bias_maps_zero_to_zero():
+    torch.manual_seed(0)
+    layer = LRULayer([4, 8], bias=False)
+    x, mask = torch.zeros(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
+    assert torch.equal(layer(x, mask), torch.zeros(2, 5, 8))
+    assert not torch.equal(LRULayer([4, 8])(x, mask), torch.zeros(2, 5, 8))  # with bias: B's bias drives the state
