@@ -296,10 +296,15 @@ def test_lru_layer_default_ring_is_0_to_0_1():
     assert radius.min() >= 0.0 and radius.max() <= 0.1 and radius.max() > 0.05
 
 
-def test_fmrl_linear_refuses_input_sizes_that_do_not_nest():
+@pytest.mark.parametrize("in_sizes, out_sizes, message", [
+    ([8, 4], [4, 8], "in_sizes must be a strictly increasing list of positive integers (nested), got [8, 4]"),
+    ([4, 8], [8, 8], "out_sizes must be a strictly increasing list of positive integers (nested), got [8, 8]"),
+    ([4, 8], [4, 8, 16], "in_sizes [4, 8] and out_sizes [4, 8, 16] must have the same length"),
+])
+def test_fmrl_linear_refuses_sizes_that_do_not_nest_or_pair(in_sizes, out_sizes, message):
     with pytest.raises(ConfigError) as caught:
-        FMRLLinear([8, 4], [4, 8])
-    assert str(caught.value) == "in_sizes must be a strictly increasing list of positive integers (nested), got [8, 4]"
+        FMRLLinear(in_sizes, out_sizes)
+    assert str(caught.value) == message
 
 
 @pytest.mark.parametrize("r_min, r_max", [(0.5, 0.4), (0.0, 0.0), (0.0, 1.0), (0.0, 1.5), (-0.1, 0.5)])
