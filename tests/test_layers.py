@@ -328,3 +328,11 @@ def test_lru_layer_without_bias_maps_zero_to_zero():
     x, mask = torch.zeros(2, 5, 8), torch.ones(2, 5, dtype=torch.bool)
     assert torch.equal(layer(x, mask), torch.zeros(2, 5, 8))
     assert not torch.equal(LRULayer([4, 8])(x, mask), torch.zeros(2, 5, 8))  # with bias: B's bias drives the state
+
+
+def test_fmrl_linear_bias_starts_uniform_within_each_blocks_fan_in_bound():
+    """nn.Linear's init per output block: bias ~ U(±1/sqrt(fan_in)), fan_in = the block's input size."""
+    torch.manual_seed(0)
+    bias = FMRLLinear([4, 64], [4, 64]).bias.detach()
+    assert bias[:4].abs().max() <= 0.5 and bias[4:].abs().max() <= 0.125
+    assert bias[4:].min() < -0.1 and bias[4:].max() > 0.1 and 0.06 < bias[4:].std().item() < 0.085
