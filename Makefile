@@ -17,11 +17,11 @@ test: install
 bench: install
 	$(PY) -m recbole_fmrl.benchmarks.run --quick
 
-# Scope and test selection: [mutmut] in setup.cfg. Results stay in mutants/ (`$(PY) -m mutmut browse`).
+# Scope and test selection: [mutmut] in setup.cfg. Results stay in mutants/ (`.venv/bin/mutmut browse`).
 mutation: install
 	$(PY) -m pip install --disable-pip-version-check -q 'mutmut==3.8.1'
-	OMP_NUM_THREADS=1 $(PY) -m mutmut run --max-children 2
-	$(PY) -m mutmut results
+	OMP_NUM_THREADS=1 .venv/bin/mutmut run --max-children 2
+	.venv/bin/mutmut results
 
 clean:
 	rm -rf saved log log_tensorboard results mutants
