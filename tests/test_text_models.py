@@ -71,6 +71,23 @@ def test_yaml_defaults_are_the_authors(data_path):
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
+def test_sequence_mode_loss_is_the_mean_of_the_prefix_losses_of_the_same_pairs(data_path, setting):
+    """``train_mode: sequence``: under the causal mask position t of a user's row is the prefix of
+    length t + 1, so one pass over the rows gives the mean loss of RecBole's prefix rows."""
+    model_class, overrides = SETTINGS[setting]
+    model, dataset = build(model_class, data_path, train_mode="sequence", MAX_ITEM_LIST_LENGTH=20, **overrides)
+    sequence = dataset.build()[0].inter_feat
+    prefix = build(model_class, data_path, MAX_ITEM_LIST_LENGTH=20, **overrides)[1].build()[0].inter_feat
+    assert len(sequence) == 30 < len(prefix)  # one row per user against one row per target
+    model.eval()
+    with torch.no_grad():
+        sequence_loss = model.calculate_loss(sequence)
+        model.train_mode = "prefix"
+        per_pair = torch.stack([model.calculate_loss(prefix[i : i + 1]) for i in range(len(prefix))])
+    torch.testing.assert_close(sequence_loss, per_pair.mean(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
 def test_each_model_trains_and_scores_the_catalogue_by_temperature_cosine(data_path, setting):
     model_class, overrides = SETTINGS[setting]
     model, dataset = build(model_class, data_path, **overrides)

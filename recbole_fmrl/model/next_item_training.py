@@ -1,4 +1,4 @@
-"""Training pairs of the causal LRU models, per row (``train_mode: prefix``, RecBole's augmentation)
+"""Training pairs of the causal models (LRU and Transformer), per row (``train_mode: prefix``, RecBole's augmentation)
 or per position (``train_mode: sequence``, the authors' training: every position of a user's
 sequence predicts the next item in one pass)."""
 
@@ -16,7 +16,7 @@ def check_train_mode(train_mode, model_name, trains_on_sequences):
     if train_mode == "sequence" and not trains_on_sequences:
         raise ConfigError(
             f"train_mode 'sequence' needs a causal model that trains on every position "
-            f"(fMRLRec, LRURec); {model_name} trains on prefixes: set train_mode: prefix"
+            f"(fMRLRec, LRURec, UniSRec, VQRec); {model_name} trains on prefixes: set train_mode: prefix"
         )
     return train_mode
 

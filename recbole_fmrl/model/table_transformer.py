@@ -1,7 +1,9 @@
 """The sequence encoder and scoring shared by the text-based baselines UniSRec and VQRec: SASRec's
 causal Transformer (Kang & McAuley, ICDM 2018) over item representations that a subclass computes
 for the whole catalogue, and the temperature-scaled cosine cross-entropy that both papers use to
-fine-tune on the target domain."""
+fine-tune on the target domain. Trained on RecBole's prefixes (``train_mode: prefix``, as the
+authors' RecBole code) or on every position of a sequence in one pass (``train_mode: sequence``, as
+SASRec's own training; the causal mask makes position t a prefix of length t + 1)."""
 
 from functools import partial
 
@@ -12,9 +14,10 @@ from torch import nn
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import init_sasrec_weights
+from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode
 
 
-class ItemTableTransformer(SequentialRecommender):
+class ItemTableTransformer(NextItemTraining, SequentialRecommender):
     r"""``item_table()`` gives every item's representation ``[n_items, H]`` (computed once per step);
     a sequence reads its rows plus a learned position embedding through LayerNorm, dropout and
     RecBole's ``TransformerEncoder`` with a causal mask; the last position's output ``s`` scores item
@@ -37,6 +40,7 @@ class ItemTableTransformer(SequentialRecommender):
         if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
             raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
         self.initializer_range = config["initializer_range"]
+        self.train_mode = check_train_mode(config["train_mode"], type(self).__name__, self.trains_on_sequences)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.trm_encoder = TransformerEncoder(
             n_layers=config["n_layers"],
@@ -59,12 +63,15 @@ class ItemTableTransformer(SequentialRecommender):
         """Representations of every item, ``[n_items, H]`` (row 0 = padding)."""
         raise NotImplementedError
 
-    def forward(self, item_seq, item_seq_len, item_table):
-        """User representation ``[B, H]``: the Transformer output at the last real position."""
+    def encode(self, item_seq, item_table):
+        """Transformer outputs at every position ``[B, L, H]`` (causal: position t reads items <= t)."""
         positions = self.position_embedding.weight[: item_seq.size(1)]
         hidden = self.dropout(self.LayerNorm(F.embedding(item_seq, item_table) + positions))
-        hidden = self.trm_encoder(hidden, self.get_attention_mask(item_seq), output_all_encoded_layers=False)[-1]
-        return self.gather_indexes(hidden, item_seq_len - 1)
+        return self.trm_encoder(hidden, self.get_attention_mask(item_seq), output_all_encoded_layers=False)[-1]
+
+    def forward(self, item_seq, item_seq_len, item_table):
+        """User representation ``[B, H]``: the Transformer output at the last real position."""
+        return self.gather_indexes(self.encode(item_seq, item_table), item_seq_len - 1)
 
     def _user_and_items(self, interaction):
         table = self.item_table()
@@ -72,8 +79,10 @@ class ItemTableTransformer(SequentialRecommender):
         return F.normalize(user, dim=-1), F.normalize(table, dim=-1)
 
     def calculate_loss(self, interaction):
-        user, items = self._user_and_items(interaction)
-        return F.cross_entropy(user @ items.T / self.temperature, interaction[self.POS_ITEM_ID])
+        table = self.item_table()
+        outputs, targets = self.training_pairs(interaction, item_table=table)
+        logits = F.normalize(outputs, dim=-1) @ F.normalize(table, dim=-1).T
+        return F.cross_entropy(logits / self.temperature, targets)
 
     def predict(self, interaction):
         user, items = self._user_and_items(interaction)
