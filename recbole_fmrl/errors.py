@@ -24,24 +24,26 @@ class InputFileError(PluginError, ValueError):
         super().__init__(f"{where}: {message}")
 
 
-def exit_status(main):
-    """``main()``'s exit status, for commands that return one: a :class:`PluginError` is printed as
+def _failure_status(err):
+    """A command's exit status for ``err``: a :class:`PluginError` is printed as one line
     ``error: <message>`` and gives 2, an interruption 130."""
+    if isinstance(err, KeyboardInterrupt):
+        return 130
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def exit_status(main):
+    """``main()``'s exit status, for commands that return one (a failure as :func:`_failure_status`)."""
     try:
         return main()
-    except PluginError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    except (PluginError, KeyboardInterrupt) as err:
+        return _failure_status(err)
 
 
 def main_guarded(main):
-    """Run ``main()``; a :class:`PluginError` becomes ``error: <message>`` and exit status 2."""
+    """Run ``main()``; a failure exits with :func:`_failure_status` (``error: <message>`` and 2)."""
     try:
         return main()
-    except PluginError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except (PluginError, KeyboardInterrupt) as err:
+        sys.exit(_failure_status(err))
