@@ -69,11 +69,10 @@ class SafeCheckpointMixin:
 
     @property
     def best_epoch(self):
-        """The epoch whose validation score was best (None before any validation)."""
-        if not self.valid_history:
-            return None
-        pick = max if self.valid_metric_bigger else min
-        return pick(self.valid_history, key=lambda row: row[1])[0]
+        """The epoch whose checkpoint is the best one (None before any validation): the last epoch with
+        the best validation score, as RecBole's ``early_stopping`` saves again on a tie."""
+        sign = 1 if self.valid_metric_bigger else -1
+        return max(self.valid_history, key=lambda row: (sign * row[1], row[0]), default=[None])[0]
 
     @property
     def last_model_file(self):

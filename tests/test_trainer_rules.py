@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 from recbole.trainer import S3RecTrainer, TraditionalTrainer, Trainer
-from recbole.utils import ModelType
+from recbole.utils import ModelType, early_stopping
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.runner import build
@@ -102,6 +102,20 @@ def test_a_checkpoint_goes_to_the_file_it_is_given(tiny_config, tmp_path):
     trainer, _, _ = trainer_for(tiny_config)
     trainer._save_checkpoint(0, verbose=False, saved_model_file=str(tmp_path / "elsewhere.pth"))
     assert (tmp_path / "elsewhere.pth").is_file() and not os.path.exists(trainer.saved_model_file)
+
+
+@pytest.mark.parametrize("bigger", [True, False])
+def test_best_epoch_is_the_epoch_whose_checkpoint_recbole_saved_last(tiny_config, bigger):
+    trainer, _, _ = trainer_for(tiny_config)
+    assert trainer.best_epoch is None  # before any validation
+    trainer.valid_metric_bigger = bigger
+    scores = [0.1, 0.3, 0.2, 0.3, 0.25] if bigger else [0.5, 0.2, 0.3, 0.2, 0.4]  # a tie for best at epochs 1, 3
+    trainer.valid_history = [[epoch, score] for epoch, score in enumerate(scores)]
+    best, step, saved = (float("-inf") if bigger else float("inf")), 0, None
+    for epoch, score in enumerate(scores):
+        best, step, _, update = early_stopping(score, best, step, max_step=10, bigger=bigger)
+        saved = epoch if update else saved
+    assert trainer.best_epoch == saved == 3
 
 
 def test_fit_logs_draws_and_reports_as_asked(tiny_config, caplog, capfd):
