@@ -2,10 +2,12 @@
 decay schedule, no decay on biases and norms) and checkpoints that load under
 ``torch.load(weights_only=True)`` and resume after interruption."""
 
+import atexit
 import math
 import os
 import time
 import uuid
+from pathlib import Path
 
 from recbole.trainer import Trainer
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -81,6 +83,7 @@ class SafeCheckpointMixin:
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         torch_save_atomic(self._checkpoint_state(epoch), saved_model_file)
+        release_claim(self.saved_model_file)  # a file of the run now holds its name
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -94,6 +97,7 @@ class SafeCheckpointMixin:
             self.valid_history.append([epoch_idx, float(valid_score)])
             if saved:
                 torch_save_atomic(self._checkpoint_state(epoch_idx), self.last_model_file)
+                release_claim(self.saved_model_file)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
@@ -109,6 +113,7 @@ class SafeCheckpointMixin:
         read from beside ``resume_file`` (the folder may have moved) and copied there if elsewhere.
         ``checkpoint``: the file's content if already read.
         """
+        release_claim(self.saved_model_file)  # a resumed run goes on under the checkpoint's name
         checkpoint = checkpoint or read_checkpoint(resume_file)
         best_source = check_resume(checkpoint, resume_file, self)
         name = os.path.basename(checkpoint["best_model_file"])
@@ -249,12 +254,33 @@ class LargeModelNoticeMixin:
 
 def unused_model_file(path):
     """``path`` (``<stem>.pth``), or ``<stem>-2.pth``, ... when a run started in the same second
-    already owns a file of that stem (RecBole names runs by model and time to the second)."""
-    stem, n = path[: -len(".pth")], 1
-    while any(os.path.exists(f"{stem}{suffix}") for suffix in RUN_FILE_SUFFIXES):
+    already owns that stem (RecBole names runs by model and time to the second).
+
+    A stem is owned by any file of a run (``RUN_FILE_SUFFIXES``) or by its claim, which this function
+    creates exclusively (``O_EXCL``): two processes choosing at once never get the same name. The
+    claim goes once the run has saved a file (:func:`release_claim`) or its process exits."""
+    base = path[: -len(".pth")]
+    stem, n = base, 1
+    while True:
+        if not any(os.path.exists(stem + suffix) for suffix in RUN_FILE_SUFFIXES):
+            try:
+                os.close(os.open(claim_file(stem + ".pth"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                pass
+            else:
+                atexit.register(release_claim, stem + ".pth")
+                return stem + ".pth"
         n += 1
-        stem = f"{path[: -len('.pth')]}-{n}"
-    return f"{stem}.pth"
+        stem = f"{base}-{n}"
+
+
+def claim_file(model_file):
+    folder, name = os.path.split(model_file[: -len(".pth")])
+    return os.path.join(folder, f".{name}.claim")
+
+
+def release_claim(model_file):
+    Path(claim_file(model_file)).unlink(missing_ok=True)
 
 
 def with_safe_checkpoints(trainer_class):

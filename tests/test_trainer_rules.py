@@ -4,6 +4,8 @@ and what ``fit`` logs, draws and reports."""
 
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -96,6 +98,21 @@ def test_runs_started_in_the_same_second_are_numbered(tmp_path):
     assert unused_model_file(first) == first[: -len(".pth")] + "-2.pth"
     (tmp_path / "fMRLRec-Nov-23-2026_10-00-00-2-last.pth").write_bytes(b"")
     assert unused_model_file(first) == first[: -len(".pth")] + "-3.pth"
+
+
+def test_runs_choosing_a_name_at_once_get_different_files_and_leave_no_claims(tmp_path):
+    """Two runs started in the same second choose before either has written a file (it happened:
+    two compare runs shared one checkpoint and both tested the same model)."""
+    path = str(tmp_path / "fMRLRec-Nov-23-2026_10-00-00.pth")
+    script = ("import sys; from recbole_fmrl.trainer import unused_model_file; "
+              "print(unused_model_file(sys.argv[1])); sys.stdin.read()")
+    runs = [subprocess.Popen([sys.executable, "-c", script, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True) for _ in range(3)]
+    chosen = [run.stdout.readline().strip() for run in runs]  # all three alive, none has saved anything
+    assert set(chosen) == {path, path[: -len(".pth")] + "-2.pth", path[: -len(".pth")] + "-3.pth"}
+    for run in runs:
+        run.communicate("")
+    assert list(tmp_path.iterdir()) == []  # the claims went with their processes
 
 
 def test_a_checkpoint_goes_to_the_file_it_is_given(tiny_config, tmp_path):
