@@ -9,6 +9,7 @@ import time
 import uuid
 from pathlib import Path
 
+import torch
 from recbole.trainer import Trainer
 from recbole.utils import get_trainer as recbole_get_trainer
 from recbole.utils import set_color
@@ -197,11 +198,32 @@ class TrainingRecipeMixin:
 
     def fit(self, train_data, *args, **kwargs):
         self.total_steps = self.epochs * len(train_data)
-        hook = self.optimizer.register_step_post_hook(lambda *_: self.lr_scheduler.step())
+        hooks = [self.optimizer.register_step_post_hook(lambda *_: self.lr_scheduler.step())]
+        multipliers = getattr(self.model, "learning_rate_multipliers", dict)()
+        if multipliers:
+            hooks += scale_updates(self.optimizer, multipliers)
         try:
             return super().fit(train_data, *args, **kwargs)
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
+
+
+def scale_updates(optimizer, multipliers):
+    """Per-entry learning rates: every step's change of parameter p (Adam's update and the decoupled
+    weight decay, both linear in the rate) is multiplied by ``multipliers[p]``. Returns the hooks."""
+    before = {}
+
+    def remember(*_):
+        before.update({p: p.detach().clone() for p in multipliers})
+
+    @torch.no_grad()
+    def scale(*_):
+        for p, factor in multipliers.items():
+            p.sub_(before[p]).mul_(factor).add_(before[p])
+        before.clear()
+
+    return [optimizer.register_step_pre_hook(remember), optimizer.register_step_post_hook(scale)]
 
 
 LARGE_FOR_CPU = 512  # hidden sizes from which a model is large for a CPU (the paper's D = 1024: hours per epoch)

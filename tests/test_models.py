@@ -212,6 +212,8 @@ SIZES_RULE = "mrl_hidden_sizes must be a strictly increasing list of positive in
          "mrl_loss_weights must be one positive number per size of mrl_hidden_sizes [4, 8, 16], got [1.0, 2.0]"),
         ({"mrl_loss_weights": [1.0, 0.0, 1.0]},
          "mrl_loss_weights must be one positive number per size of mrl_hidden_sizes [4, 8, 16], got [1.0, 0.0, 1.0]"),
+        ({"mrl_lr_exponent": -1}, "mrl_lr_exponent must be a number >= 0, got -1"),
+        ({"mrl_lr_exponent": "fast"}, "mrl_lr_exponent must be a number >= 0, got 'fast'"),
         ({"loss_type": "BPR", "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1}},
          "fMRLRec is trained with the CE loss (eq. 14), got loss_type='BPR'"),
     ],

@@ -13,6 +13,7 @@ from recbole.trainer import S3RecTrainer, TraditionalTrainer, Trainer
 from recbole.utils import ModelType, early_stopping
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers import FMRLLinear, NestedLayerNorm, first_size_index
 from recbole_fmrl.runner import build
 from recbole_fmrl.trainer import (
     LargeModelNoticeMixin,
@@ -152,3 +153,35 @@ def test_fit_logs_draws_and_reports_as_asked(tiny_config, caplog, capfd):
     assert not any("Saving current" in r.getMessage() for r in caplog.records)
     assert not os.path.exists(trainer.last_model_file)
     assert "Train" in capfd.readouterr().err  # RecBole's progress bars
+
+
+def test_mrl_lr_exponent_multiplies_each_entrys_update_by_d_over_the_first_size_using_it(tiny_config):
+    """One AdamW step (weight decay included) from the same start: the change of every entry with
+    mrl_lr_exponent a is (D / m)^a times its change at a = 0, m the smallest size whose model has it."""
+    changes = {}
+    for exponent in (0, 1.5):
+        trainer, train_data, _ = trainer_for(tiny_config, mrl_hidden_sizes=[4, 8, 16], hidden_size=16, epochs=1,
+                                             train_batch_size=4096, lr_schedule="constant", warmup_steps=0,
+                                             weight_decay=0.1, mrl_lr_exponent=exponent)
+        start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+        steps = []
+        trainer.optimizer.register_step_post_hook(lambda *_: steps.append(1))
+        trainer.fit(train_data, saved=False)
+        assert len(steps) == 1
+        changes[exponent] = {name: p.detach() - start[name] for name, p in trainer.model.named_parameters()}
+    sizes = first_size_index(trainer.model, 3)
+    assert torch.equal(sizes["item_encoder.id_embedding.weight"][1], torch.tensor([0] * 4 + [1] * 4 + [2] * 8))
+    for name, change in changes[1.5].items():
+        expected = changes[0][name] * torch.tensor([4.0, 2.0, 1.0])[sizes[name]] ** 1.5
+        assert torch.allclose(change, expected, rtol=1e-4, atol=1e-7), name
+    assert (changes[1.5]["item_encoder.id_embedding.weight"][:, :4].abs().sum()
+            > 7 * changes[0]["item_encoder.id_embedding.weight"][:, :4].abs().sum())
+
+
+def test_first_size_index_reads_the_slicing_rules_and_leaves_the_weights_alone():
+    layer, norm = FMRLLinear([2, 4], [3, 6]), NestedLayerNorm([2, 4])
+    weight = layer.weight.clone()
+    assert first_size_index(layer, 2)["weight"].tolist() == [[0, 0, 1, 1]] * 3 + [[1, 1, 1, 1]] * 3
+    assert first_size_index(layer, 2)["bias"].tolist() == [0, 0, 0, 1, 1, 1]
+    assert first_size_index(norm, 2)["weight"].tolist() == [0, 0, 1, 1]
+    assert torch.equal(layer.weight, weight)

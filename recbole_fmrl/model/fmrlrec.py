@@ -13,6 +13,7 @@ from recbole_fmrl.model.layers import (
     check_nested_sizes,
     check_size,
     doubling_sizes,
+    first_size_index,
     nested_cross_entropy,
     sliced_state_dict,
 )
@@ -99,6 +100,10 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             doubling_sizes(self.hidden_size) if sizes is None else sizes, self.hidden_size
         )
         self.mrl_loss_weights = self._check_loss_weights(config["mrl_loss_weights"], self.mrl_hidden_sizes)
+        self.mrl_lr_exponent = config["mrl_lr_exponent"] or 0.0
+        if not isinstance(self.mrl_lr_exponent, (int, float)) or isinstance(self.mrl_lr_exponent, bool) \
+                or self.mrl_lr_exponent < 0:
+            raise ConfigError(f"mrl_lr_exponent must be a number >= 0, got {config['mrl_lr_exponent']!r}")
         self.modalities = self._check_modalities(config["modalities"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"fMRLRec is trained with the CE loss (eq. 14), got loss_type={config['loss_type']!r}")
@@ -227,6 +232,16 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         item_table = self.item_table()
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], item_table)
         return seq_output[:, :size] @ item_table[:, :size].T  # [B, n_items]
+
+    def learning_rate_multipliers(self):
+        """``{parameter: tensor}`` of per-entry learning-rate factors (D / m)^a, m the smallest size in M
+        whose model uses the entry and a = ``mrl_lr_exponent`` (plugin; empty at a = 0, the paper's single
+        rate). A small model learns best at a larger rate than a wide one; the trainer applies them."""
+        if not self.mrl_lr_exponent:
+            return {}
+        factors = torch.tensor([(self.hidden_size / m) ** self.mrl_lr_exponent for m in self.mrl_hidden_sizes])
+        indices = first_size_index(self, len(self.mrl_hidden_sizes))
+        return {p: factors[indices[name]].to(p) for name, p in self.named_parameters() if p.requires_grad}
 
     def _size_index(self, size):
         return self.mrl_hidden_sizes.index(check_size(size, self.mrl_hidden_sizes))

@@ -9,6 +9,7 @@ from recbole_fmrl.model.layers.fmrl import (
     check_size,
     count_parameters,
     doubling_sizes,
+    first_size_index,
     sliced_state_dict,
 )
 from recbole_fmrl.model.layers.initialization import init_sasrec_weights
@@ -37,6 +38,7 @@ __all__ = [
     "check_size",
     "count_parameters",
     "doubling_sizes",
+    "first_size_index",
     "init_sasrec_weights",
     "linear_scan",
     "nested_cross_entropy",

@@ -70,6 +70,29 @@ def sliced_state_dict(module, index):
     return sliced
 
 
+@torch.no_grad()
+def first_size_index(module, n_sizes):
+    """``{parameter name: tensor of its shape}`` holding, per entry, the index k of the smallest nested
+    size M[k] whose model (``sliced_parameters(k)``, as :func:`sliced_state_dict`) holds the entry.
+
+    The slicing rules are read, not restated: every parameter's data is swapped for a marker while
+    the slices of sizes K-1, ..., 0 are written into it in turn (slices are views)."""
+    params = dict(module.named_parameters())
+    originals = {name: p.data for name, p in params.items()}
+    try:
+        for p in params.values():
+            p.data = torch.full_like(p.data, n_sizes - 1)
+        for index in reversed(range(n_sizes)):
+            for submodule in module.modules():
+                if hasattr(submodule, "sliced_parameters"):
+                    for tensor in submodule.sliced_parameters(index).values():
+                        tensor.fill_(index)
+        return {name: p.data.long() for name, p in params.items()}
+    finally:
+        for name, p in params.items():
+            p.data = originals[name]
+
+
 def count_parameters(module):
     """Trainable parameters of ``module`` (any model), not counting the structurally zero fMRL entries."""
     total = sum(p.numel() for p in module.parameters() if p.requires_grad)
