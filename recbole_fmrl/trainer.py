@@ -173,7 +173,8 @@ class TrainingRecipeMixin:
     """Config keys on top of RecBole's trainer (defaults keep RecBole's behaviour):
     ``adam_epsilon``, ``decay_bias_and_norm``, ``warmup_steps`` and ``lr_schedule``
     (``constant`` | ``cosine`` over ``epochs`` × batches per epoch), stepped after every optimiser
-    step. RecBole's own ``clip_grad_norm`` clips gradients.
+    step, and the model's ``learning_rate_multipliers()`` where it has them (:func:`scale_updates`).
+    RecBole's own ``clip_grad_norm`` clips gradients.
     """
 
     def __init__(self, config, model):
