@@ -237,7 +237,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         """``{parameter: tensor}`` of per-entry learning-rate factors (D / m)^a, m the smallest size in M
         whose model uses the entry and a = ``mrl_lr_exponent`` (plugin; empty at a = 0, the paper's single
         rate). A small model learns best at a larger rate than a wide one; the trainer applies them."""
-        if not self.mrl_lr_exponent:
+        if not self.mrl_lr_exponent or len(self.mrl_hidden_sizes) == 1:
             return {}
         factors = torch.tensor([(self.hidden_size / m) ** self.mrl_lr_exponent for m in self.mrl_hidden_sizes])
         indices = first_size_index(self, len(self.mrl_hidden_sizes))
