@@ -81,10 +81,13 @@ class SafeCheckpointMixin:
     def last_model_file(self):
         return self.saved_model_file[: -len(".pth")] + "-last.pth"
 
+    def _write_checkpoint(self, epoch, path):
+        torch_save_atomic(self._checkpoint_state(epoch), path)
+        release_claim(self.saved_model_file)  # a file of the run now holds its name
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        torch_save_atomic(self._checkpoint_state(epoch), saved_model_file)
-        release_claim(self.saved_model_file)  # a file of the run now holds its name
+        self._write_checkpoint(epoch, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
@@ -97,8 +100,7 @@ class SafeCheckpointMixin:
         def after_epoch(epoch_idx, valid_score):
             self.valid_history.append([epoch_idx, float(valid_score)])
             if saved:
-                torch_save_atomic(self._checkpoint_state(epoch_idx), self.last_model_file)
-                release_claim(self.saved_model_file)
+                self._write_checkpoint(epoch_idx, self.last_model_file)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
 
@@ -213,16 +215,17 @@ class TrainingRecipeMixin:
 def scale_updates(optimizer, multipliers):
     """Per-entry learning rates: every step's change of parameter p (Adam's update and the decoupled
     weight decay, both linear in the rate) is multiplied by ``multipliers[p]``. Returns the hooks."""
-    before = {}
+    before = {p: torch.empty_like(p) for p in multipliers}  # reused every step: no allocation per step
 
+    @torch.no_grad()
     def remember(*_):
-        before.update({p: p.detach().clone() for p in multipliers})
+        for p, copy in before.items():
+            copy.copy_(p)
 
     @torch.no_grad()
     def scale(*_):
         for p, factor in multipliers.items():
             p.sub_(before[p]).mul_(factor).add_(before[p])
-        before.clear()
 
     return [optimizer.register_step_pre_hook(remember), optimizer.register_step_post_hook(scale)]
 
