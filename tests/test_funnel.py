@@ -11,7 +11,7 @@ import torch
 
 from recbole_fmrl.checkpoint import item_order_sha256, run_identity
 from recbole_fmrl.deploy.evaluate import evaluate
-from recbole_fmrl.deploy.funnel import INDEX_KINDS, FunnelIndex, index_path_beside
+from recbole_fmrl.deploy.funnel import INDEX_KINDS, UNION_SHARE, FunnelIndex, index_path_beside, rerank
 from recbole_fmrl.deploy.funnel import main as funnel_main
 from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import PluginError
@@ -63,6 +63,17 @@ def test_funnel_shortlists_at_size_m_and_reranks_at_full_size(data_path):
     assert not torch.equal(top, exact)  # a size-4 shortlist of 9 out of 39 does lose items here
 
 
+def test_rerank_scores_each_users_candidates_at_full_size_on_both_paths():
+    generator = torch.Generator().manual_seed(0)
+    users = UNION_SHARE  # enough users for the union path
+    table, hidden = torch.randn(400, 8, generator=generator), torch.randn(users, 8, generator=generator)
+    distinct = torch.randperm(399, generator=generator)[: users * 4].view(users, 4) + 1  # per-user gathers
+    shared = torch.randint(1, 4, (users, 4), generator=generator)  # a union of 3 items: one product with it
+    for candidates in (distinct, shared, distinct[:3], shared[:3]):
+        expected = torch.stack([table[row] @ user for row, user in zip(candidates, hidden)])
+        torch.testing.assert_close(rerank(hidden[: len(candidates)], table, candidates), expected)
+
+
 def test_a_batched_funnel_result_is_as_wide_as_an_exact_one_when_k_exceeds_the_catalogue(data_path):
     """k past the catalogue: every row has n_items columns, the shortlist's items first, then -1."""
     model, _, _ = build(data_path)
@@ -74,22 +85,24 @@ def test_a_batched_funnel_result_is_as_wide_as_an_exact_one_when_k_exceeds_the_c
     assert (funnel[:, :5] > 0).all() and (funnel[:, 5:] == -1).all()
 
 
-def test_saved_index_is_reused_and_refused_for_another_catalogue(data_path, tmp_path):
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_saved_index_is_reused_and_refused_for_another_catalogue(data_path, tmp_path, kind):
     model, _, dataset = build(data_path)
     tokens = [str(t) for t in dataset.field2id_token["item_id"]]
     rec = Recommender(model, item_tokens=tokens)
-    path = rec.funnel_index(8, "hnsw").save(str(tmp_path / "tiny.m8-hnsw.faiss"))
+    path = rec.funnel_index(8, kind).save(str(tmp_path / f"tiny.m8-{kind}.faiss"))
     manifest = json.loads(Path(path + ".json").read_text())
     assert manifest["item_order_sha256"] == item_order_sha256(tokens) and manifest["size"] == 8
+    assert manifest["kind"] == kind
 
     fresh = Recommender(model, item_tokens=tokens)
     loaded = fresh.load_funnel_index(path)
     state = fresh.start_many(histories())
     assert torch.equal(fresh.recommend(state, 5, funnel=(8, 12), index=loaded),
-                       rec.recommend(state, 5, funnel=(8, 12), index="hnsw"))
+                       rec.recommend(state, 5, funnel=(8, 12), index=kind))
 
     swapped = tokens[:1] + [tokens[2], tokens[1]] + tokens[3:]  # same items, another order
-    with pytest.raises(PluginError, match=r"tiny.m8-hnsw.faiss was built for another catalogue"):
+    with pytest.raises(PluginError, match=rf"tiny.m8-{kind}.faiss was built for another catalogue"):
         Recommender(model, item_tokens=swapped).load_funnel_index(path)
     with pytest.raises(PluginError, match="no item token list"):
         Recommender(model).load_funnel_index(path)
