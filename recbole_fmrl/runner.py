@@ -12,7 +12,7 @@ from recbole.utils import init_logger, init_seed, set_color
 
 from recbole_fmrl.checkpoint import read_checkpoint, run_identity
 from recbole_fmrl.config import REPORTED_METRICS, Config, get_model, to_primitive
-from recbole_fmrl.data import data_preparation
+from recbole_fmrl.data import SeenExcludingEvalDataLoader, data_preparation
 from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.files import write_json_atomic
 from recbole_fmrl.model.layers import count_parameters
@@ -93,8 +93,11 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         on_start=None):
     """Train ``model`` on ``dataset``, test the best checkpoint and return every result.
 
-    Returns a dict with ``best_valid_result``, ``test_result``, ``sizes`` (per nested size, for
-    fMRL models), ``epochs_run``, ``best_epoch``, ``wall_time``, ``num_params`` and ``checkpoint``.
+    Returns a dict with ``best_valid_result``, ``test_result`` (under the run's protocol,
+    ``exclude_seen``), ``test_result_by_protocol`` (``seen_ranked`` and ``seen_excluded``: the best
+    model tested both ways), ``sizes`` (per nested size, for fMRL models), ``epochs_run``,
+    ``best_epoch``, ``stopped_early`` (early stopping ended it, not the ``epochs`` cap),
+    ``seconds_per_epoch``, ``seed``, ``wall_time``, ``num_params`` and ``checkpoint``.
     ``callback(epoch, valid_score)`` runs after every validation (Ray Tune reports through it).
     ``on_start(last_checkpoint)`` runs once before training with the ``-last.pth`` path that
     ``resume`` would continue from (compare records it to resume an interrupted run).
@@ -117,6 +120,12 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         logger.warning(f"interrupted: resume with --resume={trainer.last_model_file}")
         raise
     test_result = dict(trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"]))
+    test_results = {protocol_name(config["exclude_seen"]): test_result}
+    if isinstance(test_data, SeenExcludingEvalDataLoader):
+        test_data.exclude_seen = not config["exclude_seen"]
+        test_results[protocol_name(test_data.exclude_seen)] = dict(
+            trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"]))
+        test_data.exclude_seen = config["exclude_seen"]
     sizes = {}
     if hasattr(model, "mrl_hidden_sizes"):
         sizes = evaluate_sizes(trainer, model, test_data, config["show_progress"])
@@ -128,9 +137,14 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         "best_valid_score": float(best_valid_score),
         "best_valid_result": to_primitive(best_valid_result or {}),
         "test_result": to_primitive(test_result),
+        "exclude_seen": config["exclude_seen"],
+        "test_result_by_protocol": to_primitive(test_results),
         "sizes": to_primitive(sizes),
         "epochs_run": len(trainer.valid_history),
         "best_epoch": trainer.best_epoch,
+        "stopped_early": len(trainer.valid_history) < config["epochs"],
+        "seconds_per_epoch": trainer.seconds_per_epoch,
+        "seed": config["seed"],
         "wall_time": round(time.time() - started, 2),
         "num_params": count_parameters(model),
         "checkpoint": trainer.saved_model_file if saved else None,
@@ -145,5 +159,10 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     logger.info(
         set_color("best valid", "yellow") + ":\n" + format_table({"valid": result["best_valid_result"]}, "")
     )
-    logger.info(set_color("test result", "yellow") + ":\n" + format_table({"test": test_result}, ""))
+    logger.info(set_color("test result", "yellow") + ":\n" + format_table(test_results, ""))
     return result
+
+
+def protocol_name(exclude_seen):
+    """The key of a test result under one evaluation protocol (``exclude_seen``)."""
+    return "seen_excluded" if exclude_seen else "seen_ranked"

@@ -58,7 +58,7 @@ class SafeCheckpointMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.valid_history = []  # [epoch, validation score] per validated epoch
+        self.valid_history = []  # [epoch, validation score, seconds since the previous one] per validated epoch
         self.identity = None  # what the run is trained on (checkpoint.run_identity), set by the runner
         self.run_id = uuid.uuid4().hex  # tells this run's files from another run's of the same name
         self.train_data = None
@@ -76,6 +76,12 @@ class SafeCheckpointMixin:
         the best validation score, as RecBole's ``early_stopping`` saves again on a tie."""
         sign = 1 if self.valid_metric_bigger else -1
         return max(self.valid_history, key=lambda row: (sign * row[1], row[0]), default=[None])[0]
+
+    @property
+    def seconds_per_epoch(self):
+        """Mean wall time of an epoch, training and validation (None before any validation)."""
+        seconds = [row[2] for row in self.valid_history if len(row) > 2]
+        return round(sum(seconds) / len(seconds), 2) if seconds else None
 
     @property
     def last_model_file(self):
@@ -97,12 +103,15 @@ class SafeCheckpointMixin:
             set_rng_state(self.resumed_rng_state, self._generators())
             self.resumed_rng_state = None
 
+        epoch_started = [time.perf_counter()]
+
         def after_epoch(epoch_idx, valid_score):
-            self.valid_history.append([epoch_idx, float(valid_score)])
+            self.valid_history.append([epoch_idx, float(valid_score), round(time.perf_counter() - epoch_started[0], 3)])
             if saved:
                 self._write_checkpoint(epoch_idx, self.last_model_file)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
+            epoch_started[0] = time.perf_counter()
 
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 

@@ -1,8 +1,11 @@
-"""Training batches without padding work for ``train_mode: sequence``."""
+"""Training batches without padding work for ``train_mode: sequence``, and full-ranking
+evaluation that excludes each user's seen items (``exclude_seen``)."""
 
 import torch
-from recbole.data.dataloader import TrainDataLoader
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
+
+from recbole_fmrl.errors import ConfigError
 
 
 class LengthGroupedTrainDataLoader(TrainDataLoader):
@@ -53,12 +56,47 @@ class LengthGroupedTrainDataLoader(TrainDataLoader):
         })
 
 
+class SeenExcludingEvalDataLoader(FullSortEvalDataLoader):
+    """RecBole's full-ranking loader of a sequential dataset; while ``exclude_seen`` is True every
+    item the row's user interacted with before its target (its whole history,
+    :meth:`~recbole_fmrl.data.dataset.MultimodalSequentialDataset.seen_items`) is passed as the
+    batch's ``history_index``, which RecBole's trainer scores -inf: the seen items are never ranked,
+    as a deployment filters them (and as RecTools' ``filter_viewed`` does, a repeated target included).
+    False (the default) is RecBole's and the paper's protocol: every item is ranked."""
+
+    def __init__(self, config, dataset, sampler, shuffle=False):
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+        self.exclude_seen = config["exclude_seen"]
+
+    def collate_fn(self, index):
+        interaction, history_index, positive_u, positive_i = super().collate_fn(index)
+        if self.exclude_seen:
+            history_index = self._dataset.seen_items(interaction)
+        return interaction, history_index, positive_u, positive_i
+
+
+def check_exclude_seen(config):
+    """``exclude_seen`` if valid: a bool, and True only with full ranking of a sequential model."""
+    exclude_seen = config["exclude_seen"]
+    if not isinstance(exclude_seen, bool):
+        raise ConfigError(f"exclude_seen must be True or False, got {exclude_seen!r}")
+    mode = config["eval_args"]["mode"]
+    if exclude_seen and set(mode.values() if isinstance(mode, dict) else [mode]) != {"full"}:
+        raise ConfigError(f"exclude_seen: True needs full ranking (eval_args mode: full), got mode {mode!r}")
+    return exclude_seen
+
+
 def data_preparation(config, dataset):
     """RecBole's ``data_preparation``; with ``train_mode: sequence`` the training loader groups
-    rows by length (the split, validation and test loaders are RecBole's, unchanged)."""
+    rows by length; full-ranking validation and test loaders are :class:`SeenExcludingEvalDataLoader`
+    (RecBole's, which also exclude seen items when ``exclude_seen`` is True)."""
     from recbole.data import data_preparation as recbole_data_preparation
 
+    check_exclude_seen(config)
     train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
     if config["train_mode"] == "sequence":
         train_data = LengthGroupedTrainDataLoader(config, train_data.dataset)
+    if isinstance(valid_data, FullSortEvalDataLoader) and valid_data.is_sequential:
+        valid_data, test_data = (SeenExcludingEvalDataLoader(config, loader._dataset, loader._sampler)
+                                 for loader in (valid_data, test_data))
     return train_data, valid_data, test_data

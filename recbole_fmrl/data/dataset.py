@@ -20,6 +20,9 @@ from recbole.utils import FeatureSource, FeatureType
 from recbole_fmrl.dataset_prep import atomic_files
 from recbole_fmrl.errors import ConfigError, FeatureFileError
 
+HISTORY_END = "history_end"
+"""Field of every row: where the row's history ends in :attr:`MultimodalSequentialDataset.sequence_items`."""
+
 
 def read_feature_file(path, modality=None):
     """Open a feature matrix (memory-mapped) and the item ids of its rows, checking the manifest
@@ -119,14 +122,61 @@ class MultimodalSequentialDataset(SequentialDataset):
         """RecBole's train/valid/test split; with ``train_mode: sequence`` the training part keeps
         one row per window of ``MAX_ITEM_LIST_LENGTH`` targets (:func:`sequence_window_rows`).
 
-        Validation and test rows are ordered by history length (metrics are per-user means, so the
-        order changes no result): evaluation batches then hold histories of similar length, which
-        the causal models cut to their longest row instead of encoding the padding."""
+        Every row first records where its whole history ends (:meth:`seen_items`: the items before
+        its target, also those older than ``MAX_ITEM_LIST_LENGTH``). Validation and test rows are
+        ordered by history length (metrics are per-user means, so the order changes no result):
+        evaluation batches then hold histories of similar length, which the causal models cut to
+        their longest row instead of encoding the padding."""
         train, valid, test = super().build()
         if self.config["train_mode"] == "sequence":
             keep = sequence_window_rows(train.inter_feat[self.uid_field].numpy(), self.max_item_list_len)
             train = train.copy(train.inter_feat[torch.from_numpy(keep)])
         return [train] + [self._by_history_length(split) for split in (valid, test)]
+
+    def _change_feat_format(self):
+        """RecBole's (tables as Interactions, then its augmentation into rows), then the whole
+        histories of the augmented rows (:meth:`_record_histories`)."""
+        super()._change_feat_format()
+        if self.benchmark_filename_list is None:
+            self._record_histories()
+
+    def _record_histories(self):
+        """Every user's items in time order, one flat tensor ``sequence_items`` (user u's run starts at
+        ``sequence_begin[u]``), and per row the end of its history in it (field ``history_end``).
+
+        RecBole's augmented rows of a user are contiguous and in time order: the first row's history
+        is the user's first item, and row k's target is the user's item k + 1.
+        """
+        uid, n_rows = self.inter_feat[self.uid_field], len(self.inter_feat)
+        first_row = torch.ones(n_rows, dtype=torch.bool)
+        first_row[1:] = uid[1:] != uid[:-1]
+        users_before = torch.cumsum(first_row, 0) - 1  # one extra item (the first) per earlier user
+        target_position = torch.arange(n_rows) + users_before + 1
+        first_rows = torch.nonzero(first_row).squeeze(1)
+        first_position = target_position[first_rows] - 1
+        if len(torch.unique(uid[first_rows])) != len(first_rows):
+            raise ValueError("the rows of a user are not contiguous")
+        items = torch.zeros(n_rows + len(first_rows), dtype=torch.long)
+        items[target_position] = self.inter_feat[self.iid_field]
+        items[first_position] = self.inter_feat[self.item_id_list_field][first_rows, 0]
+        self.sequence_items = items
+        self.sequence_begin = torch.zeros(self.user_num, dtype=torch.long)
+        self.sequence_begin[uid[first_rows]] = first_position
+        self.set_field_property(HISTORY_END, FeatureType.TOKEN, FeatureSource.INTERACTION, 1)
+        self.inter_feat[HISTORY_END] = target_position
+
+    def seen_items(self, interaction):
+        """``(rows, items)``, two LongTensors: every item each row's
+        user had interacted with before the row's target, its whole history (not only the last
+        ``MAX_ITEM_LIST_LENGTH`` items its sequence holds)."""
+        if HISTORY_END not in interaction:
+            raise ConfigError("exclude_seen needs the users' whole histories, which a dataset split into "
+                              "benchmark files (benchmark_filename) does not record")
+        begin = self.sequence_begin[interaction[self.uid_field]]
+        lengths = interaction[HISTORY_END] - begin
+        rows = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+        offsets = torch.arange(len(rows)) - torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+        return rows, self.sequence_items[begin[rows] + offsets]
 
     def _by_history_length(self, split):
         order = torch.sort(split.inter_feat[self.item_list_length_field], stable=True).indices

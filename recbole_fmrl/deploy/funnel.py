@@ -26,7 +26,7 @@ import torch
 
 from recbole_fmrl.checkpoint import item_order_sha256
 from recbole_fmrl.dataset_prep.atomic_files import manifest_path, read_manifest
-from recbole_fmrl.deploy.seen import seen_mask, seen_pairs
+from recbole_fmrl.data.seen import seen_mask, seen_pairs
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.files import atomic_path, write_json_atomic
 from recbole_fmrl.flags import FlagParser
@@ -179,7 +179,7 @@ def shortlist_and_rerank(hidden, item_table, index, shortlist, exclude=None):
 
     ``hidden``: [B, D]; ``item_table``: [n_items, D] (the same D); ``exclude``: per user, item ids
     never to return (the user's seen items: lists, or a right-padded tensor whose padding excludes
-    nothing, :mod:`~recbole_fmrl.deploy.seen`), skipped before the shortlist is cut at K.
+    nothing, :mod:`~recbole_fmrl.data.seen`), skipped before the shortlist is cut at K.
     Returns (candidates [B, W] with -1 for no item, full-size scores [B, W] with -inf there), W ≥ K.
     """
     users = seen_pairs(exclude, hidden.device)[0] if exclude is not None else hidden.new_zeros(0, dtype=torch.long)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from recbole_fmrl.deploy.funnel import FunnelIndex, model_index, shortlist_and_rerank
-from recbole_fmrl.deploy.seen import exclude_seen as exclude_seen_items
+from recbole_fmrl.data.seen import exclude_seen as exclude_seen_items
 from recbole_fmrl.deploy.trained import item_tokens as dataset_item_tokens
 from recbole_fmrl.deploy.trained import load_trained
 from recbole_fmrl.errors import PluginError

@@ -14,10 +14,9 @@ from recbole_fmrl.model.layers import (
     check_size,
     doubling_sizes,
     first_size_index,
-    nested_cross_entropy,
     sliced_state_dict,
 )
-from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode, trim_padding
+from recbole_fmrl.model.next_item_training import NextItemTraining, trim_padding
 
 FEATURE_MODALITIES = ("text", "image")
 MODALITIES = FEATURE_MODALITIES + ("attributes", "id")
@@ -107,7 +106,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         self.modalities = self._check_modalities(config["modalities"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"fMRLRec is trained with the CE loss (eq. 14), got loss_type={config['loss_type']!r}")
-        self.train_mode = check_train_mode(config["train_mode"], "fMRLRec", self.trains_on_sequences)
+        self.init_next_item_training(config)
 
         features = [dataset.item_features(m) for m in self.modalities if m in FEATURE_MODALITIES]
         attributes = self._attribute_embedding(config, dataset) if "attributes" in self.modalities else None
@@ -215,10 +214,12 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         return self.encoder.step(embedded, state, item_ids != 0)
 
     def calculate_loss(self, interaction):
-        """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores."""
+        """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores (over every item, or
+        over ``softmax_negatives`` sampled ones)."""
         item_table = self.item_encoder()
         outputs, targets = self.training_pairs(interaction, item_table=item_table)
-        return nested_cross_entropy(outputs, item_table, targets, self.mrl_hidden_sizes, self.mrl_loss_weights)
+        return self.next_item_loss(outputs, targets, item_table, sizes=self.mrl_hidden_sizes,
+                                   weights=self.mrl_loss_weights)
 
     def predict(self, interaction):
         size = self.eval_size

@@ -7,7 +7,7 @@ from torch import nn
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import LRUEncoder, PostNormLRUBlock, check_positive_int
-from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode, trim_padding
+from recbole_fmrl.model.next_item_training import NextItemTraining, trim_padding
 
 
 class LRURec(NextItemTraining, SequentialRecommender):
@@ -27,7 +27,7 @@ class LRURec(NextItemTraining, SequentialRecommender):
         check_positive_int(hidden_size=self.hidden_size, n_layers=config["n_layers"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"LRURec is trained with the CE loss, got loss_type={config['loss_type']!r}")
-        self.train_mode = check_train_mode(config["train_mode"], "LRURec", self.trains_on_sequences)
+        self.init_next_item_training(config)
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size)
         self.embedding_dropout = nn.Dropout(config["hidden_dropout_prob"])
         self.embedding_norm = nn.LayerNorm(self.hidden_size)
@@ -61,8 +61,7 @@ class LRURec(NextItemTraining, SequentialRecommender):
 
     def calculate_loss(self, interaction):
         outputs, targets = self.training_pairs(interaction)
-        logits = torch.addmm(self.item_bias, outputs, self.item_embedding.weight.T)
-        return nn.functional.cross_entropy(logits, targets)
+        return self.next_item_loss(outputs, targets, self.item_embedding.weight, bias=self.item_bias)
 
     def predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])

@@ -3,8 +3,10 @@ or per position (``train_mode: sequence``, the authors' training: every position
 sequence predicts the next item in one pass)."""
 
 import torch
+import torch.nn.functional as F
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.layers import nested_cross_entropy, sampled_cross_entropy
 
 TRAIN_MODES = ("sequence", "prefix")
 
@@ -16,9 +18,19 @@ def check_train_mode(train_mode, model_name, trains_on_sequences):
     if train_mode == "sequence" and not trains_on_sequences:
         raise ConfigError(
             f"train_mode 'sequence' needs a causal model that trains on every position "
-            f"(fMRLRec, LRURec, UniSRec, VQRec); {model_name} trains on prefixes: set train_mode: prefix"
+            f"(fMRLRec, LRURec, SASRec, UniSRec, VQRec); {model_name} trains on prefixes: set train_mode: prefix"
         )
     return train_mode
+
+
+def check_softmax_negatives(config):
+    """``(softmax_negatives, shared_negatives)`` if valid: a non-negative int (0 = full CE) and a bool."""
+    negatives, shared = config["softmax_negatives"], config["shared_negatives"]
+    if not isinstance(negatives, int) or isinstance(negatives, bool) or negatives < 0:
+        raise ConfigError(f"softmax_negatives must be an integer >= 0 (0: full cross-entropy), got {negatives!r}")
+    if not isinstance(shared, bool):
+        raise ConfigError(f"shared_negatives must be True or False, got {shared!r}")
+    return negatives, shared
 
 
 def trim_padding(item_seq, item_seq_len):
@@ -47,9 +59,33 @@ class NextItemTraining:
     ``training_pairs`` returns the representations and targets the CE loss is taken over:
     in ``sequence`` mode one per real position of every row (gathered before scoring, so padding
     costs no scoring work), in ``prefix`` mode one per row (its last real position).
+    ``next_item_loss`` is their CE: over every item, or sampled (``softmax_negatives``).
     """
 
     trains_on_sequences = True
+
+    def init_next_item_training(self, config):
+        """Read and check ``train_mode``, ``softmax_negatives`` and ``shared_negatives``."""
+        self.train_mode = check_train_mode(config["train_mode"], type(self).__name__, self.trains_on_sequences)
+        self.softmax_negatives, self.shared_negatives = check_softmax_negatives(config)
+
+    def sample_negatives(self, n_rows, device):
+        """``softmax_negatives`` item ids drawn uniformly (padding excluded): [S] shared by the batch's
+        rows (``shared_negatives``), else [n_rows, S]."""
+        shape = (self.softmax_negatives,) if self.shared_negatives else (n_rows, self.softmax_negatives)
+        return torch.randint(1, self.n_items, shape, device=device)
+
+    def next_item_loss(self, outputs, targets, table, bias=None, sizes=None, weights=None):
+        """Mean CE of the training pairs ``(outputs [N, D], targets [N])`` over the scores
+        ``outputs · tableᵀ + bias``: against every item, or (``softmax_negatives`` > 0) against
+        that many uniform negatives. With ``sizes``, eq. 14: the nested CE summed over sizes."""
+        if self.softmax_negatives:
+            negatives = self.sample_negatives(len(targets), outputs.device)
+            return sampled_cross_entropy(outputs, table, targets, negatives, sizes, weights, bias)
+        if sizes is not None:
+            return nested_cross_entropy(outputs, table, targets, sizes, weights)
+        logits = outputs @ table.T if bias is None else torch.addmm(bias, outputs, table.T)
+        return F.cross_entropy(logits, targets)
 
     def training_pairs(self, interaction, **encode_kwargs):
         """``(outputs [N, D], targets [N])`` of this batch's training pairs."""

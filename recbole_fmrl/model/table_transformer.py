@@ -14,7 +14,7 @@ from torch import nn
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import init_sasrec_weights
-from recbole_fmrl.model.next_item_training import NextItemTraining, check_train_mode
+from recbole_fmrl.model.next_item_training import NextItemTraining
 
 
 class ItemTableTransformer(NextItemTraining, SequentialRecommender):
@@ -40,7 +40,7 @@ class ItemTableTransformer(NextItemTraining, SequentialRecommender):
         if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
             raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
         self.initializer_range = config["initializer_range"]
-        self.train_mode = check_train_mode(config["train_mode"], type(self).__name__, self.trains_on_sequences)
+        self.init_next_item_training(config)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
         self.trm_encoder = TransformerEncoder(
             n_layers=config["n_layers"],
@@ -81,8 +81,7 @@ class ItemTableTransformer(NextItemTraining, SequentialRecommender):
     def calculate_loss(self, interaction):
         table = self.item_table()
         outputs, targets = self.training_pairs(interaction, item_table=table)
-        logits = F.normalize(outputs, dim=-1) @ F.normalize(table, dim=-1).T
-        return F.cross_entropy(logits / self.temperature, targets)
+        return self.next_item_loss(F.normalize(outputs, dim=-1) / self.temperature, targets, F.normalize(table, dim=-1))
 
     def predict(self, interaction):
         user, items = self._user_and_items(interaction)

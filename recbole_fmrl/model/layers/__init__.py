@@ -13,7 +13,7 @@ from recbole_fmrl.model.layers.fmrl import (
     sliced_state_dict,
 )
 from recbole_fmrl.model.layers.initialization import init_sasrec_weights
-from recbole_fmrl.model.layers.nested_loss import nested_cross_entropy
+from recbole_fmrl.model.layers.nested_loss import nested_cross_entropy, sampled_cross_entropy
 from recbole_fmrl.model.layers.lru import (
     GatedFeedForward,
     LRUBlock,
@@ -42,5 +42,6 @@ __all__ = [
     "init_sasrec_weights",
     "linear_scan",
     "nested_cross_entropy",
+    "sampled_cross_entropy",
     "sliced_state_dict",
 ]

@@ -66,3 +66,31 @@ def nested_cross_entropy(hidden, table, targets, sizes, weights=None):
     each weighted by ``weights`` (MRL's relative importance c_m; None = 1 for every size, the paper)."""
     weights = [1.0] * len(sizes) if weights is None else [float(w) for w in weights]
     return NestedCrossEntropy.apply(hidden, table, targets, list(sizes), weights)
+
+
+def sampled_cross_entropy(hidden, table, targets, negatives, sizes=None, weights=None, bias=None):
+    """Sampled softmax: the CE of each row's target against sampled negative items only.
+
+    ``negatives``: item ids [S] shared by every row, or [N, S] per row. Row i's logits are
+    ``[s(y_i), s(n_1), …, s(n_S)]`` with s(j) = ``hidden_i · table_j`` (+ ``bias_j``); a negative
+    equal to the row's target is masked out, so negatives that are the whole catalogue give the full
+    CE. With ``sizes`` (eq. 14 over the sampled columns): the sum over m of ``weights[m]`` × the CE
+    of the size-m scores ``hidden_i[:m] · table_j[:m]`` (running sums over the blocks
+    ``sizes[k-1]:sizes[k]``, as in :func:`nested_cross_entropy`).
+    """
+    sizes = [hidden.size(1)] if sizes is None else list(sizes)
+    weights = [1.0] * len(sizes) if weights is None else [float(w) for w in weights]
+    positives, sampled = table[targets], table[negatives]
+    blocks = []
+    for a, b in _blocks(sizes):
+        negative_scores = (hidden[:, a:b] @ sampled[:, a:b].T if negatives.dim() == 1
+                           else torch.einsum("nd,nsd->ns", hidden[:, a:b], sampled[:, :, a:b]))
+        blocks.append(torch.cat([(hidden[:, a:b] * positives[:, a:b]).sum(dim=1, keepdim=True), negative_scores], 1))
+    logits = torch.stack(blocks).cumsum(dim=0)  # [K, N, 1 + S]: the scores at every size
+    negatives = negatives.expand(len(targets), -1)
+    if bias is not None:
+        logits = logits + torch.cat([bias[targets].unsqueeze(1), bias[negatives]], dim=1)
+    masked = torch.cat([torch.zeros_like(targets, dtype=torch.bool).unsqueeze(1), negatives == targets[:, None]], 1)
+    logits = logits.masked_fill(masked, float("-inf"))
+    zeros = torch.zeros_like(targets)
+    return sum(w * torch.nn.functional.cross_entropy(size_logits, zeros) for w, size_logits in zip(weights, logits))
