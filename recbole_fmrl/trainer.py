@@ -103,15 +103,15 @@ class SafeCheckpointMixin:
             set_rng_state(self.resumed_rng_state, self._generators())
             self.resumed_rng_state = None
 
-        epoch_started = [time.perf_counter()]
+        epoch_started = [time.monotonic()]
 
         def after_epoch(epoch_idx, valid_score):
-            self.valid_history.append([epoch_idx, float(valid_score), round(time.perf_counter() - epoch_started[0], 3)])
+            self.valid_history.append([epoch_idx, float(valid_score), round(time.monotonic() - epoch_started[0], 3)])
             if saved:
                 self._write_checkpoint(epoch_idx, self.last_model_file)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
-            epoch_started[0] = time.perf_counter()
+            epoch_started[0] = time.monotonic()
 
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 

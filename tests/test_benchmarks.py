@@ -26,7 +26,7 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
     assert result["preset"] == "tiny"
     for key in ("torch", "device_name", "threads", "date", "git_commit"):
         assert key in result["machine"], key
-    assert sorted(result["cases"]) == list("abcdefg")
+    assert sorted(result["cases"]) == list("abcdefgs")
     for case, rows in result["cases"].items():
         assert rows, case
         for row in rows:
@@ -36,6 +36,11 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
     assert all(goals[case] for case in "abdeg")  # every case with a goal is judged
     assert len(result["cases"]["g"]) == 3  # sequence / prefix for fMRLRec and LRURec, fMRLRec / LRURec
     assert len(result["cases"]["d"]) == 4  # one row per nested size m in M = [8, 16, 32, 64]
+    # SASRec sequence / prefix, then sampled / full CE for SASRec and fMRLRec at two catalogue sizes
+    assert [r["label"].split(",")[0] for r in result["cases"]["s"]] == [
+        "epoch SASRec train_mode sequence / prefix"] + ["train step SASRec sampled softmax 16 / full CE",
+                                                         "train step fMRLRec sampled softmax 16 / full CE"] * 2
+    assert [r.get("n_items") for r in result["cases"]["s"][1:]] == [500, 500, 2000, 2000]
     assert "PASS" in done.stdout or "MISS" in done.stdout  # the table is printed
 
 

@@ -2,6 +2,7 @@
 and parameter counts of freshly built models (Figure 4)."""
 
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,45 @@ def test_comparison_tables_match_the_runs_json(compared):
                 assert cell == f"<u>{text}</u>"
     details = (folder / "comparison.md").read_text()
     assert f"| SASRec | 1 | 0 | {records['SASRec']['wall_time']} | {records['SASRec']['num_params']:,} |" in details
+
+
+def test_table2_has_one_row_per_run_and_protocol_with_the_command_that_trains_it(compared):
+    folder = compared["dir"]
+    records = {m: json.loads((folder / "runs" / f"{m}.json").read_text()) for m in MODELS}
+    rows = read_csv(folder / "table2.csv")
+    assert list(rows[0]) == list(reports.TABLE2_COLUMNS)
+    by_key = {(row["model"], row["exclude_seen"]): row for row in rows}
+    assert set(by_key) == {(label, protocol) for label in ("SASRec (prefixes)", "fMRLRec [id]")
+                           for protocol in ("True", "False")}
+    for (label, protocol), row in by_key.items():
+        record = records["SASRec" if label.startswith("SASRec") else "fMRLRec"]
+        test = record["test_result_by_protocol"]["seen_excluded" if protocol == "True" else "seen_ranked"]
+        assert [float(row[m]) for m in REPORTED_METRICS] == [test[m] for m in REPORTED_METRICS]
+        assert (row["valid_exclude_seen"], row["epochs"], row["best_epoch"], row["converged"], row["seed"]) == \
+            ("False", "1", "0", "False", "2020")  # 1 epoch of epochs: 1 is an epoch cap, not early stopping
+        assert float(row["seconds_per_epoch"]) > 0 and row["dataset"] == "tiny"
+        assert row["command"].startswith(f"python -m recbole_fmrl.experiments.compare --dataset=tiny --models={record['label']} ")
+        words = shlex.split(row["command"])
+        assert "--hidden_size=16" in words and '--modalities=["id"]' in words
+
+
+@pytest.mark.parametrize("overrides, label", [
+    ({"train_mode": "sequence", "softmax_negatives": 256}, "SASRec (every position, sampled softmax 256)"),
+    ({"train_mode": "sequence", "softmax_negatives": 8, "shared_negatives": False},
+     "SASRec (every position, sampled softmax 8 per position)"),
+    ({"train_mode": "sequence"}, "SASRec (every position, full CE)"),
+    ({}, "SASRec (prefixes)"),
+])
+def test_run_labels_say_how_sasrec_was_trained(overrides, label):
+    assert reports.run_label({"model": "SASRec", "config": overrides}) == label
+
+
+def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defaults():
+    assert reports.run_label({"model": "LRURec", "config": {}}) == "LRURec"
+    assert reports.run_label({"model": "LRURec", "config": {"train_mode": "prefix"}}) == "LRURec (prefixes)"
+    record = {"model": "fMRLRec", "config": {"softmax_negatives": 64}, "modalities": ["text", "id"]}
+    assert reports.run_label(record) == "fMRLRec [text, id] (sampled softmax 64)"
+    assert reports.run_label({"model": "UniSRec", "table_label": "UniSRec (text)", "config": {}}) == "UniSRec (text)"
 
 
 def test_rerun_skips_cached_models_and_force_runs_them_again(compared, tmp_path):

@@ -14,10 +14,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def test_recbole_models_resolve_to_recbole_and_config_is_numpy2_safe(tiny_config):
-    from recbole.model.sequential_recommender import SASRec
+    from recbole.model.sequential_recommender import BERT4Rec, SASRec
 
+    from recbole_fmrl.model import SASRec as PluginSASRec
+
+    assert Config(model="BERT4Rec", dataset="tiny", config_dict=tiny_config).model_class is BERT4Rec
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config)
-    assert config.model_class is SASRec
+    assert config.model_class is PluginSASRec and issubclass(PluginSASRec, SASRec)  # RecBole's, trainable per position
     assert config["valid_metric"] == "NDCG@10" and config["topk"] == [5, 10]
     assert config["train_neg_sample_args"]["distribution"] == "none"  # CE: no negative sampling
 

@@ -149,8 +149,8 @@ def test_fmrlrec_scores_are_eq_13_by_hand(data_path):
 
 
 def test_sequence_mode_is_refused_for_models_that_train_on_prefixes(data_path):
-    with pytest.raises(ConfigError, match="SASRec trains on prefixes: set train_mode: prefix"):
-        build_run("SASRec", "tiny", config_dict={"data_path": data_path, "use_gpu": False, "train_mode": "sequence"})
+    with pytest.raises(ConfigError, match="GRU4Rec trains on prefixes: set train_mode: prefix"):
+        build_run("GRU4Rec", "tiny", config_dict={"data_path": data_path, "use_gpu": False, "train_mode": "sequence"})
     with pytest.raises(ConfigError, match="train_mode must be one of"):
         build_run("LRURec", "tiny", config_dict={"data_path": data_path, "use_gpu": False, "train_mode": "rows"})
 

@@ -144,7 +144,8 @@ def test_fit_logs_draws_and_reports_as_asked(tiny_config, caplog, capfd):
     assert any("Saving current" in r.getMessage() for r in caplog.records)  # verbose by default, and saved
     assert os.path.isfile(trainer.saved_model_file) and os.path.isfile(trainer.last_model_file)
     assert "Train" not in capfd.readouterr().err  # no progress bar by default
-    assert scores == [(epoch, score) for epoch, score in trainer.valid_history] and len(scores) == 2
+    assert scores == [(epoch, score) for epoch, score, _ in trainer.valid_history] and len(scores) == 2
+    assert all(seconds > 0 for *_, seconds in trainer.valid_history) and trainer.seconds_per_epoch > 0
 
     trainer, train_data, valid_data = trainer_for(tiny_config)
     caplog.clear()

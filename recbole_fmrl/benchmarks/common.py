@@ -52,11 +52,11 @@ def make_config(model, device, **overrides):
 
 
 def build_model(model, items, device, seed=0, **overrides):
-    """``model`` ('fMRLRec' or 'LRURec') on the synthetic ``items``, on ``device``.
+    """``model`` ('fMRLRec', 'LRURec' or 'SASRec') on the synthetic ``items``, on ``device``.
 
     fMRLRec defaults to modalities [text, image] and M = [8, 16, ..., hidden_size].
     """
-    from recbole_fmrl.model import LRURec, fMRLRec
+    from recbole_fmrl.model import LRURec, SASRec, fMRLRec
 
     if model == "fMRLRec":
         overrides.setdefault("modalities", list(FEATURE_DIMS))
@@ -64,7 +64,7 @@ def build_model(model, items, device, seed=0, **overrides):
         overrides.setdefault("eval_size", None)
     config = make_config(model, device, **overrides)
     torch.manual_seed(seed)
-    model_class = {"fMRLRec": fMRLRec, "LRURec": LRURec}[model]
+    model_class = {"fMRLRec": fMRLRec, "LRURec": LRURec, "SASRec": SASRec}[model]
     return model_class(config, items).to(device), config
 
 

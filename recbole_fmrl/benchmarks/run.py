@@ -12,6 +12,9 @@ Cases (each timed after warm-up, median of repeated runs):
   f  peak memory of a train step, fMRLRec vs LRURec                                          (info)
   g  one training epoch on real Beauty (D = 64, L = 50, one thread): train_mode sequence vs
      prefix for fMRLRec and LRURec (goal <= 1/6 each), fMRLRec vs LRURec in sequence mode (<= 1.15)
+  s  SASRec's training epoch on real Beauty (D = 64, one thread): every position (train_mode sequence)
+     vs RecBole's prefixes (goal <= 1/6); a train step with a sampled softmax (256 negatives) vs
+     the full CE, SASRec and fMRLRec [id] (D = 64), at Beauty's 12,102 items and at 1,000,000   (info)
   r  Matryoshka funnel retrieval vs exact full-size top-10 (needs --checkpoint, a trained fMRLRec;
      see ``benchmarks/funnel.py``): real test NDCG@10 ratio, 1,000,000-item agreement and speed-up
 
@@ -73,7 +76,10 @@ class Settings:
     independent_repeats: int = 3  # (c): the independent models
     epoch_dataset: str = "beauty"  # (g): a real dataset; "" = a small random one (tests)
     epoch_hidden_size: int = 64  # (g)
-    epoch_prefix_batches: int = 0  # (g): prefix-mode batches timed (0 = the whole epoch)
+    epoch_prefix_batches: int = 0  # (g, s): prefix-mode batches timed (0 = the whole epoch)
+    softmax_items: list = field(default_factory=lambda: [BEAUTY_ITEMS, 1_000_000])  # (s): catalogue sizes
+    softmax_batch_size: int = 16  # (s): rows of L positions per train step (full CE at 1M items: [B*L, 1M] scores)
+    softmax_negatives: int = 256  # (s): eSASRec's
 
 
 PRESETS = {
@@ -83,7 +89,8 @@ PRESETS = {
     "tiny": Settings(
         hidden_sizes=[64], train_sizes=[64], n_items=500, batch_size=8, seq_len=10, layer_dim=64, layer_rows=64,
         serve_users=4, warmup=1, repeats=2, serve_repeats=3, independent_repeats=1, epoch_dataset="",
-        epoch_hidden_size=16, epoch_prefix_batches=3,
+        epoch_hidden_size=16, epoch_prefix_batches=3, softmax_items=[500, 2000], softmax_batch_size=4,
+        softmax_negatives=16,
     ),
 }
 
@@ -322,14 +329,45 @@ class Bench:
                      fmrl[clock] / lrurec[clock], ("<=", 1.15), clock=clock, fmrl_s=round(fmrl[clock], 1),
                      lrurec_s=round(lrurec[clock], 1), wall_ratio=round(fmrl["wall"] / lrurec["wall"], 3)))
 
-    def epoch_seconds(self, train_mode):
+    # ------------------------------------------------------------------------------------ s
+    def case_s(self):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            seconds = {mode: self.epoch_seconds(mode, models=("SASRec",))["SASRec"] for mode in ("sequence", "prefix")}
+        finally:
+            torch.set_num_threads(threads)
+        name, clock = self.s.epoch_dataset or "random", "cpu" if self.device.type == "cpu" else "wall"
+        sequence, prefix = seconds["sequence"], seconds["prefix"]
+        self.add(row("s", f"epoch SASRec train_mode sequence / prefix, {name} D={self.s.epoch_hidden_size}",
+                     sequence[clock] / prefix[clock], ("<=", round(1 / 6, 4)), clock=clock,
+                     sequence_s=round(sequence[clock], 1), prefix_s=round(prefix[clock], 1)))
+        negatives = self.s.softmax_negatives
+        for n_items in self.s.softmax_items:
+            items = synthetic_items(n_items, feature_dims={})
+            for model_name, overrides in (("SASRec", {"n_layers": 1, "n_heads": 1}), ("fMRLRec", {"modalities": ["id"]})):
+                steps = {}
+                for loss, softmax_negatives in (("full", 0), ("sampled", negatives)):
+                    model, config = build_model(model_name, items, self.device, hidden_size=self.s.epoch_hidden_size,
+                                                train_mode="sequence", softmax_negatives=softmax_negatives, **overrides)
+                    batch = random_batch(model, n_items, self.s.softmax_batch_size, self.s.seq_len, self.device)
+                    steps[loss] = TrainStep(model, config, batch)
+                timed = self.time_many(steps)
+                full, sampled = timed["full"]["median_s"], timed["sampled"]["median_s"]
+                del steps
+                gc.collect()
+                self.add(row("s", f"train step {model_name} sampled softmax {negatives} / full CE, {n_items:,} items",
+                             sampled / full, full_ms=ms(full), sampled_ms=ms(sampled), n_items=n_items,
+                             positions=self.s.softmax_batch_size * self.s.seq_len))
+
+    def epoch_seconds(self, train_mode, models=("fMRLRec", "LRURec")):
         """``{"wall": s, "cpu": s}`` of one training epoch (RecBole's ``_train_epoch``: batches, loss,
-        backward, clip, AdamW) per model, both models on the same training loader. With one thread the
-        process's CPU seconds are its compute, whatever else runs on the machine; case g's ratios
-        use them on a CPU (wall seconds on a GPU)."""
+        backward, clip, AdamW) per model, every model on the same training loader. With one thread the
+        process's CPU seconds are its compute, whatever else runs on the machine; cases g and s use
+        them on a CPU (wall seconds on a GPU)."""
         from recbole_fmrl.config import Config
+        from recbole_fmrl.config import get_model
         from recbole_fmrl.data import data_preparation
-        from recbole_fmrl.model import LRURec, fMRLRec
         from recbole_fmrl.data.loading import create_dataset
         from recbole_fmrl.trainer import get_trainer
 
@@ -341,14 +379,14 @@ class Bench:
                   "checkpoint_dir": tempfile.mkdtemp(prefix="fmrl-bench-"), "show_progress": False}
         if not self.s.epoch_dataset:
             common.update(modalities=["id"], load_col={"inter": ["user_id", "item_id", "timestamp"]})
-        configs = {name: Config(name, dataset_name, config_dict=common) for name in ("fMRLRec", "LRURec")}
-        train_data = data_preparation(configs["fMRLRec"], create_dataset(configs["fMRLRec"]))[0]
+        configs = {name: Config(name, dataset_name, config_dict=common) for name in models}
+        train_data = data_preparation(configs[models[0]], create_dataset(configs[models[0]]))[0]
         batches = len(train_data)
         timed = batches if train_mode == "sequence" or not self.s.epoch_prefix_batches else self.s.epoch_prefix_batches
         seconds = {}
-        for name, model_class in (("fMRLRec", fMRLRec), ("LRURec", LRURec)):
+        for name in models:
             torch.manual_seed(0)
-            model = model_class(configs[name], train_data.dataset).to(self.device)
+            model = get_model(name)(configs[name], train_data.dataset).to(self.device)
             trainer = get_trainer(configs[name]["MODEL_TYPE"], name)(configs[name], model)
             started, cpu_started = time.perf_counter(), time.process_time()
             trainer._train_epoch(itertools.islice(train_data, timed), 0)
@@ -506,7 +544,7 @@ def to_jsonable(value):
     return value
 
 
-CASES = "abcdefgr"
+CASES = "abcdefgsr"
 
 
 def busy_warning(info, device):

@@ -20,6 +20,9 @@ interrupted after an epoch from its ``-last.pth``. Written under ``<out>/<datase
 * ``comparison.md`` / ``comparison.csv`` — Table 2: N@5 R@5 N@10 R@10 on test (best bold, second
   underlined in the md), rows grouped as the paper's columns (ID-based, text-based, multimodal) and,
   per model, overrides, epochs run, best epoch, wall time, parameters, commit;
+* ``table2.csv`` — every run cached under ``runs/``, one row per run and protocol (seen items ranked,
+  RecBole's; seen items excluded), with epochs, best epoch, whether early stopping ended it, seed,
+  seconds per epoch and the command that trains it again;
 * ``sizes.csv`` / ``sizes.png`` — Figure 3, whenever fMRLRec runs (or from ``--sizes_from``);
 * ``ablation.md`` / ``ablation.csv`` — Table 3, one fMRLRec run per modality set of ``--ablation``;
   a set whose features the dataset lacks gets the row ``not available: <reason>``;
@@ -237,6 +240,8 @@ def compare(dataset, models, config_files=(), overrides=None, out="results", for
     reports.write_results_tables(rows, out_dir, "comparison", "Model", f"Model comparison on {dataset} (Table 2)",
                          groups=[paper_group(entries[entry][0]) for entry in order])
     logger.info(f"comparison written to {out_dir / 'comparison.md'} and comparison.csv")
+    reports.write_table2(out_dir, out)
+    logger.info(f"every cached run under both protocols written to {out_dir / 'table2.csv'}")
     for model, record in results.items():
         if not isinstance(record, str) and record.get("sizes"):
             write_sizes_from_record(record, out_dir, dataset)
@@ -276,6 +281,7 @@ def ablation(dataset, modality_sets, config_files=(), overrides=None, out="resul
         )
     reports.write_results_tables(list(results.items()), out_dir, "ablation", "Modalities", f"fMRLRec modality ablation on {dataset} (Table 3)")
     logger.info(f"ablation written to {out_dir / 'ablation.md'} and ablation.csv")
+    reports.write_table2(out_dir, out)
     return results
 
 

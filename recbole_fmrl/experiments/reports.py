@@ -274,3 +274,76 @@ def write_params(rows, out_dir, title=None):
     fig.tight_layout()
     _save_figure(fig, Path(out_dir) / "params.png")
     plt.close(fig)
+
+
+# --------------------------------------------------------------------------- Table 2, one row per run and protocol
+
+
+TABLE2_COLUMNS = ("model", "dataset", *REPORTED_METRICS, "exclude_seen", "valid_exclude_seen", "epochs", "best_epoch",
+                  "converged", "seed", "seconds_per_epoch", "hidden_size", "num_params", "git_commit", "command")
+TRAINS_ON_SEQUENCES_BY_DEFAULT = ("LRURec", "fMRLRec")  # their YAML's train_mode: sequence
+
+
+def run_label(record):
+    """A run's row label: its model (with its table label or modalities) and how it was trained where
+    that is not the model's default, e.g. ``SASRec (every position, sampled softmax 256)``."""
+    model, overrides = record["model"], record.get("config") or {}
+    label = record.get("table_label") or model
+    if record.get("modalities"):
+        label += f" [{', '.join(record['modalities'])}]"
+    default_mode = "sequence" if model in TRAINS_ON_SEQUENCES_BY_DEFAULT else "prefix"
+    mode = overrides.get("train_mode", default_mode)
+    details = []
+    if mode != default_mode or model == "SASRec":
+        details.append("every position" if mode == "sequence" else "prefixes")
+    negatives = overrides.get("softmax_negatives") or 0
+    if negatives:
+        details.append(f"sampled softmax {negatives}" + ("" if overrides.get("shared_negatives", True) else " per position"))
+    elif model == "SASRec" and mode == "sequence":
+        details.append("full CE")
+    return label + (f" ({', '.join(details)})" if details else "")
+
+
+def reproducing_command(record, out):
+    """The ``compare`` command that trains ``record``'s run again (its cached label, its settings)."""
+    import shlex
+
+    settings = record["settings"]
+    command = ["python", "-m", "recbole_fmrl.experiments.compare", f"--dataset={settings['dataset']}",
+               f"--models={record['label']}", f"--out={out}"]
+    if settings["config_files"]:
+        command.append(f"--config_files={' '.join(settings['config_files'])}")
+    entry_settings = dict(part.partition("=")[::2] for part in record["label"].split("@")[1:])
+    for key, value in settings["overrides"].items():
+        if key not in entry_settings:
+            command.append(f"--{key}={value if isinstance(value, str) else json.dumps(value)}")
+    return shlex.join(command)
+
+
+def table2_rows(records, out):
+    """One row per run and evaluation protocol (``exclude_seen`` False: seen items ranked; True:
+    excluded), in :data:`TABLE2_COLUMNS` order."""
+    rows = []
+    for record in records:
+        overrides = record.get("config") or {}
+        for protocol, test in sorted((record.get("test_result_by_protocol") or {}).items()):
+            rows.append([
+                run_label(record), record["dataset"], *(test.get(m) for m in REPORTED_METRICS),
+                protocol == "seen_excluded", bool(record.get("exclude_seen")), record.get("epochs_run"),
+                record.get("best_epoch"), bool(record.get("stopped_early")), record.get("seed"),
+                record.get("seconds_per_epoch"), overrides.get("hidden_size"), record.get("num_params"),
+                record.get("git_commit"), reproducing_command(record, out),
+            ])
+    return rows
+
+
+def write_table2(out_dir, out):
+    """``<out_dir>/table2.csv`` from every finished run cached under ``<out_dir>/runs/`` (runs made
+    before both protocols were tested have no row). Returns the rows."""
+    records = []
+    for path in sorted(Path(out_dir, "runs").glob("*.json")):
+        if not path.name.endswith(".partial.json"):
+            records.append(read_json(path))
+    rows = table2_rows(records, out)
+    write_csv(Path(out_dir) / "table2.csv", TABLE2_COLUMNS, rows)
+    return rows
