@@ -33,6 +33,8 @@ COMMANDS = [
      "--model_configs=fMRLRec=x.yaml", "--model_config", ["compare", "parameters", "ablation"]),
     ("recbole_fmrl/experiments/tune.py", "recbole_fmrl.experiments.tune", [], ["--model=fMRLRec", "--dataset=tiny"],
      "--num_sample=2", "--num_samples", ["tune_model"]),
+    ("recbole_fmrl/experiments/paired.py", "recbole_fmrl.experiments.paired", [], ["x.pth"],
+     "--exclude_sen=True", "--exclude_seen", ["model_per_user"]),
     ("recbole_fmrl/deploy/export.py", "recbole_fmrl.deploy.export", [], ["x.pth", "--size=8", "--out=y.pth"],
      "--outt=z.pth", "--out", ["export"]),
     ("recbole_fmrl/deploy/evaluate.py", "recbole_fmrl.deploy.evaluate", [], ["x.pth"],

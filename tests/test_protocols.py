@@ -198,3 +198,22 @@ def test_a_run_tests_its_best_model_under_both_protocols(tiny_config):
     # excluding seen items can only move the target up: every metric is at least as high
     assert all(by_protocol["seen_excluded"][m] >= by_protocol["seen_ranked"][m] for m in by_protocol["seen_ranked"])
     assert result["stopped_early"] is False and result["epochs_run"] == 2 and result["seconds_per_epoch"] > 0
+
+
+def test_per_user_ndcg_averages_to_recboles_and_the_paired_test_compares_the_same_users(tiny_config):
+    from recbole_fmrl.experiments.paired import model_per_user, paired_test
+
+    settings = {**tiny_config, "train_mode": "sequence", "MAX_ITEM_LIST_LENGTH": 4, "epochs": 1}
+    sasrec = run("SASRec", "tiny", config_dict={**settings, "n_layers": 1, "n_heads": 1})
+    lrurec = run("LRURec", "tiny", config_dict=settings)
+    for exclude_seen, protocol in ((False, "seen_ranked"), (True, "seen_excluded")):
+        a = model_per_user(sasrec["checkpoint"], exclude_seen)
+        assert len(a["ndcg@10"]) == 40  # every user of the tiny dataset once
+        recbole_ndcg = sasrec["test_result_by_protocol"][protocol]["ndcg@10"]
+        assert sum(a["ndcg@10"].values()) / 40 == pytest.approx(recbole_ndcg, abs=1e-4)  # RecBole rounds to 4 places
+        assert (a["seen_in_top10"] == 0) == exclude_seen  # 6-12 seen items of 30: some reach a top 10
+        b = model_per_user(lrurec["checkpoint"], exclude_seen)
+        paired = paired_test(a, b)
+        assert paired["users"] == 40 and paired["difference"] == pytest.approx(paired["ndcg@10_a"] - paired["ndcg@10_b"])
+        assert paired["ndcg@10_b"] == pytest.approx(lrurec["test_result_by_protocol"][protocol]["ndcg@10"], abs=1e-4)
+        assert 0 <= paired["t_test_p"] <= 1 and 0 <= paired["wilcoxon_p"] <= 1
