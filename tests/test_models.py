@@ -228,7 +228,7 @@ def test_loss_weights_weigh_each_size_and_the_export_keeps_its_share(data_path):
     model, _, dataset = build("fMRLRec", data_path, mrl_loss_weights=[3, 1, 0.5])
     model.eval()
     batch = training_batch(dataset)
-    outputs, targets = model.training_pairs(batch, item_table=model.item_encoder())
+    outputs, targets, _ = model.training_pairs(batch, item_table=model.item_encoder())
     table = model.item_encoder()
     expected = sum(w * F.cross_entropy(outputs[:, :m] @ table[:, :m].T, targets) for w, m in zip([3, 1, 0.5], SIZES))
     torch.testing.assert_close(model.calculate_loss(batch), expected, atol=1e-5, rtol=1e-5)

@@ -110,7 +110,7 @@ def test_models_train_with_sampled_softmax_against_uniform_negatives(data_path, 
     loss = model.calculate_loss(sequence.inter_feat)
     torch.manual_seed(3)
     negatives = torch.randint(1, model.n_items, (5,))
-    outputs, targets = model.training_pairs(sequence.inter_feat, **({"item_table": model.item_table()} if name == "fMRLRec" else {}))
+    outputs, targets, _ = model.training_pairs(sequence.inter_feat, **({"item_table": model.item_table()} if name == "fMRLRec" else {}))
     if name == "fMRLRec":
         expected = sampled_cross_entropy(outputs, model.item_table(), targets, negatives, model.mrl_hidden_sizes)
     else:
@@ -217,3 +217,62 @@ def test_per_user_ndcg_averages_to_recboles_and_the_paired_test_compares_the_sam
         assert paired["users"] == 40 and paired["difference"] == pytest.approx(paired["ndcg@10_a"] - paired["ndcg@10_b"])
         assert paired["ndcg@10_b"] == pytest.approx(lrurec["test_result_by_protocol"][protocol]["ndcg@10"], abs=1e-4)
         assert 0 <= paired["t_test_p"] <= 1 and 0 <= paired["wilcoxon_p"] <= 1
+
+
+def test_seen_before_target_is_each_pairs_history_without_its_target():
+    from recbole_fmrl.model.next_item_training import next_item_targets, seen_before_target
+
+    item_seq = torch.tensor([[4, 5, 6, 0], [7, 3, 0, 0]])
+    real, targets = next_item_targets(item_seq, torch.tensor([3, 2]), torch.tensor([9, 7]))
+    seen = seen_before_target(item_seq, real, targets[real])
+    assert targets[real].tolist() == [5, 6, 9, 3, 7]
+    assert seen.tolist() == [[4, 0, 0, 0, 0], [4, 5, 0, 0, 0], [4, 5, 6, 0, 0], [7, 0, 0, 0, 0],
+                             [0, 3, 0, 0, 0]]  # 7 repeats: the target; the padding id in every row
+
+
+def ce_without(hidden, table, targets, seen, bias=None):
+    """CE by hand over every item but the row's seen ones (padding id 0 left out too, never a target)."""
+    losses = []
+    for h, y, items in zip(hidden, targets, seen):
+        keep = [j for j in range(len(table)) if j == int(y) or (j not in set(items.tolist()))]
+        scores = table[keep] @ h + (0 if bias is None else bias[keep])
+        losses.append(F.cross_entropy(scores[None], torch.tensor([keep.index(int(y))])))
+    return torch.stack(losses).mean()
+
+
+def test_the_seen_items_leave_every_loss_exactly():
+    torch.manual_seed(4)
+    sizes = [2, 4, 8]
+    hidden, table = torch.randn(5, 8, dtype=torch.float64), torch.randn(12, 8, dtype=torch.float64)
+    targets = torch.tensor([3, 5, 7, 9, 11])
+    seen = torch.tensor([[1, 2, 0], [3, 4, 6], [7, 0, 0], [1, 0, 0], [10, 8, 2]]).masked_fill(
+        torch.tensor([[0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0]], dtype=torch.bool), 0)
+    nested = nested_cross_entropy(hidden, table, targets, sizes, seen=seen)
+    torch.testing.assert_close(nested, sum(ce_without(hidden[:, :m], table[:, :m], targets, seen) for m in sizes))
+    catalogue = torch.arange(12)
+    torch.testing.assert_close(sampled_cross_entropy(hidden, table, targets, catalogue, sizes, seen=seen), nested)
+    bias = torch.randn(12, dtype=torch.float64)
+    torch.testing.assert_close(sampled_cross_entropy(hidden, table, targets, catalogue, bias=bias, seen=seen),
+                               ce_without(hidden, table, targets, seen, bias))
+    hidden.requires_grad_(True)
+    nested_cross_entropy(hidden, table, targets, sizes, seen=seen).backward()  # the fused gradients too
+    by_hand = hidden.detach().clone().requires_grad_(True)
+    sum(ce_without(by_hand[:, :m], table[:, :m], targets, seen) for m in sizes).backward()
+    torch.testing.assert_close(hidden.grad, by_hand.grad)
+
+
+@pytest.mark.parametrize("name", ["SASRec", "LRURec", "fMRLRec"])
+def test_training_without_seen_items_is_the_same_in_sequence_and_prefix_mode(data_path, name):
+    """With train_exclude_seen the sequence loss is still the mean of the prefix losses of the same pairs."""
+    model_class = {"SASRec": SASRec, "LRURec": LRURec, "fMRLRec": fMRLRec}[name]
+    overrides = {"MAX_ITEM_LIST_LENGTH": 20, "train_exclude_seen": True, **SASREC}
+    dataset, sequence = train_split(config_for(name, data_path, train_mode="sequence", **overrides))
+    torch.manual_seed(0)
+    model = model_class(config_for(name, data_path, train_mode="sequence", **overrides), dataset).eval()
+    _, prefix = train_split(config_for(name, data_path, train_mode="prefix", **overrides))
+    sequence_loss = model.calculate_loss(sequence.inter_feat)
+    model.train_mode = "prefix"
+    per_pair = torch.stack([model.calculate_loss(prefix.inter_feat[i: i + 1]) for i in range(len(prefix))])
+    torch.testing.assert_close(sequence_loss, per_pair.mean(), atol=1e-5, rtol=1e-5)
+    model.train_exclude_seen = False
+    assert (torch.stack([model.calculate_loss(prefix.inter_feat[i: i + 1]) for i in range(len(prefix))]) > per_pair).all()

@@ -217,9 +217,8 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         """Eq. 14: the sum over m in M of the cross-entropy of the size-m scores (over every item, or
         over ``softmax_negatives`` sampled ones)."""
         item_table = self.item_encoder()
-        outputs, targets = self.training_pairs(interaction, item_table=item_table)
-        return self.next_item_loss(outputs, targets, item_table, sizes=self.mrl_hidden_sizes,
-                                   weights=self.mrl_loss_weights)
+        return self.next_item_loss(self.training_pairs(interaction, item_table=item_table), item_table,
+                                   sizes=self.mrl_hidden_sizes, weights=self.mrl_loss_weights)
 
     def predict(self, interaction):
         size = self.eval_size

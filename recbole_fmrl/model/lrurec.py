@@ -60,8 +60,7 @@ class LRURec(NextItemTraining, SequentialRecommender):
         return self.gather_indexes(self.encode(trim_padding(item_seq, item_seq_len)), item_seq_len - 1)  # [B, D]
 
     def calculate_loss(self, interaction):
-        outputs, targets = self.training_pairs(interaction)
-        return self.next_item_loss(outputs, targets, self.item_embedding.weight, bias=self.item_bias)
+        return self.next_item_loss(self.training_pairs(interaction), self.item_embedding.weight, bias=self.item_bias)
 
     def predict(self, interaction):
         seq_output = self.forward(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])

@@ -2,6 +2,8 @@
 or per position (``train_mode: sequence``, the authors' training: every position of a user's
 sequence predicts the next item in one pass)."""
 
+from typing import NamedTuple, Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -24,13 +26,35 @@ def check_train_mode(train_mode, model_name, trains_on_sequences):
 
 
 def check_softmax_negatives(config):
-    """``(softmax_negatives, shared_negatives)`` if valid: a non-negative int (0 = full CE) and a bool."""
-    negatives, shared = config["softmax_negatives"], config["shared_negatives"]
+    """``(softmax_negatives, shared_negatives, train_exclude_seen)`` if valid: a non-negative int
+    (0 = full CE) and two bools."""
+    negatives = config["softmax_negatives"]
     if not isinstance(negatives, int) or isinstance(negatives, bool) or negatives < 0:
         raise ConfigError(f"softmax_negatives must be an integer >= 0 (0: full cross-entropy), got {negatives!r}")
-    if not isinstance(shared, bool):
-        raise ConfigError(f"shared_negatives must be True or False, got {shared!r}")
-    return negatives, shared
+    for key in ("shared_negatives", "train_exclude_seen"):
+        if not isinstance(config[key], bool):
+            raise ConfigError(f"{key} must be True or False, got {config[key]!r}")
+    return negatives, config["shared_negatives"], config["train_exclude_seen"]
+
+
+class TrainingPairs(NamedTuple):
+    """A batch's training pairs: representations [N, D], targets [N] and, with ``train_exclude_seen``,
+    the items each pair's history holds [N, L] (0 = none), which its softmax leaves out."""
+
+    outputs: torch.Tensor
+    targets: torch.Tensor
+    seen: Optional[torch.Tensor] = None
+
+
+def seen_before_target(item_seq, real, targets):
+    """Per real position (b, t) of ``item_seq``, the items ``item_seq[b, :t+1]`` (the history of its
+    pair), then 0s, as [N, L + 1]; an item equal to the pair's target is 0 too (a repeat stays a
+    target). Every row holds the padding id 0, which is never a target and is not ranked either."""
+    length = item_seq.size(1)
+    upto = torch.ones(length, length, dtype=torch.bool, device=item_seq.device).tril()  # [t, j]: j <= t
+    seen = (item_seq.unsqueeze(1) * upto)[real]  # [N, L]
+    seen = torch.cat([seen, seen.new_zeros(len(seen), 1)], dim=1)
+    return seen.masked_fill(seen == targets.unsqueeze(1), 0)
 
 
 def trim_padding(item_seq, item_seq_len):
@@ -59,15 +83,17 @@ class NextItemTraining:
     ``training_pairs`` returns the representations and targets the CE loss is taken over:
     in ``sequence`` mode one per real position of every row (gathered before scoring, so padding
     costs no scoring work), in ``prefix`` mode one per row (its last real position).
-    ``next_item_loss`` is their CE: over every item, or sampled (``softmax_negatives``).
+    ``next_item_loss`` is their CE: over every item, or sampled (``softmax_negatives``), each
+    pair's seen items left out of its softmax with ``train_exclude_seen`` (as ``exclude_seen``
+    leaves them out of the ranking).
     """
 
     trains_on_sequences = True
 
     def init_next_item_training(self, config):
-        """Read and check ``train_mode``, ``softmax_negatives`` and ``shared_negatives``."""
+        """Read and check ``train_mode``, ``softmax_negatives``, ``shared_negatives`` and ``train_exclude_seen``."""
         self.train_mode = check_train_mode(config["train_mode"], type(self).__name__, self.trains_on_sequences)
-        self.softmax_negatives, self.shared_negatives = check_softmax_negatives(config)
+        self.softmax_negatives, self.shared_negatives, self.train_exclude_seen = check_softmax_negatives(config)
 
     def sample_negatives(self, n_rows, device):
         """``softmax_negatives`` item ids drawn uniformly (padding excluded): [S] shared by the batch's
@@ -75,24 +101,32 @@ class NextItemTraining:
         shape = (self.softmax_negatives,) if self.shared_negatives else (n_rows, self.softmax_negatives)
         return torch.randint(1, self.n_items, shape, device=device)
 
-    def next_item_loss(self, outputs, targets, table, bias=None, sizes=None, weights=None):
-        """Mean CE of the training pairs ``(outputs [N, D], targets [N])`` over the scores
-        ``outputs · tableᵀ + bias``: against every item, or (``softmax_negatives`` > 0) against
-        that many uniform negatives. With ``sizes``, eq. 14: the nested CE summed over sizes."""
+    def next_item_loss(self, pairs, table, bias=None, sizes=None, weights=None):
+        """Mean CE of the :class:`TrainingPairs` over the scores ``outputs · tableᵀ + bias``: against
+        every item, or (``softmax_negatives`` > 0) against that many uniform negatives, each pair's
+        ``seen`` items left out. With ``sizes``, eq. 14: the nested CE summed over sizes."""
+        outputs, targets, seen = pairs
         if self.softmax_negatives:
             negatives = self.sample_negatives(len(targets), outputs.device)
-            return sampled_cross_entropy(outputs, table, targets, negatives, sizes, weights, bias)
+            return sampled_cross_entropy(outputs, table, targets, negatives, sizes, weights, bias, seen)
         if sizes is not None:
-            return nested_cross_entropy(outputs, table, targets, sizes, weights)
+            return nested_cross_entropy(outputs, table, targets, sizes, weights, seen)
         logits = outputs @ table.T if bias is None else torch.addmm(bias, outputs, table.T)
+        if seen is not None:
+            logits = logits.scatter(1, seen, float("-inf"))
         return F.cross_entropy(logits, targets)
 
     def training_pairs(self, interaction, **encode_kwargs):
-        """``(outputs [N, D], targets [N])`` of this batch's training pairs."""
+        """The :class:`TrainingPairs` of this batch."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         item_seq = trim_padding(item_seq, item_seq_len)
         hidden = self.encode(item_seq, **encode_kwargs)
         if self.train_mode == "prefix":
-            return self.gather_indexes(hidden, item_seq_len - 1), interaction[self.POS_ITEM_ID]
-        real, targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
-        return hidden[real], targets[real]
+            real = torch.zeros_like(item_seq, dtype=torch.bool)
+            real[torch.arange(len(item_seq)), item_seq_len - 1] = True
+            targets = interaction[self.POS_ITEM_ID]
+        else:
+            real, targets = next_item_targets(item_seq, item_seq_len, interaction[self.POS_ITEM_ID])
+            targets = targets[real]
+        seen = seen_before_target(item_seq, real, targets) if self.train_exclude_seen else None
+        return TrainingPairs(hidden[real], targets, seen)

@@ -15,8 +15,8 @@ class SASRec(NextItemTraining, RecBoleSASRec):
     history, which changes no output: position t attends to real items <= t only); only what it is
     trained on can change.
 
-    * ``train_mode: prefix`` (default) with ``softmax_negatives: 0`` is RecBole's training exactly
-      (its ``calculate_loss``, CE or BPR, one augmented prefix per row);
+    * ``train_mode: prefix`` (default) with ``softmax_negatives: 0`` (and ``train_exclude_seen:
+      False``) is RecBole's training exactly (its ``calculate_loss``, CE or BPR, one prefix per row);
     * ``train_mode: sequence``: CE at every position of a user's sequence in one pass (the causal
       attention makes position t's output RecBole's output for the prefix ending at t);
     * ``softmax_negatives`` > 0: sampled softmax against that many uniform negatives.
@@ -25,8 +25,9 @@ class SASRec(NextItemTraining, RecBoleSASRec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.init_next_item_training(config)
-        if self.loss_type != "CE" and (self.train_mode == "sequence" or self.softmax_negatives):
-            raise ConfigError(f"SASRec with train_mode: sequence or softmax_negatives is trained with the CE loss, "
+        if self.loss_type != "CE" and (self.train_mode == "sequence" or self.softmax_negatives or self.train_exclude_seen):
+            raise ConfigError("SASRec with train_mode: sequence, softmax_negatives or train_exclude_seen is trained with "
+                              f"the CE loss, "
                               f"got loss_type={self.loss_type!r}")
 
     def encode(self, item_seq):
@@ -40,7 +41,6 @@ class SASRec(NextItemTraining, RecBoleSASRec):
         return super().forward(trim_padding(item_seq, item_seq_len), item_seq_len)
 
     def calculate_loss(self, interaction):
-        if self.train_mode == "prefix" and not self.softmax_negatives:
+        if self.train_mode == "prefix" and not (self.softmax_negatives or self.train_exclude_seen):
             return super().calculate_loss(interaction)
-        outputs, targets = self.training_pairs(interaction)
-        return self.next_item_loss(outputs, targets, self.item_embedding.weight)
+        return self.next_item_loss(self.training_pairs(interaction), self.item_embedding.weight)

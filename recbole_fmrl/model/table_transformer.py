@@ -80,8 +80,9 @@ class ItemTableTransformer(NextItemTraining, SequentialRecommender):
 
     def calculate_loss(self, interaction):
         table = self.item_table()
-        outputs, targets = self.training_pairs(interaction, item_table=table)
-        return self.next_item_loss(F.normalize(outputs, dim=-1) / self.temperature, targets, F.normalize(table, dim=-1))
+        pairs = self.training_pairs(interaction, item_table=table)
+        pairs = pairs._replace(outputs=F.normalize(pairs.outputs, dim=-1) / self.temperature)
+        return self.next_item_loss(pairs, F.normalize(table, dim=-1))
 
     def predict(self, interaction):
         user, items = self._user_and_items(interaction)

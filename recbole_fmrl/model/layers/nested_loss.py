@@ -23,18 +23,21 @@ class NestedCrossEntropy(torch.autograd.Function):
     """``Σ_m c_m mean_i CE(h_i[:m] · E[:, :m]ᵀ, y_i)``; its gradients are computed by ``forward``."""
 
     @staticmethod
-    def forward(ctx, hidden, table, targets, sizes, weights):
+    def forward(ctx, hidden, table, targets, sizes, weights, seen):
         table_t = table.T.contiguous()
         grad_hidden, grad_table_t = torch.empty_like(hidden), torch.zeros_like(table_t)
         total = hidden.new_zeros(())
         for start in range(0, hidden.size(0), ROWS_PER_CHUNK):
             rows = slice(start, start + ROWS_PER_CHUNK)
             chunk, chunk_targets = hidden[rows], targets[rows]
+            chunk_seen = None if seen is None else seen[rows]
             index = torch.arange(chunk.size(0), device=hidden.device)
             scores, grads = None, []  # scores: the running size-m scores of the chunk
             for (a, b), weight in zip(_blocks(sizes), weights):
                 if scores is None:
                     scores = chunk[:, a:b] @ table_t[a:b]
+                    if chunk_seen is not None:  # left out of every size's softmax: -inf stays -inf
+                        scores.scatter_(1, chunk_seen, float("-inf"))
                 else:
                     scores.addmm_(chunk[:, a:b], table_t[a:b])
                 top = scores.amax(dim=1, keepdim=True)
@@ -57,18 +60,19 @@ class NestedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad_hidden, grad_table_t = ctx.saved_tensors
         scale = grad_output / grad_hidden.size(0)
-        return grad_hidden * scale, (grad_table_t * scale).T, None, None, None
+        return grad_hidden * scale, (grad_table_t * scale).T, None, None, None, None
 
 
-def nested_cross_entropy(hidden, table, targets, sizes, weights=None):
+def nested_cross_entropy(hidden, table, targets, sizes, weights=None, seen=None):
     """Eq. 14 for representations ``hidden`` [N, D], item table ``table`` [n_items, D] and
     ``targets`` [N]: the sum over m in ``sizes`` of the mean cross-entropy of the size-m scores,
-    each weighted by ``weights`` (MRL's relative importance c_m; None = 1 for every size, the paper)."""
+    each weighted by ``weights`` (MRL's relative importance c_m; None = 1 for every size, the paper).
+    ``seen`` [N, L]: items left out of each row's softmax (never its target)."""
     weights = [1.0] * len(sizes) if weights is None else [float(w) for w in weights]
-    return NestedCrossEntropy.apply(hidden, table, targets, list(sizes), weights)
+    return NestedCrossEntropy.apply(hidden, table, targets, list(sizes), weights, seen)
 
 
-def sampled_cross_entropy(hidden, table, targets, negatives, sizes=None, weights=None, bias=None):
+def sampled_cross_entropy(hidden, table, targets, negatives, sizes=None, weights=None, bias=None, seen=None):
     """Sampled softmax: the CE of each row's target against sampled negative items only.
 
     ``negatives``: item ids [S] shared by every row, or [N, S] per row. Row i's logits are
@@ -76,7 +80,8 @@ def sampled_cross_entropy(hidden, table, targets, negatives, sizes=None, weights
     equal to the row's target is masked out, so negatives that are the whole catalogue give the full
     CE. With ``sizes`` (eq. 14 over the sampled columns): the sum over m of ``weights[m]`` × the CE
     of the size-m scores ``hidden_i[:m] · table_j[:m]`` (running sums over the blocks
-    ``sizes[k-1]:sizes[k]``, as in :func:`nested_cross_entropy`).
+    ``sizes[k-1]:sizes[k]``, as in :func:`nested_cross_entropy`). A negative in the row's ``seen``
+    items [N, L] is masked out too.
     """
     sizes = [hidden.size(1)] if sizes is None else list(sizes)
     weights = [1.0] * len(sizes) if weights is None else [float(w) for w in weights]
@@ -90,7 +95,10 @@ def sampled_cross_entropy(hidden, table, targets, negatives, sizes=None, weights
     negatives = negatives.expand(len(targets), -1)
     if bias is not None:
         logits = logits + torch.cat([bias[targets].unsqueeze(1), bias[negatives]], dim=1)
-    masked = torch.cat([torch.zeros_like(targets, dtype=torch.bool).unsqueeze(1), negatives == targets[:, None]], 1)
+    left_out = negatives == targets[:, None]
+    if seen is not None:
+        left_out = left_out | (negatives.unsqueeze(2) == seen.unsqueeze(1)).any(dim=2)
+    masked = torch.cat([torch.zeros_like(targets, dtype=torch.bool).unsqueeze(1), left_out], 1)
     logits = logits.masked_fill(masked, float("-inf"))
     zeros = torch.zeros_like(targets)
     return sum(w * torch.nn.functional.cross_entropy(size_logits, zeros) for w, size_logits in zip(weights, logits))
