@@ -81,8 +81,12 @@ def test_nested_attention_is_causal_multi_head_attention_with_one_softmax_per_he
     attention = NestedAttention(M, HEAD, dropout=0.0)
     x = torch.randn(3, 6, M[-1])
     assert heads_by_hand(M, HEAD) == [(0, 2), (2, 4), (4, 8), (8, 12), (12, 16)]
-    torch.testing.assert_close(attention.attend(*attention.project(x)), attention_by_hand(attention, x, M, HEAD),
-                               atol=1e-6, rtol=1e-5)
+    by_hand = attention_by_hand(attention, x, M, HEAD)
+    query, key, value = attention.project(x)
+    torch.testing.assert_close(attention.attend(query, key, value), by_hand, atol=1e-6, rtol=1e-5)
+    for t in range(6):  # one query against all keys, the later ones masked: serving's attention
+        future = (torch.arange(6) > t).expand(3, 6)
+        torch.testing.assert_close(attention.attend_one(query[:, t], key, value, future), by_hand[:, t], atol=1e-6, rtol=1e-5)
 
 
 def layer_norms_by_hand(norm, x, sizes):

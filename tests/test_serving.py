@@ -293,8 +293,8 @@ def test_kv_cache_start_equals_updates_and_batched_states_equal_one_user_states(
 
 def test_kv_cache_update_is_one_query_below_the_window_and_leaves_the_old_state_alone(data_path):
     """Below MAX_ITEM_LIST_LENGTH the same torch calls on the same shapes whatever the history's length,
-    and every attention has one query (O(L·D) per block); at the window's end the last window is
-    re-encoded (queries of MAX_ITEM_LIST_LENGTH positions)."""
+    and no attention over a sequence (one query against the cache: O(L·D) per block); at the window's
+    end the last window is re-encoded (attention over MAX_ITEM_LIST_LENGTH queries)."""
     rec = Recommender(build_transformer(data_path))
     logs, queries = [], []
     for length in (1, 5, MAX_LEN - 1, MAX_LEN):
@@ -304,7 +304,8 @@ def test_kv_cache_update_is_one_query_below_the_window_and_leaves_the_old_state_
             rec.update(state, 3)
         logs.append(log.calls)
         queries.append({shapes[0][-2] for name, shapes in log.calls if name == "scaled_dot_product_attention"})
+        assert ("matmul", ((1, MAX_LEN, 16), (16, 4))) in log.calls  # one query's products summed per head (4 heads)
         assert torch.equal(state.encoder_state.kv, before[0]) and torch.equal(state.encoder_state.inputs, before[1])
         assert torch.equal(state.hidden, before[2]) and state.encoder_state.lengths.tolist() == [length]
     assert logs[0] == logs[1] == logs[2] and len(logs[0]) > 0
-    assert queries[:3] == [{1}] * 3 and MAX_LEN in queries[3]
+    assert queries == [set()] * 3 + [{MAX_LEN}]

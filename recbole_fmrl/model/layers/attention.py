@@ -59,22 +59,33 @@ class NestedAttention(nn.Module):
         self.qkv = FMRLLinear(sizes, [3 * m for m in sizes])
         self.out_proj = FMRLLinear(sizes, sizes)
         self.dropout = dropout
+        widths = torch.tensor([float(width) for start, end, width in self.runs for _ in range(start, end, width)])
+        heads = torch.repeat_interleave(torch.arange(len(widths)), widths.long())  # each dim's head
+        self.register_buffer("head_of_dim", F.one_hot(heads).float(), persistent=False)  # [D, heads]
+        self.register_buffer("dim_scale", widths[heads].rsqrt(), persistent=False)  # 1 / sqrt(w) of its head
 
     def project(self, x):
         """Queries, keys and values of ``x`` [..., D], each [..., D]."""
         return self.qkv(x).unflatten(-1, (-1, 3)).movedim(-1, 0).contiguous().unbind(0)
 
-    def attend(self, query, key, value, visible=None):
-        """``query`` [B, Lq, D] against ``key``, ``value`` [B, Lk, D]: causal when ``visible`` is None
-        (Lq = Lk), else the keys where ``visible`` [B, Lk] is True; output map applied, [B, Lq, D]."""
-        mask = None if visible is None else visible[:, None, None, :]
+    def attend(self, query, key, value):
+        """Causal attention of ``query``, ``key``, ``value`` [B, L, D]: one batched attention per run of
+        equally wide heads; output map applied, [B, L, D]."""
         dropout = self.dropout if self.training else 0.0
         outputs = []
         for start, end, width in self.runs:
             heads = [t[..., start:end].unflatten(-1, (-1, width)).transpose(1, 2) for t in (query, key, value)]
-            attended = F.scaled_dot_product_attention(*heads, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
+            attended = F.scaled_dot_product_attention(*heads, dropout_p=dropout, is_causal=True)
             outputs.append(attended.transpose(1, 2).flatten(-2))
         return self.out_proj(torch.cat(outputs, dim=-1))
+
+    def attend_one(self, query, key, value, future):
+        """One query per row, ``query`` [B, D], against ``key``, ``value`` [B, C, D] but where ``future``
+        [B, C] is True: every head at once (a head's scores are its dims' products summed by
+        ``head_of_dim``), output map applied, [B, D]."""
+        scores = ((query * self.dim_scale)[:, None] * key) @ self.head_of_dim  # [B, C, heads]
+        weights = F.dropout(scores.masked_fill(future[..., None], float("-inf")).softmax(dim=1), self.dropout, self.training)
+        return self.out_proj(((weights @ self.head_of_dim.T) * value).sum(dim=1))
 
 
 class AttentionBlock(FeedForwardResidual, nn.Module):
@@ -95,12 +106,12 @@ class AttentionBlock(FeedForwardResidual, nn.Module):
         y = self.attention.attend(query, key, value)
         return self._feed_forward(x + self.attention_dropout(y)), torch.stack([key, value])
 
-    def step(self, x, cache, rows, position, visible):
+    def step(self, x, cache, rows, position, future):
         """One item per row, ``x`` [B, D] at ``position`` [B]: writes its key and value into ``cache``
-        [2, B, C, D] (in place) and attends to the cached positions where ``visible`` [B, C]."""
+        [2, B, C, D] (in place) and attends to the cached positions but where ``future`` [B, C]."""
         query, key, value = self.attention.project(self.attention_norm(x))
         cache[:, rows, position] = torch.stack([key, value])
-        y = self.attention.attend(query[:, None], cache[0], cache[1], visible)[:, 0]
+        y = self.attention.attend_one(query, cache[0], cache[1], future)
         return self._feed_forward(x + self.attention_dropout(y))
 
 
@@ -178,11 +189,11 @@ class AttentionEncoder(nn.Module):
         False (padding) keeps its state. ``state`` is left as it is."""
         rows = torch.arange(x.size(0), device=x.device)
         position = state.lengths.clamp_max(self.capacity - 1)
-        visible = torch.arange(self.capacity, device=x.device) <= position[:, None]
+        future = torch.arange(self.capacity, device=x.device) > position[:, None]
         inputs, kv = state.inputs.index_put((rows, position), x), state.kv.clone()
         output = x + self.positions[position]
         for block, cache in zip(self.blocks, kv):
-            output = block.step(output, cache, rows, position, visible)
+            output = block.step(output, cache, rows, position, future)
         full = mask & (state.lengths == self.capacity)
         if full.any():
             window = torch.cat([state.inputs[full, 1:], x[full, None]], dim=1)
