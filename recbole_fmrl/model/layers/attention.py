@@ -84,7 +84,8 @@ class NestedAttention(nn.Module):
         [B, C] is True: every head at once (a head's scores are its dims' products summed by
         ``head_of_dim``), output map applied, [B, D]."""
         scores = ((query * self.dim_scale)[:, None] * key) @ self.head_of_dim  # [B, C, heads]
-        weights = F.dropout(scores.masked_fill(future[..., None], float("-inf")).softmax(dim=1), self.dropout, self.training)
+        weights = scores.masked_fill(future[..., None], float("-inf")).softmax(dim=1)
+        weights = F.dropout(weights, self.dropout, self.training)
         return self.out_proj(((weights @ self.head_of_dim.T) * value).sum(dim=1))
 
 
@@ -101,10 +102,10 @@ class AttentionBlock(FeedForwardResidual, nn.Module):
         self._add_feed_forward(sizes, ffn_expansion, hidden_dropout)
 
     def forward(self, x):
-        """[B, L, D] -> (output [B, L, D], keys and values [2, B, L, D]); causal."""
+        """[B, L, D] -> (output [B, L, D], keys [B, L, D], values [B, L, D]); causal."""
         query, key, value = self.attention.project(self.attention_norm(x))
         y = self.attention.attend(query, key, value)
-        return self._feed_forward(x + self.attention_dropout(y)), torch.stack([key, value])
+        return self._feed_forward(x + self.attention_dropout(y)), key, value
 
     def step(self, x, cache, rows, position, future):
         """One item per row, ``x`` [B, D] at ``position`` [B]: writes its key and value into ``cache``
@@ -164,8 +165,9 @@ class AttentionEncoder(nn.Module):
         every position (:meth:`state_after` picks each row's)."""
         hidden, caches = x + self.positions[: x.size(1)], []
         for block in self.blocks:
-            hidden, cache = block(hidden)
-            caches.append(cache)
+            hidden, key, value = block(hidden)
+            if return_state:
+                caches.append(torch.stack([key, value]))
         if not return_state:
             return hidden
         lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
@@ -181,7 +183,8 @@ class AttentionEncoder(nn.Module):
         """The empty cache of ``batch_size`` rows."""
         inputs = self.positions.new_zeros(batch_size, self.capacity, self.sizes[-1])
         kv = inputs.new_zeros(len(self.blocks), 2, *inputs.shape)
-        return AttentionState(inputs=inputs, kv=kv, lengths=torch.zeros(batch_size, dtype=torch.long, device=inputs.device))
+        lengths = torch.zeros(batch_size, dtype=torch.long, device=inputs.device)
+        return AttentionState(inputs=inputs, kv=kv, lengths=lengths)
 
     def step(self, x, state, mask):
         """One more item per row, ``x`` [B, D] -> (output [B, D], new state); equal to ``forward`` at that
