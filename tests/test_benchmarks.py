@@ -26,14 +26,14 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
     assert result["preset"] == "tiny"
     for key in ("torch", "device_name", "threads", "date", "git_commit"):
         assert key in result["machine"], key
-    assert sorted(result["cases"]) == list("abcdefgs")
+    assert sorted(result["cases"]) == list("abcdefghs")
     for case, rows in result["cases"].items():
         assert rows, case
         for row in rows:
             assert isinstance(row["ratio"], float) and math.isfinite(row["ratio"]) and row["ratio"] > 0, row
             assert row["status"] in ("PASS", "MISS", "INFO")
     goals = {case: [r for r in rows if r["goal"]] for case, rows in result["cases"].items()}
-    assert all(goals[case] for case in "abdeg")  # every case with a goal is judged
+    assert all(goals[case] for case in "abdeghs")  # every case with a goal is judged
     assert len(result["cases"]["g"]) == 3  # sequence / prefix for fMRLRec and LRURec, fMRLRec / LRURec
     assert len(result["cases"]["d"]) == 4  # one row per nested size m in M = [8, 16, 32, 64]
     # SASRec sequence / prefix, then sampled / full CE for SASRec and fMRLRec at two catalogue sizes
@@ -42,6 +42,24 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
                                                          "train step fMRLRec sampled softmax 16 / full CE"] * 2
     assert [r.get("n_items") for r in result["cases"]["s"][1:]] == [500, 500, 2000, 2000]
     assert "PASS" in done.stdout or "MISS" in done.stdout  # the table is printed
+
+
+def test_transformer_case_on_tiny_sizes():
+    """Case h: the Transformer's nesting price in a train step and its cache update against re-encoding,
+    each ratio the quotient of the times it reports, the cached and re-encoded users alike."""
+    from recbole_fmrl.benchmarks.run import PRESETS, Bench
+
+    bench = Bench(PRESETS["tiny"], torch.device("cpu"), profile_misses=False, log=lambda line: None)
+    bench.case_h()
+    train, lru, *serving = bench.rows
+    assert {r["case"] for r in bench.rows} == {"h"} and [r["goal"] for r in bench.rows] == ["<= 1.15", None, ">= 5", ">= 5"]
+    assert train["label"] == "train step fMRLRec-Transformer M=[8..64] / M=[64], D=64"
+    for r in (train, lru):
+        assert r["ratio"] == pytest.approx(r["nested_ms"] / r["single_size_ms"], rel=1e-2)
+    assert [r["users"] for r in serving] == [1, 4]
+    for r in serving:
+        assert r["ratio"] == pytest.approx(r["reencode_ms"] / r["update_ms"], rel=1e-2)
+        assert r["same_representation"] is True and "re-encode 10 items" in r["label"]
 
 
 def test_cli_rejects_unknown_cases(tmp_path):

@@ -244,3 +244,68 @@ def test_a_checkpoint_is_refused_once_its_feature_files_changed(data_path, tmp_p
     with pytest.raises(PluginError) as refused:
         Recommender.load(str(checkpoint))
     assert str(refused.value) == f"{checkpoint}: was trained with other image features of 'tiny' (their manifest changed)"
+
+
+def build_transformer(data_path):
+    """fMRLRec with the Transformer encoder (heads of 4 dims) on the same tiny data."""
+    config = Config("fMRLRec", "tiny", config_dict={"data_path": data_path, **OVERRIDES, "encoder": "transformer",
+                                                    "attention_head_size": 4})
+    torch.manual_seed(0)
+    return fMRLRec(config, create_dataset(config)).eval()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_kv_cache_serving_equals_the_full_pass_at_every_size_and_past_the_window(data_path, size):
+    """Below MAX_ITEM_LIST_LENGTH an update extends the cache; past it the model reads the last
+    MAX_ITEM_LIST_LENGTH events, as RecBole's truncated history."""
+    model = build_transformer(data_path)
+    rec = Recommender(model, size=size)
+    events = random_history(MAX_LEN + 6, seed=4)
+    state = rec.start(events[:3])
+    for n in range(3, len(events) + 1):
+        if n > 3:
+            state = rec.update(state, events[n - 1])
+        reference = full_forward_scores(model, events[:n][-MAX_LEN:], size=size)
+        assert torch.allclose(rec.scores(state), reference, atol=1e-5, rtol=0), n
+        assert torch.equal(rec.recommend(state, 5), reference_top_k(reference, 5, seen=events[:n])), n
+        assert state.encoder_state.lengths.tolist() == [min(n, MAX_LEN)] and state.length == (n,)
+    long_start = rec.start(events)  # start keeps the last window too
+    assert torch.allclose(rec.scores(long_start), rec.scores(state), atol=1e-5, rtol=0)
+
+
+def test_kv_cache_start_equals_updates_and_batched_states_equal_one_user_states(data_path):
+    model = build_transformer(data_path)
+    rec = Recommender(model)
+    events = random_history(9, seed=3)
+    scanned, stepped = rec.start(events), rec.start([])
+    for item in events:
+        stepped = rec.update(stepped, item)
+    assert torch.allclose(scanned.hidden, stepped.hidden, atol=1e-5, rtol=0)
+    assert torch.allclose(scanned.encoder_state.kv[:, :, :, :9], stepped.encoder_state.kv[:, :, :, :9], atol=1e-5, rtol=0)
+    histories = [random_history(n, seed=n) for n in (2, 7, MAX_LEN)]
+    batch = rec.update(rec.start_many(histories), [5, 6, 7])  # the third user re-encodes its last window
+    top = rec.recommend(batch, 4)
+    for user, history in enumerate(histories):
+        single = rec.update(rec.start(history), [5, 6, 7][user])
+        assert torch.allclose(batch.hidden[user], single.hidden[0], atol=1e-5, rtol=0)
+        assert torch.equal(top[user], rec.recommend(single, 4))
+
+
+def test_kv_cache_update_is_one_query_below_the_window_and_leaves_the_old_state_alone(data_path):
+    """Below MAX_ITEM_LIST_LENGTH the same torch calls on the same shapes whatever the history's length,
+    and no attention over a sequence (one query against the cache: O(L·D) per block); at the window's
+    end the last window is re-encoded (attention over MAX_ITEM_LIST_LENGTH queries)."""
+    rec = Recommender(build_transformer(data_path))
+    logs, queries = [], []
+    for length in (1, 5, MAX_LEN - 1, MAX_LEN):
+        state = rec.start(random_history(length, seed=length))
+        before = (state.encoder_state.kv.clone(), state.encoder_state.inputs.clone(), state.hidden.clone())
+        with OpLog() as log:
+            rec.update(state, 3)
+        logs.append(log.calls)
+        queries.append({shapes[0][-2] for name, shapes in log.calls if name == "scaled_dot_product_attention"})
+        assert ("matmul", ((1, MAX_LEN, 16), (16, 4))) in log.calls  # one query's products summed per head (4 heads)
+        assert torch.equal(state.encoder_state.kv, before[0]) and torch.equal(state.encoder_state.inputs, before[1])
+        assert torch.equal(state.hidden, before[2]) and state.encoder_state.lengths.tolist() == [length]
+    assert logs[0] == logs[1] == logs[2] and len(logs[0]) > 0
+    assert queries == [set()] * 3 + [{MAX_LEN}]

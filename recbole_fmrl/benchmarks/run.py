@@ -12,6 +12,9 @@ Cases (each timed after warm-up, median of repeated runs):
   f  peak memory of a train step, fMRLRec vs LRURec                                          (info)
   g  one training epoch on real Beauty (D = 64, L = 50, one thread): train_mode sequence vs
      prefix for fMRLRec and LRURec (goal <= 1/6 each), fMRLRec vs LRURec in sequence mode (<= 1.15)
+  h  fMRLRec with encoder: transformer: a train step with M = [8..D] vs M = [D] (goal <= 1.15; the
+     LRU's alike for reference), and serving: re-encoding the whole history vs a key/value-cache
+     update, for one user and for a batch (goal >= 5x)
   s  SASRec's training epoch on real Beauty (D = 64, one thread): every position (train_mode sequence)
      vs RecBole's prefixes (goal <= 1/6); a train step with a sampled softmax (256 negatives) vs
      the full CE, SASRec and fMRLRec [id] (D = 64), at Beauty's 12,102 items and at 1,000,000   (info)
@@ -397,6 +400,59 @@ class Bench:
                      f"{seconds[name]['wall']:.1f} s ({seconds[name]['cpu']:.1f} s of CPU)")
         return seconds
 
+    # ------------------------------------------------------------------------------------ h
+    def case_h(self):
+        shape = f"B={self.s.batch_size} L={self.s.seq_len} items={self.s.n_items}"
+        for d in self.s.hidden_sizes:
+            steps = {f"{encoder}{suffix}": self.train_step("fMRLRec", d, encoder=encoder, **sizes)
+                     for encoder in ("transformer", "lru")
+                     for suffix, sizes in (("", {}), ("_single_size", {"mrl_hidden_sizes": [d]}))}
+            times = self.time_many(steps)
+            t = {k: v["median_s"] for k, v in times.items()}
+            self.add(row("h", f"train step fMRLRec-Transformer M=[8..{d}] / M=[{d}], D={d}",
+                         t["transformer"] / t["transformer_single_size"], ("<=", 1.15), D=d, shape=shape,
+                         nested_ms=ms(t["transformer"]), single_size_ms=ms(t["transformer_single_size"]),
+                         timings=times), profile_fn=steps["transformer"])
+            self.add(row("h", f"  the LRU encoder alike (eq. 14's sizes in both): M=[8..{d}] / M=[{d}]",
+                         t["lru"] / t["lru_single_size"], D=d, shape=shape, nested_ms=ms(t["lru"]),
+                         single_size_ms=ms(t["lru_single_size"])))
+            del steps
+            gc.collect()
+            self.transformer_serving(d)
+
+    def transformer_serving(self, d):
+        """Case h's serving rows: a key/value-cache ``update`` vs ``start`` over the whole history."""
+        from recbole_fmrl.deploy.serving import Recommender
+
+        model, _ = build_model("fMRLRec", self.items, self.device, hidden_size=d, encoder="transformer",
+                               MAX_ITEM_LIST_LENGTH=self.s.seq_len)
+        rec = Recommender(model, device=self.device)
+        for users in sorted({1, self.s.serve_users}):
+            generator = torch.Generator().manual_seed(2)
+            sequences = torch.randint(1, self.s.n_items, (users, self.s.seq_len), generator=generator).tolist()
+            if users == 1:  # the one-user API
+                state, new, full = rec.start(sequences[0][:-1]), sequences[0][-1], sequences[0]
+                start = rec.start
+            else:
+                state, new, full = rec.start_many([s[:-1] for s in sequences]), [s[-1] for s in sequences], sequences
+                start = rec.start_many
+
+            def update(state=state, new=new):
+                return rec.update(state, new)
+
+            def reencode(start=start, full=full):
+                return start(full)
+
+            same = torch.allclose(update().hidden, reencode().hidden, atol=1e-4, rtol=1e-4)
+            times = self.time_many({"update": update, "reencode": reencode}, repeats=self.s.serve_repeats)
+            t = {k: v["median_s"] for k, v in times.items()}
+            self.add(row("h", f"serving Transformer: re-encode {self.s.seq_len} items / cache update, D={d}, "
+                              f"{users} user(s)", t["reencode"] / t["update"], (">=", 5.0), D=d, users=users,
+                         update_ms=ms(t["update"]), reencode_ms=ms(t["reencode"]), same_representation=same,
+                         timings=times), profile_fn=update)
+        del model, rec
+        gc.collect()
+
 
 class BlockLoopLinear(nn.Module):
     """The authors' MRL linear layer: one nn.Linear per output block j reading ``x[..., :M[j]]``,
@@ -544,7 +600,7 @@ def to_jsonable(value):
     return value
 
 
-CASES = "abcdefgsr"
+CASES = "abcdefghsr"
 
 
 def busy_warning(info, device):

@@ -1,20 +1,23 @@
-"""Serve an fMRLRec model one event at a time from a cached per-user LRU state.
+"""Serve an fMRLRec model one event at a time from a cached per-user encoder state.
 
     rec = Recommender.load("fMRLRec-64.pth")   # a size-m export, a checkpoint, or a model
-    state = rec.start([12, 7, 431])            # one parallel scan over the history
-    state = rec.update(state, 88)              # O(1): one recurrent step through every block
+    state = rec.start([12, 7, 431])            # one pass over the history
+    state = rec.update(state, 88)              # one step through every block
     rec.recommend(state, k=10)                 # top-10 internal item ids, seen items excluded
     rec.to_tokens(rec.recommend(state, k=10))  # the dataset's item tokens
 
-The LRU is a linear recurrence, so a user's whole history is summarised by one state per block
-([n_layers, 2D] reals) plus the user representation after the last event ([D]). ``update`` reads
-only that state and the new item: its cost does not depend on how long the history is. States are
-immutable values (``update`` returns a new one), so they can be cached and shared freely.
+The model's encoder (``encoder``) keeps what the next step needs, plus the user representation
+after the last event ([D]); ``update`` reads only that state and the new item. LRU: a linear
+recurrence, so one state per block ([n_layers, 2D] reals) and an O(1) step whatever the history's
+length. Transformer: every block's keys and values of the last ``MAX_ITEM_LIST_LENGTH`` = L events,
+so a step is one query against them (O(L·D)), and an event past L items re-encodes the last L.
+States are immutable values (``update`` returns a new one), so they can be cached and shared freely.
 
 Scores are those of ``model.full_sort_predict`` on the same sequence (item 0, the padding, is never
 recommended). NOTE: ``start`` keeps the last ``MAX_ITEM_LIST_LENGTH`` events, the window the model
-is trained and evaluated on; events added by ``update`` beyond that window are still in the state
-(decayed by |λ|^age), where a full forward pass over the truncated window would have dropped them.
+is trained and evaluated on; with the LRU, events added by ``update`` beyond that window are still in
+the state (decayed by |λ|^age), where a full forward pass over the truncated window would have
+dropped them (the Transformer drops them as that pass does).
 """
 
 import numbers
@@ -36,7 +39,8 @@ from recbole_fmrl.model.layers import check_size
 class UserState:
     """What ``Recommender`` keeps per user (or per batch of users).
 
-    ``lru``: recurrent state of every LRU block after the last event, [n_layers, B, 2D];
+    ``encoder_state``: what the encoder's ``step`` continues from after the last event (LRU: every
+    block's recurrent state, [n_layers, B, 2D]; Transformer: an ``AttentionState``, the key/value cache);
     ``hidden``: user representation after the last event, [B, D];
     ``seen``: per user, the events so far as a persistent linked list ``(item, rest)`` (O(1) append,
     shared between a state and its updates), newest first; ``None`` when empty;
@@ -44,11 +48,16 @@ class UserState:
     ``single``: True for a one-user state (``start``), whose results are not batched.
     """
 
-    lru: torch.Tensor
+    encoder_state: object
     hidden: torch.Tensor
     seen: tuple
     length: tuple
     single: bool
+
+    @property
+    def lru(self):
+        """The LRU encoder's ``encoder_state``, [n_layers, B, 2D]."""
+        return self.encoder_state
 
     @property
     def batch_size(self):
@@ -119,7 +128,7 @@ class Recommender:
     # ------------------------------------------------------------------------------------ states
     @torch.inference_mode()
     def start(self, history):
-        """State of one user after ``history`` (internal item ids, oldest first): one parallel scan."""
+        """State of one user after ``history`` (internal item ids, oldest first): one pass of the encoder."""
         return self._start([history], single=True)
 
     @torch.inference_mode()
@@ -131,7 +140,8 @@ class Recommender:
     def update(self, state, item):
         """The state after one more event: ``item`` (an int for a one-user state, else one per user).
 
-        One recurrent step through every block; touches only ``state`` and the item (O(1)).
+        One step through every block; touches only ``state`` and the item (LRU: O(1); Transformer:
+        O(L) against the cached keys and values, re-encoding the last L events past L).
         """
         items = [item] if state.single else item
         items = torch.as_tensor(items, dtype=torch.long).reshape(-1)
@@ -139,9 +149,9 @@ class Recommender:
             raise ValueError(f"update needs one item per user ({state.batch_size}), got {items.numel()}")
         self._check_ids(items)
         listed = items.tolist()
-        hidden, lru = self.model.step(items.to(self.device), state.lru)
+        hidden, encoder_state = self.model.step(items.to(self.device), state.encoder_state)
         return UserState(
-            lru=lru,
+            encoder_state=encoder_state,
             hidden=hidden,
             seen=tuple((i, node) for i, node in zip(listed, state.seen)),
             length=tuple(n + 1 for n in state.length),
@@ -273,28 +283,24 @@ class Recommender:
                 item_seq[user, : len(history)] = torch.as_tensor(history, dtype=torch.long)
         self._check_ids(torch.cat([item_seq[user, :n] for user, n in enumerate(lengths)]))
         item_seq = item_seq.to(self.device)
-        hidden, lru = self._scan(item_seq, torch.as_tensor(lengths, device=self.device))
+        hidden, encoder_state = self._scan(item_seq, torch.as_tensor(lengths, device=self.device))
         seen = []
         for history in histories:
             node = None
             for item in history:
                 node = (int(item), node)
             seen.append(node)
-        return UserState(lru=lru, hidden=hidden, seen=tuple(seen), length=tuple(lengths), single=single)
+        return UserState(encoder_state=encoder_state, hidden=hidden, seen=tuple(seen), length=tuple(lengths),
+                         single=single)
 
     def _scan(self, item_seq, lengths):
-        """Hidden output and every block's LRU state at each user's last event, from ONE parallel scan
-        (the encoder returns its recurrent states, in the layout ``step`` continues from)."""
-        encoded, states = self.model.encode(item_seq, return_state=True)  # [B, L, D], [n_layers, B, L, 2D]
-        last = (lengths - 1).clamp_min(0)
+        """Hidden output and the encoder's state at each user's last event, from ONE pass of the
+        encoder (it returns its states, which ``state_after`` turns into what ``step`` continues from)."""
+        encoded, states = self.model.encode(item_seq, return_state=True)  # [B, L, D], the states
         rows = torch.arange(item_seq.size(0), device=self.device)
-        hidden = encoded[rows, last]
-        empty = lengths == 0
-        lru = states[:, rows, last]  # [n_layers, B, 2D]
-        if empty.any():  # no events: the zero state (and no representation to score yet)
-            lru[:, empty] = 0.0
-            hidden[empty] = float("nan")
-        return hidden, lru
+        hidden = encoded[rows, (lengths - 1).clamp_min(0)]
+        hidden[lengths == 0] = float("nan")  # no events: no representation to score yet
+        return hidden, self.model.state_after(states, lengths)
 
     def _check_ids(self, items):
         if items.numel() and (int(items.min()) < 1 or int(items.max()) >= self.n_items):

@@ -8,6 +8,7 @@ from torch import nn
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import (
+    AttentionEncoder,
     ItemAttributeEmbedding,
     LRUEncoder,
     check_nested_sizes,
@@ -20,6 +21,7 @@ from recbole_fmrl.model.next_item_training import NextItemTraining, trim_padding
 
 FEATURE_MODALITIES = ("text", "image")
 MODALITIES = FEATURE_MODALITIES + ("attributes", "id")
+ENCODERS = {"lru": LRUEncoder, "transformer": AttentionEncoder}  # the sequence encoders (config key ``encoder``)
 
 
 class MultimodalItemEncoder(nn.Module):
@@ -75,8 +77,9 @@ class MultimodalItemEncoder(nn.Module):
 
 
 class fMRLRec(NextItemTraining, SequentialRecommender):
-    r"""fMRLRec (arXiv 2409.16627): multimodal item projection (eq. 7), LRU blocks made of fMRL
-    layers (eq. 4-5) so that every size m in M = ``mrl_hidden_sizes`` is a sub-model, scores
+    r"""fMRLRec (arXiv 2409.16627): multimodal item projection (eq. 7), a sequence encoder made of fMRL
+    layers (eq. 4-5) so that every size m in M = ``mrl_hidden_sizes`` is a sub-model (``encoder``:
+    ``lru``, the paper's LRU blocks, or ``transformer``, nested causal attention), scores
     ``h[:m] · E[:, :m]ᵀ`` with h the last block's output (eq. 13) and the loss summed over all
     sizes (eq. 14), averaged over the batch's training pairs (``train_mode``: every position of
     every sequence, as in the authors' code, or RecBole's prefixes).
@@ -86,7 +89,8 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
     embedding of ``attribute_embedding_size``) and ``id`` (a learned ID embedding).
     ``eval_size`` selects the size used by ``predict``/``full_sort_predict``;
     ``sliced_state_dict(m)`` with ``sliced_config(m)`` export the standalone size-m model, and
-    ``init_state``/``step`` update a user's representation one item at a time.
+    ``init_state``/``step`` update a user's representation one item at a time (LRU: a recurrent
+    state; Transformer: a key/value cache).
     """
 
     def __init__(self, config, dataset):
@@ -114,7 +118,9 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             features, self.n_items, "id" in self.modalities, self.mrl_hidden_sizes, attributes
         )
         self.input_dropout = nn.Dropout(config["hidden_dropout_prob"])
-        self.encoder = LRUEncoder.from_config(self.mrl_hidden_sizes, config)
+        if config["encoder"] not in ENCODERS:
+            raise ConfigError(f"encoder must be one of {list(ENCODERS)}, got {config['encoder']!r}")
+        self.encoder = ENCODERS[config["encoder"]].from_config(self.mrl_hidden_sizes, config)
         self.eval_size = config["eval_size"]
 
     @classmethod
@@ -187,8 +193,8 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
 
     def encode(self, item_seq, item_table=None, return_state=False):
         """Hidden states of every position, [B, L, D]; position t only reads items ≤ t. With
-        ``return_state``, also the recurrent state of every block after every position (what
-        :meth:`step` continues from), [n_layers, B, L, 2D].
+        ``return_state``, also the encoder's states after every position (LRU: every block's recurrent
+        state, [n_layers, B, L, 2D]; Transformer: an ``AttentionState``), which :meth:`state_after` reads.
 
         Item representations are rows of ``item_table`` (default :meth:`item_table`): the catalogue
         is projected once per step, not once per position.
@@ -201,14 +207,22 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
         """User representation at the last real position, [B, D]."""
         return self.gather_indexes(self.encode(trim_padding(item_seq, item_seq_len), item_table), item_seq_len - 1)
 
+    def state_after(self, states, lengths):
+        """The state :meth:`step` continues from after each row's first ``lengths`` [B] items, from the
+        ``states`` of ``encode(..., return_state=True)``."""
+        return self.encoder.state_after(states, lengths)
+
     def init_state(self, batch_size):
-        """Zero recurrent state for ``batch_size`` users, [n_layers, B, 2D]."""
+        """The state of ``batch_size`` users without items (LRU: zeros, [n_layers, B, 2D]; Transformer:
+        an empty key/value cache)."""
         return self.encoder.init_state(batch_size)
 
     def step(self, item_ids, state):
-        """Consume one item per user in O(1): returns (user representation [B, D], new state).
+        """Consume one item per user (LRU: O(1); Transformer: O(L) against the cached keys and values):
+        returns (user representation [B, D], new state).
 
-        Equal to ``encode`` at that position; the size-m representation is ``hidden[:, :m]``.
+        Equal to ``encode`` at that position (Transformer, past ``MAX_ITEM_LIST_LENGTH`` items: to
+        ``encode`` of the last ones); the size-m representation is ``hidden[:, :m]``.
         """
         embedded = self.input_dropout(F.embedding(item_ids, self.item_table()))
         return self.encoder.step(embedded, state, item_ids != 0)

@@ -1,6 +1,7 @@
-"""Building blocks: the fMRL operator, nested LayerNorm, LRU blocks, the nested loss (eq. 14),
-item attribute embeddings and SASRec's initialisation."""
+"""Building blocks: the fMRL operator, nested LayerNorm, LRU blocks, nested-attention blocks, the
+nested loss (eq. 14), item attribute embeddings and SASRec's initialisation."""
 
+from recbole_fmrl.model.layers.attention import AttentionBlock, AttentionEncoder, AttentionState, NestedAttention
 from recbole_fmrl.model.layers.attributes import ItemAttributeEmbedding
 from recbole_fmrl.model.layers.fmrl import (
     FMRLLinear,
@@ -25,12 +26,16 @@ from recbole_fmrl.model.layers.lru import (
 )
 
 __all__ = [
+    "AttentionBlock",
+    "AttentionEncoder",
+    "AttentionState",
     "FMRLLinear",
     "GatedFeedForward",
     "ItemAttributeEmbedding",
     "LRUBlock",
     "LRUEncoder",
     "LRULayer",
+    "NestedAttention",
     "NestedLayerNorm",
     "PostNormLRUBlock",
     "check_nested_sizes",

@@ -103,7 +103,20 @@ class GatedFeedForward(nn.Module):
         return self.down(self.dropout(F.silu(gate) * value))
 
 
-class LRUBlock(nn.Module):
+class FeedForwardResidual:
+    """The second half of fMRLRec's pre-LN block (a mixin of an ``nn.Module``): ``x + drop(FFN(LN(x)))``
+    with a nested LayerNorm and the gated SiLU FFN."""
+
+    def _add_feed_forward(self, sizes, expansion, dropout):
+        self.ffn_norm = NestedLayerNorm(sizes)
+        self.ffn = GatedFeedForward(sizes, expansion, dropout)
+        self.ffn_dropout = nn.Dropout(dropout)
+
+    def _feed_forward(self, x):
+        return x + self.ffn_dropout(self.ffn(self.ffn_norm(x)))
+
+
+class LRUBlock(FeedForwardResidual, nn.Module):
     """fMRLRec's pre-LN residual block: ``x + drop(LRU(LN(x)))``, then ``x + drop(FFN(LN(x)))``
     with nested LayerNorms and the gated SiLU FFN (the authors' code: square, ``expansion = 1``)."""
 
@@ -112,12 +125,7 @@ class LRUBlock(nn.Module):
         self.lru_norm = NestedLayerNorm(sizes)
         self.lru = LRULayer(sizes, r_min, r_max)
         self.lru_dropout = nn.Dropout(lru_dropout)
-        self.ffn_norm = NestedLayerNorm(sizes)
-        self.ffn = GatedFeedForward(sizes, ffn_expansion, hidden_dropout)
-        self.ffn_dropout = nn.Dropout(hidden_dropout)
-
-    def _feed_forward(self, x):
-        return x + self.ffn_dropout(self.ffn(self.ffn_norm(x)))
+        self._add_feed_forward(sizes, ffn_expansion, hidden_dropout)
 
     def forward(self, x, mask, return_state=False):
         y, state = self.lru(self.lru_norm(x), mask, return_state=True)
@@ -205,6 +213,14 @@ class LRUEncoder(nn.Module):
             x, state = block(x, mask, return_state=True)
             states.append(state)
         return x, torch.stack(states)
+
+    def state_after(self, states, lengths):
+        """The state after each row's first ``lengths`` [B] items, [n_layers, B, 2N], from ``forward``'s
+        ``states`` (zero where a row has no item)."""
+        rows = torch.arange(states.size(1), device=states.device)
+        state = states[:, rows, (lengths - 1).clamp_min(0)]
+        state[:, lengths == 0] = 0.0
+        return state
 
     def init_state(self, batch_size):
         weight = self.blocks[0].lru.params_log
