@@ -20,6 +20,7 @@ from recbole_fmrl.config import PROPERTIES_DIR, plugin_model_names, to_primitive
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.files import copy_atomic, torch_save_atomic
 from recbole_fmrl.model.layers import NestedLayerNorm
+from recbole_fmrl.model.protocol import learning_rate_multipliers
 
 RUN_FILE_SUFFIXES = (".pth", "-last.pth", ".results.json")  # the files of one run, after its stem
 
@@ -211,7 +212,7 @@ class TrainingRecipeMixin:
     def fit(self, train_data, *args, **kwargs):
         self.total_steps = self.epochs * len(train_data)
         hooks = [self.optimizer.register_step_post_hook(lambda *_: self.lr_scheduler.step())]
-        multipliers = getattr(self.model, "learning_rate_multipliers", dict)()
+        multipliers = learning_rate_multipliers(self.model)
         if multipliers:
             hooks += scale_updates(self.optimizer, multipliers)
         try:

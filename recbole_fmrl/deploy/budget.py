@@ -25,6 +25,7 @@ import torch
 from recbole_fmrl.deploy.funnel import INDEX_KINDS
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.flags import FlagParser
+from recbole_fmrl.model.protocol import nested_sizes
 
 MIB = 2**20
 
@@ -151,7 +152,7 @@ def measure(checkpoint_path, users=256, device="cpu", k=10, funnel_k=200, index=
     checkpoint = read_checkpoint(checkpoint_path)
     _, model, dataset = load_trained(checkpoint, checkpoint_path)
     full = Recommender.load(model, dataset=dataset, device=device)
-    sizes = list(getattr(full.model, "mrl_hidden_sizes", []))
+    sizes = nested_sizes(full.model)
     if not sizes:
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes")
     histories = random_histories(users, full.max_length, full.n_items)

@@ -31,6 +31,7 @@ from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.files import atomic_path, write_json_atomic
 from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import check_size
+from recbole_fmrl.model.protocol import nested_sizes
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 MANIFEST_FORMAT = "recbole_fmrl funnel index v1"
@@ -231,7 +232,7 @@ def _as_faiss_array(tensor):
 def check_funnel_size(model, size, served_size=None):
     """One error line unless ``size`` is one of ``model``'s sizes and at most the size it reranks at
     (``served_size``, default the model's ``eval_size``)."""
-    check_size(size, getattr(model, "mrl_hidden_sizes", ()), "funnel size")
+    check_size(size, nested_sizes(model), "funnel size")
     served_size = served_size or model.eval_size
     if size > served_size:
         raise PluginError(f"funnel size {size} is larger than the served size {served_size}")

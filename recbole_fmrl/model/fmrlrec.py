@@ -1,6 +1,8 @@
 """fMRLRec: Wang, Yue, Zeng, Wang, McAuley, "Train Once, Deploy Anywhere: Matryoshka
 Representation Learning for Multimodal Recommendation" (arXiv 2409.16627)."""
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
@@ -18,6 +20,7 @@ from recbole_fmrl.model.layers import (
     sliced_state_dict,
 )
 from recbole_fmrl.model.next_item_training import NextItemTraining, trim_padding
+from recbole_fmrl.model.protocol import NestedModel, StatefulModel
 
 FEATURE_MODALITIES = ("text", "image")
 MODALITIES = FEATURE_MODALITIES + ("attributes", "id")
@@ -76,7 +79,7 @@ class MultimodalItemEncoder(nn.Module):
         return params
 
 
-class fMRLRec(NextItemTraining, SequentialRecommender):
+class fMRLRec(NextItemTraining, NestedModel, StatefulModel, SequentialRecommender):
     r"""fMRLRec (arXiv 2409.16627): multimodal item projection (eq. 7), a sequence encoder made of fMRL
     layers (eq. 4-5) so that every size m in M = ``mrl_hidden_sizes`` is a sub-model (``encoder``:
     ``lru``, the paper's LRU blocks, or ``transformer``, nested causal attention), scores
@@ -122,12 +125,33 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             raise ConfigError(f"encoder must be one of {list(ENCODERS)}, got {config['encoder']!r}")
         self.encoder = ENCODERS[config["encoder"]].from_config(self.mrl_hidden_sizes, config)
         self.eval_size = config["eval_size"]
+        self._cached_table = None  # (parameter versions, E) of the last item_table() without gradients
 
     @classmethod
     def item_feature_modalities(cls, config):
         """The item features a model built with ``config`` reads: its ``modalities`` other than ``id``
         (feature files, and the ``.item`` fields of ``attributes``)."""
         return [m for m in cls._check_modalities(config["modalities"]) if m != "id"]
+
+    def identity_features(self, dataset):
+        """``{modality: sha256}``: a feature file's manifest; for ``attributes``, the attribute fields'
+        token lists and every item's attribute ids (the rows of the attribute tables)."""
+        features = {}
+        for modality in self.modalities:
+            if modality == "attributes":
+                digest = hashlib.sha256()
+                for field in self.attribute_fields:
+                    digest.update("\n".join(map(str, dataset.field2id_token[field])).encode("utf-8"))
+                    digest.update(dataset.item_attributes(field).numpy().tobytes())
+                features[modality] = digest.hexdigest()
+            elif modality != "id":
+                with open(dataset.feature_file(modality) + ".json", "rb") as f:
+                    features[modality] = hashlib.sha256(f.read()).hexdigest()
+        return features
+
+    def run_record(self):
+        """The modalities (a comparison table's row label names them)."""
+        return {"modalities": list(self.modalities)}
 
     @staticmethod
     def _check_loss_weights(weights, sizes):
@@ -186,7 +210,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             self._cached_table = None
             return self.item_encoder()
         key = tuple((t._version, t.data_ptr()) for t in (*self.item_encoder.parameters(), *self.item_encoder.buffers()))
-        cached = getattr(self, "_cached_table", None)
+        cached = self._cached_table
         if cached is None or cached[0] != key:
             self._cached_table = cached = (key, self.item_encoder())
         return cached[1]

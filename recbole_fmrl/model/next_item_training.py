@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import nested_cross_entropy, sampled_cross_entropy
+from recbole_fmrl.model.protocol import PluginModel
 
 TRAIN_MODES = ("sequence", "prefix")
 
@@ -77,7 +78,7 @@ def next_item_targets(item_seq, item_seq_len, pos_items):
     return real, targets
 
 
-class NextItemTraining:
+class NextItemTraining(PluginModel, partial=True):
     """Mixin for a causal ``SequentialRecommender`` with ``encode(item_seq, **kw) -> [B, L, D]``.
 
     ``training_pairs`` returns the representations and targets the CE loss is taken over:

@@ -15,9 +15,10 @@ from torch import nn
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import init_sasrec_weights
 from recbole_fmrl.model.next_item_training import NextItemTraining
+from recbole_fmrl.model.protocol import ItemTableModel
 
 
-class ItemTableTransformer(NextItemTraining, SequentialRecommender):
+class ItemTableTransformer(NextItemTraining, ItemTableModel, SequentialRecommender, partial=True):
     r"""``item_table()`` gives every item's representation ``[n_items, H]`` (computed once per step);
     a sequence reads its rows plus a learned position embedding through LayerNorm, dropout and
     RecBole's ``TransformerEncoder`` with a causal mask; the last position's output ``s`` scores item
@@ -58,10 +59,6 @@ class ItemTableTransformer(NextItemTraining, SequentialRecommender):
     def init_weights(self):
         """SASRec's initialisation of every submodule (subclasses call it once their layers exist)."""
         self.apply(partial(init_sasrec_weights, std=self.initializer_range))
-
-    def item_table(self):
-        """Representations of every item, ``[n_items, H]`` (row 0 = padding)."""
-        raise NotImplementedError
 
     def encode(self, item_seq, item_table):
         """Transformer outputs at every position ``[B, L, H]`` (causal: position t reads items <= t)."""

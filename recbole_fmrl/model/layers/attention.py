@@ -30,6 +30,7 @@ from torch import nn
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers.fmrl import FMRLLinear, NestedLayerNorm
 from recbole_fmrl.model.layers.lru import FeedForwardResidual, check_positive_int
+from recbole_fmrl.model.protocol import SequenceEncoder
 
 
 def head_runs(sizes, head_size):
@@ -127,7 +128,7 @@ class AttentionState:
     lengths: torch.Tensor
 
 
-class AttentionEncoder(nn.Module):
+class AttentionEncoder(SequenceEncoder, nn.Module):
     """Learned positions (sliced like every weight: [L, m] at size m) added to the inputs, then a
     stack of :class:`AttentionBlock`; the last block's output is the sequence representation (eq. 13).
 

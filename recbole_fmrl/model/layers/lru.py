@@ -14,6 +14,7 @@ from torch import nn
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers.fmrl import FMRLLinear, NestedLayerNorm
+from recbole_fmrl.model.protocol import SequenceEncoder
 
 
 def linear_scan(inputs, decay):
@@ -169,7 +170,7 @@ class PostNormLRUBlock(nn.Module):
         return self._feed_forward(self.lru_norm(x + self.lru_dropout(y))), state
 
 
-class LRUEncoder(nn.Module):
+class LRUEncoder(SequenceEncoder, nn.Module):
     """A stack of LRU blocks whose last output is the sequence representation (eq. 13: no norm after it).
 
     ``forward`` runs whole (right-padded) sequences with the parallel scan (``return_state=True``:
