@@ -92,8 +92,9 @@ class NextItemTraining(PluginModel, partial=True):
     trains_on_sequences = True
 
     def init_next_item_training(self, config):
-        """Read and check ``train_mode``, ``softmax_negatives``, ``shared_negatives`` and ``train_exclude_seen``."""
-        self.train_mode = check_train_mode(config["train_mode"], type(self).__name__, self.trains_on_sequences)
+        """Read ``train_mode`` (checked once, by the runner's ``build``: :func:`check_train_mode`) and check
+        ``softmax_negatives``, ``shared_negatives`` and ``train_exclude_seen``."""
+        self.train_mode = config["train_mode"]
         self.softmax_negatives, self.shared_negatives, self.train_exclude_seen = check_softmax_negatives(config)
 
     def sample_negatives(self, n_rows, device):
