@@ -85,7 +85,7 @@ def test_unisrec_transductive_item_is_its_adapted_text_plus_its_id_embedding(dat
     (VQRec, {"n_heads": 0}, "hidden_size must be a positive multiple of n_heads, got 16 and 0"),
     (VQRec, {"temperature": 0}, "temperature must be a positive number, got 0"),
     (VQRec, {"seed": 7.5}, "seed must be an integer (it seeds the quantizer), got 7.5"),
-    (UniSRec, {"train_stage": "pretrain"}, "UniSRec train_stage must be one of inductive_ft, transductive_ft (pre-training "
+    (UniSRec, {"train_stage": "pretrain"}, "train_stage must be one of ['inductive_ft', 'transductive_ft'] (pre-training "
      "needs a multi-domain corpus that is not available offline), got 'pretrain'"),
 ])
 def test_model_settings_are_refused_with_their_whole_message(data_path, model_class, overrides, message):

@@ -9,11 +9,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import choice, nested_size_list, non_negative_number, positive_int
 from recbole_fmrl.model.layers import (
     AttentionEncoder,
     ItemAttributeEmbedding,
     LRUEncoder,
-    check_nested_sizes,
     check_size,
     doubling_sizes,
     first_size_index,
@@ -98,18 +98,13 @@ class fMRLRec(NextItemTraining, NestedModel, StatefulModel, SequentialRecommende
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.hidden_size = config["hidden_size"]
-        if not isinstance(self.hidden_size, int) or isinstance(self.hidden_size, bool) or self.hidden_size < 1:
-            raise ConfigError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
+        self.hidden_size = positive_int("hidden_size", config["hidden_size"])
         sizes = config["mrl_hidden_sizes"]
-        self.mrl_hidden_sizes = check_nested_sizes(
-            doubling_sizes(self.hidden_size) if sizes is None else sizes, self.hidden_size
+        self.mrl_hidden_sizes = nested_size_list(
+            "mrl_hidden_sizes", doubling_sizes(self.hidden_size) if sizes is None else sizes, self.hidden_size
         )
         self.mrl_loss_weights = self._check_loss_weights(config["mrl_loss_weights"], self.mrl_hidden_sizes)
-        self.mrl_lr_exponent = config["mrl_lr_exponent"] or 0.0
-        if not isinstance(self.mrl_lr_exponent, (int, float)) or isinstance(self.mrl_lr_exponent, bool) \
-                or self.mrl_lr_exponent < 0:
-            raise ConfigError(f"mrl_lr_exponent must be a number >= 0, got {config['mrl_lr_exponent']!r}")
+        self.mrl_lr_exponent = non_negative_number("mrl_lr_exponent", config["mrl_lr_exponent"] or 0.0)
         self.modalities = self._check_modalities(config["modalities"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"fMRLRec is trained with the CE loss (eq. 14), got loss_type={config['loss_type']!r}")
@@ -121,9 +116,7 @@ class fMRLRec(NextItemTraining, NestedModel, StatefulModel, SequentialRecommende
             features, self.n_items, "id" in self.modalities, self.mrl_hidden_sizes, attributes
         )
         self.input_dropout = nn.Dropout(config["hidden_dropout_prob"])
-        if config["encoder"] not in ENCODERS:
-            raise ConfigError(f"encoder must be one of {list(ENCODERS)}, got {config['encoder']!r}")
-        self.encoder = ENCODERS[config["encoder"]].from_config(self.mrl_hidden_sizes, config)
+        self.encoder = ENCODERS[choice("encoder", config["encoder"], ENCODERS)].from_config(self.mrl_hidden_sizes, config)
         self.eval_size = config["eval_size"]
         self._cached_table = None  # (parameter versions, E) of the last item_table() without gradients
 
@@ -185,9 +178,7 @@ class fMRLRec(NextItemTraining, NestedModel, StatefulModel, SequentialRecommende
             raise ConfigError(
                 f"modality 'attributes' needs attributes: a list of item fields (e.g. [brand, categories]), got {fields!r}")
         size = config["attribute_embedding_size"]
-        size = self.hidden_size if size is None else size
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ConfigError(f"attribute_embedding_size must be a positive integer, got {size!r}")
+        size = positive_int("attribute_embedding_size", self.hidden_size if size is None else size)
         self.attribute_fields, self.attribute_embedding_size = list(fields), size
         return ItemAttributeEmbedding([dataset.item_attributes(f) for f in fields], [dataset.num(f) for f in fields], size)
 

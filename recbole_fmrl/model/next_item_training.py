@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import boolean, choice, non_negative_int
 from recbole_fmrl.model.layers import nested_cross_entropy, sampled_cross_entropy
 from recbole_fmrl.model.protocol import PluginModel
 
@@ -16,8 +17,7 @@ TRAIN_MODES = ("sequence", "prefix")
 
 def check_train_mode(train_mode, model_name, trains_on_sequences):
     """``train_mode`` if valid for the model, else ConfigError naming the choices."""
-    if train_mode not in TRAIN_MODES:
-        raise ConfigError(f"train_mode must be one of {list(TRAIN_MODES)}, got {train_mode!r}")
+    choice("train_mode", train_mode, TRAIN_MODES)
     if train_mode == "sequence" and not trains_on_sequences:
         raise ConfigError(
             f"train_mode 'sequence' needs a causal model that trains on every position "
@@ -29,13 +29,9 @@ def check_train_mode(train_mode, model_name, trains_on_sequences):
 def check_softmax_negatives(config):
     """``(softmax_negatives, shared_negatives, train_exclude_seen)`` if valid: a non-negative int
     (0 = full CE) and two bools."""
-    negatives = config["softmax_negatives"]
-    if not isinstance(negatives, int) or isinstance(negatives, bool) or negatives < 0:
-        raise ConfigError(f"softmax_negatives must be an integer >= 0 (0: full cross-entropy), got {negatives!r}")
-    for key in ("shared_negatives", "train_exclude_seen"):
-        if not isinstance(config[key], bool):
-            raise ConfigError(f"{key} must be True or False, got {config[key]!r}")
-    return negatives, config["shared_negatives"], config["train_exclude_seen"]
+    return (non_negative_int("softmax_negatives", config["softmax_negatives"], " (0: full cross-entropy)"),
+            boolean("shared_negatives", config["shared_negatives"]),
+            boolean("train_exclude_seen", config["train_exclude_seen"]))
 
 
 class TrainingPairs(NamedTuple):

@@ -13,6 +13,7 @@ from recbole.model.layers import TransformerEncoder
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import positive_number
 from recbole_fmrl.model.layers import init_sasrec_weights
 from recbole_fmrl.model.next_item_training import NextItemTraining
 from recbole_fmrl.model.protocol import ItemTableModel
@@ -37,9 +38,7 @@ class ItemTableTransformer(NextItemTraining, ItemTableModel, SequentialRecommend
             raise ConfigError(f"hidden_size must be a positive multiple of n_heads, got {self.hidden_size!r} and {heads!r}")
         if config["loss_type"] != "CE":
             raise ConfigError(f"{type(self).__name__} is trained with the CE loss, got loss_type={config['loss_type']!r}")
-        self.temperature = config["temperature"]
-        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
+        self.temperature = positive_number("temperature", config["temperature"])
         self.initializer_range = config["initializer_range"]
         self.init_next_item_training(config)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)

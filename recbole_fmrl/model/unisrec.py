@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import choice
 from recbole_fmrl.model.table_transformer import ItemTableTransformer
 
 SETTINGS = ("inductive_ft", "transductive_ft")
@@ -60,11 +60,8 @@ class UniSRec(ItemTableTransformer):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.train_stage = config["train_stage"]
-        if self.train_stage not in SETTINGS:
-            raise ConfigError(
-                f"UniSRec train_stage must be one of {', '.join(SETTINGS)} (pre-training needs a multi-domain "
-                f"corpus that is not available offline), got {self.train_stage!r}")
+        self.train_stage = choice("train_stage", config["train_stage"], SETTINGS,
+                                  " (pre-training needs a multi-domain corpus that is not available offline)")
         self.register_buffer("text", dataset.item_features("text"), persistent=False)  # frozen, not saved
         self.moe_adaptor = MoEAdaptor(
             self.text.size(1), self.hidden_size, config["n_exps"], config["adaptor_dropout_prob"],

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn, optim
 
-from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import choice, non_negative_int
 from recbole_fmrl.model.layers import NestedLayerNorm
 
 LR_SCHEDULES = ("constant", "cosine")
@@ -15,12 +15,8 @@ LR_SCHEDULES = ("constant", "cosine")
 
 def check_schedule(config):
     """``(lr_schedule, warmup_steps)`` if valid, else one ConfigError."""
-    schedule, warmup_steps = config["lr_schedule"], config["warmup_steps"]
-    if schedule not in LR_SCHEDULES:
-        raise ConfigError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {schedule!r}")
-    if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
-        raise ConfigError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
-    return schedule, warmup_steps
+    return (choice("lr_schedule", config["lr_schedule"], LR_SCHEDULES),
+            non_negative_int("warmup_steps", config["warmup_steps"]))
 
 
 def warmup_then(schedule, warmup_steps, total_steps):

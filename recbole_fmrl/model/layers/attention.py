@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import positive_ints
 from recbole_fmrl.model.layers.fmrl import FMRLLinear, NestedLayerNorm
-from recbole_fmrl.model.layers.lru import FeedForwardResidual, check_positive_int
+from recbole_fmrl.model.layers.lru import FeedForwardResidual
 from recbole_fmrl.model.protocol import SequenceEncoder
 
 
@@ -148,7 +149,7 @@ class AttentionEncoder(SequenceEncoder, nn.Module):
         """fMRLRec's Transformer encoder from RecBole config keys (``n_layers``, ``ffn_expansion``,
         ``hidden_dropout_prob``, ``attn_dropout_prob``, ``attention_head_size``, ``MAX_ITEM_LIST_LENGTH``)."""
         n_layers, ffn_expansion, head_size = config["n_layers"], config["ffn_expansion"], config["attention_head_size"]
-        check_positive_int(n_layers=n_layers, ffn_expansion=ffn_expansion, attention_head_size=head_size)
+        positive_ints(n_layers=n_layers, ffn_expansion=ffn_expansion, attention_head_size=head_size)
         blocks = [
             AttentionBlock(sizes, ffn_expansion, config["hidden_dropout_prob"], config["attn_dropout_prob"], head_size)
             for _ in range(n_layers)
