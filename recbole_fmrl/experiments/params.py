@@ -5,7 +5,7 @@ import torch
 
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.stand_in import StandInDataset
-from recbole_fmrl.dataset_prep.amazon2014 import TABLE1
+from recbole_fmrl.data.paper import TABLE1
 from recbole_fmrl.model import fMRLRec
 from recbole_fmrl.model.layers import count_parameters
 

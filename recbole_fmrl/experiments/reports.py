@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from recbole_fmrl.config import REPORTED_METRICS
+from recbole_fmrl.extras import require
 from recbole_fmrl.files import atomic_path, write_text_atomic
 
 METRIC_LABELS = {"ndcg@5": "N@5", "recall@5": "R@5", "ndcg@10": "N@10", "recall@10": "R@10"}
@@ -223,12 +224,8 @@ def write_sizes(sizes, out_dir, title=None, metrics=REPORTED_METRICS, drop_metri
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    require("matplotlib").use("Agg")
+    return require("matplotlib.pyplot")
 
 
 def _save_figure(fig, path):
