@@ -47,7 +47,7 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    logger.info(model)
+    logger.info(repr(model))  # the structure; not RecBole's str(), whose parameter count includes structural zeros
     logger.info(set_color("trainable parameters", "blue") + f": {count_parameters(model):,}")
     return config, model, dataset, (train_data, valid_data, test_data)
 

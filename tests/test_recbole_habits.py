@@ -12,7 +12,8 @@ import torch
 from recbole_fmrl.config import PROPERTIES_DIR, Config
 from recbole_fmrl.deploy.trained import load_data_and_model
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.runner import run
+from recbole_fmrl.model.layers import count_parameters
+from recbole_fmrl.runner import build, run
 from recbole_fmrl.trainer import get_trainer, notice as trainer_notice
 
 
@@ -110,3 +111,11 @@ def test_a_recbole_model_without_hidden_size_trains_through_the_plugins_trainer(
             "distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}}, saved=False)
     assert result["epochs_run"] == 1 and "ndcg@10" in result["test_result"]
     assert not [m for m in caplog.messages if "large for a CPU" in m]
+
+
+def test_the_log_shows_one_parameter_count_the_plugins(tiny_config, caplog):
+    """RecBole's ``str(model)`` ends in its own count, which includes the fMRL weights' structural zeros."""
+    with caplog.at_level(logging.INFO):
+        _, model, _, _ = build("fMRLRec", "tiny", config_dict={**tiny_config, "modalities": ["id"], "n_layers": 1})
+    counts = [re.sub(r"\x1b\[[0-9;]*m", "", m) for m in caplog.messages if "trainable parameters" in m.lower()]
+    assert counts == [f"trainable parameters: {count_parameters(model):,}"]
