@@ -53,8 +53,8 @@ class FunnelIndex:
     ``ef_search`` candidates, at least K), ``ivf`` (``IndexIVFFlat`` over ``ivf_lists`` k-means
     lists, ``nprobe`` of them visited per query) or ``ivfpq`` (the same lists holding 4-bit product
     codes of each list's residuals, every two coordinates, scanned with SIMD by ``IndexIVFPQFastScan``:
-    in benchmark case r 1.6× faster than ``ivf`` at the same lists and K for 4 points less of the
-    exact top-10 found, and 8× smaller; the funnel reranks its shortlist exactly anyway).
+    faster and smaller than ``ivf`` for a little recall, which the exact rerank of the shortlist
+    partly recovers; measured in docs/performance.md).
     The approximate kinds index the L2 transform of :func:`_euclidean_transform` (one more
     coordinate), on which they find inner products far better than with faiss's inner-product
     metric (k-means cells and graph neighbours are distance notions).
@@ -198,7 +198,7 @@ def rerank(hidden, item_table, candidates):
     """Full-size scores ``hidden[b] · item_table[candidates[b, j]]``, [B, W].
 
     Each user's rows are gathered and scored on their own (memory-bound, B·W·D reads; one user's
-    rows stay in the CPU cache: 3-4× faster than one [B, W, D] gather at 1M items, W = 1000, D = 256).
+    rows stay in the CPU cache, where one [B, W, D] gather of a large catalogue would not).
     When the users' shortlists overlap much (their union at most 1/:data:`UNION_SHARE` of all
     candidates, e.g. K = 1000 of Beauty's 12,101 items for 256 users) one matrix product with the
     union is cheaper (on one CPU thread the two cost the same near 1/8 at D = 256).

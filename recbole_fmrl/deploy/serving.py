@@ -94,7 +94,7 @@ class Recommender:
         self._funnel_indexes = {}  # (size, kind) -> FunnelIndex
         with torch.inference_mode():
             # The catalogue's representations, computed once and stored transposed, [m, n_items]: scoring
-            # one user is then a contiguous vector-matrix product (4x faster on CPU than against Eᵀ).
+            # one user is then a contiguous vector-matrix product (faster on CPU than against Eᵀ).
             self.item_table_t = model.item_table()[:, : self.size].T.contiguous()
         self.n_items = self.item_table_t.size(1)
 
