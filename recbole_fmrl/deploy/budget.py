@@ -21,6 +21,7 @@ import statistics
 import time
 
 import torch
+from torch.utils import benchmark
 
 from recbole_fmrl.deploy.funnel import INDEX_KINDS
 from recbole_fmrl.errors import PluginError, main_guarded
@@ -38,24 +39,24 @@ def synchronize(device):
 def measure_many(fns, device, warmup, repeats):
     """Time several functions that are compared with each other, interleaved round-robin.
 
-    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs; the rounds alternate between
-    the functions (rotating which goes first), so a slow phase of a shared machine hits all of them
-    alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
+    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs, each timed by
+    ``torch.utils.benchmark.Timer`` (CUDA synchronised around it, torch's current thread count); the
+    rounds alternate between the functions (rotating which goes first), so a slow phase of a shared
+    machine hits all of them alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
     """
     names = list(fns)
     for name in names:
         for _ in range(warmup):
             fns[name]()
     synchronize(device)
+    timers = {name: benchmark.Timer("fn()", globals={"fn": fns[name]}, num_threads=torch.get_num_threads())
+              for name in names}
     samples = {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             synchronize(device)
-            started = time.perf_counter()
-            fns[name]()
-            synchronize(device)
-            samples[name].append(time.perf_counter() - started)
+            samples[name].append(timers[name].timeit(1).median)
     return {
         name: {
             "median_s": statistics.median(times),
