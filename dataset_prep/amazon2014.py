@@ -25,7 +25,9 @@ import sys
 import numpy as np
 import pandas as pd
 
-from recbole_fmrl.dataset_prep import atomic_files, encoders, steps
+from recbole_fmrl.data import atomic_files
+from recbole_fmrl.data.paper import TABLE1
+from recbole_fmrl.dataset_prep import encoders, steps
 from recbole_fmrl.dataset_prep.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PAPER_TEXT_ENCODER
 from recbole_fmrl.errors import InputFileError, PluginError, exit_status
 from recbole_fmrl.flags import FlagParser
@@ -37,12 +39,6 @@ CATEGORIES = {
     "sports": "Sports_and_Outdoors",
     "toys": "Toys_and_Games",
     "clothing": "Clothing_Shoes_and_Jewelry",
-}
-TABLE1 = {  # (#User, #Item, #Inter) of the paper's Table 1
-    "beauty": (22363, 12101, 198502),
-    "sports": (35598, 18357, 296337),
-    "toys": (19412, 11924, 167597),
-    "clothing": (39387, 23033, 278677),
 }
 EMBEDDED_TABLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "amazon2014")
 CORE_K = 5

@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from recbole_fmrl.errors import PluginError
+from recbole_fmrl.extras import require
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def resolve_text_encoder(name_or_path):
 
 def load_text_encoder(name_or_path, device="cpu"):
     """A ``SentenceTransformer`` from a hub name or a local folder (one-line error if unavailable)."""
-    from sentence_transformers import SentenceTransformer
+    SentenceTransformer = require("sentence_transformers").SentenceTransformer
 
     location = resolve_text_encoder(name_or_path)
     if os.path.isdir(location):
@@ -99,7 +100,7 @@ def encode_texts(texts, encoder, batch_size=64):
 
 def load_image_encoder(model_name, pretrained=None, device="cpu"):
     """An open_clip model and its eval transform; ``pretrained=None`` gives random weights."""
-    import open_clip
+    open_clip = require("open_clip")
 
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
@@ -113,7 +114,7 @@ def load_image_encoder(model_name, pretrained=None, device="cpu"):
 
 def _load_image(path, preprocess):
     """The preprocessed tensor of the photo at ``path``, or None if it is missing or unreadable."""
-    from PIL import Image
+    Image = require("PIL.Image")
 
     if path is None:
         return None
@@ -153,7 +154,7 @@ def encode_images(paths, model, preprocess, batch_size=64, device="cpu", workers
 
 def _image_dim(model, preprocess, device):
     """Output size of ``model``'s image tower (for a matrix of only zero rows)."""
-    from PIL import Image
+    Image = require("PIL.Image")
 
     probe = preprocess(Image.new("RGB", (32, 32))).unsqueeze(0).to(device)
     return int(model.encode_image(probe).shape[1])

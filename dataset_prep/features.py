@@ -29,7 +29,8 @@ import pandas as pd
 import yaml
 
 from recbole_fmrl import files
-from recbole_fmrl.dataset_prep import atomic_files, encoders, steps
+from recbole_fmrl.data import atomic_files
+from recbole_fmrl.dataset_prep import encoders, steps
 from recbole_fmrl.dataset_prep.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PACKAGED_MINILM
 from recbole_fmrl.errors import InputFileError, PluginError
 from recbole_fmrl.inputs import dataset_name

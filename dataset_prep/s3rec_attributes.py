@@ -24,7 +24,8 @@ from collections import Counter
 import pandas as pd
 
 from recbole_fmrl import files
-from recbole_fmrl.dataset_prep import atomic_files, steps
+from recbole_fmrl.data import atomic_files
+from recbole_fmrl.dataset_prep import steps
 from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
 from recbole_fmrl.errors import InputFileError, PluginError, exit_status
 from recbole_fmrl.flags import FlagParser

@@ -16,7 +16,7 @@ import time
 import pandas as pd
 
 from recbole_fmrl import files
-from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.data import atomic_files
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from recbole_fmrl.errors import InputFileError, PluginError
+from recbole_fmrl.model.protocol import identity_features
 
 REQUIRED_KEYS = ("model", "dataset", "overrides", "state_dict", "identity")
 
@@ -65,25 +66,14 @@ def item_order_sha256(item_tokens):
 def run_identity(dataset, model):
     """What a trained model is bound to: the model, the dataset's name, its item count and item order
     (sha256 of the internal id -> token list: the rows of every item table of the model) and the
-    sha256 of the manifest of every feature file the model reads (for ``attributes``: of the
-    attribute fields' token lists and every item's attribute ids)."""
-    features = {}
-    for modality in getattr(model, "modalities", ()):
-        if modality == "attributes":  # the rows of the attribute tables, and each item's tokens
-            digest = hashlib.sha256()
-            for field in model.attribute_fields:
-                digest.update("\n".join(map(str, dataset.field2id_token[field])).encode("utf-8"))
-                digest.update(dataset.item_attributes(field).numpy().tobytes())
-            features[modality] = digest.hexdigest()
-        elif modality != "id":
-            with open(dataset.feature_file(modality) + ".json", "rb") as f:
-                features[modality] = hashlib.sha256(f.read()).hexdigest()
+    digests of the features the model reads (its ``identity_features``: e.g. the sha256 of each feature
+    file's manifest)."""
     return {
         "model": type(model).__name__,
         "dataset": dataset.dataset_name,
         "item_num": int(dataset.item_num),
         "item_order_sha256": item_order_sha256(dataset.field2id_token[dataset.iid_field]),
-        "feature_manifest_sha256": features,
+        "feature_manifest_sha256": identity_features(model, dataset),
     }
 
 

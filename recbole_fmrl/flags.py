@@ -52,7 +52,7 @@ class FlagParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         kwargs.setdefault("allow_abbrev", False)
         if config_keys is not None:
-            kwargs.setdefault("epilog", "Any other --key=value sets that RecBole config key for the run (README: config keys).")
+            kwargs.setdefault("epilog", "Any other --key=value sets that RecBole config key for the run (docs/config.md).")
         super().__init__(*args, **kwargs)
         self.config_keys = config_keys
 

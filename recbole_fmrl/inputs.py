@@ -7,6 +7,7 @@ One error style: a :class:`~recbole_fmrl.errors.PluginError` whose one-line mess
 import ast
 import difflib
 import math
+import numbers
 import os
 import re
 from pathlib import Path
@@ -69,25 +70,85 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-CONFIG_VALUE_RULES = {  # key: (test, what the value must be)
-    "epochs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "learning_rate": (lambda v: _is_number(v) and v > 0, "a number > 0"),
-    "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-    "train_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
-    "hidden_dropout_prob": (lambda v: _is_number(v) and 0 <= v < 1, "a probability in [0, 1)"),
-    "attn_dropout_prob": (lambda v: _is_number(v) and 0 <= v < 1, "a probability in [0, 1)"),
-    "dropout_prob": (lambda v: _is_number(v) and 0 <= v < 1, "a probability in [0, 1)"),
+def _checked(name, value, valid, expected):
+    """``value`` if ``valid``, else the one wording of every config value error."""
+    if not valid:
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+    return value
+
+
+# The typed readers of config values, used by the models, the trainer and the data loaders: each
+# returns the value if it is of its kind, else raises one ConfigError ``<name> must be <kind>, got <value>``
+# (``note``: what the value means, said after the kind).
+def positive_int(name, value, note=""):
+    return _checked(name, value, _is_int(value) and value >= 1, "a positive integer" + note)
+
+
+def positive_ints(**values):
+    """:func:`positive_int` of every ``name=value``."""
+    for name, value in values.items():
+        positive_int(name, value)
+
+
+def non_negative_int(name, value, note=""):
+    return _checked(name, value, _is_int(value) and value >= 0, "a non-negative integer" + note)
+
+
+def positive_number(name, value, note=""):
+    return _checked(name, value, _is_number(value) and value > 0, "a positive number" + note)
+
+
+def non_negative_number(name, value, note=""):
+    return _checked(name, value, _is_number(value) and value >= 0, "a number >= 0" + note)
+
+
+def probability(name, value, note=""):
+    return _checked(name, value, _is_number(value) and 0 <= value < 1, "a probability in [0, 1)" + note)
+
+
+def boolean(name, value, note=""):
+    return _checked(name, value, isinstance(value, bool), "True or False" + note)
+
+
+def choice(name, value, choices, note=""):
+    return _checked(name, value, isinstance(value, str) and value in choices, f"one of {list(choices)}" + note)
+
+
+def nested_size_list(name, sizes, full_size=None):
+    """``sizes`` as a list of ints if it is a Matryoshka list of sizes (non-empty, positive integers,
+    strictly increasing, ending at ``full_size`` when given), else one ConfigError."""
+    expected = "a strictly increasing list of positive integers" + (
+        f" ending at hidden_size={full_size}" if full_size is not None else ""
+    )
+    _checked(name, sizes, isinstance(sizes, (list, tuple)) and sizes, expected)
+    _checked(name, list(sizes), all(isinstance(m, numbers.Integral) and not isinstance(m, bool) and m > 0 for m in sizes),
+             expected)
+    sizes = [int(m) for m in sizes]
+    _checked(name, sizes, all(b > a for a, b in zip(sizes, sizes[1:])), expected + " (nested)")
+    if full_size is not None and sizes[-1] != full_size:
+        raise ConfigError(f"{name} must be {expected}, got {sizes} (last is {sizes[-1]})")
+    return sizes
+
+
+CONFIG_VALUE_RULES = {  # key: its reader (checked for every model when the config is read)
+    "epochs": positive_int,
+    "learning_rate": positive_number,
+    "weight_decay": non_negative_number,
+    "train_batch_size": positive_int,
+    "eval_batch_size": positive_int,
+    "hidden_dropout_prob": probability,
+    "attn_dropout_prob": probability,
+    "dropout_prob": probability,
     # KD_DAGFM passes its ``teacher`` to eval(): only a plain model name may get there.
-    "teacher": (lambda v: isinstance(v, str) and v.isidentifier(), "a model name"),
+    "teacher": lambda name, v: _checked(name, v, isinstance(v, str) and v.isidentifier(), "a model name"),
 }
 
 
 def check_config_values(values):
     """One :class:`ConfigError` naming the first key of ``values`` that breaks :data:`CONFIG_VALUE_RULES`."""
-    for key, (test, expected) in CONFIG_VALUE_RULES.items():
-        if key in values and values[key] is not None and not test(values[key]):
-            raise ConfigError(f"config key '{key}' must be {expected}, got {values[key]!r}")
+    for key, read in CONFIG_VALUE_RULES.items():
+        if key in values and values[key] is not None:
+            read(f"config key '{key}'", values[key])
 
 
 def unknown_key_warnings(given, known, model):

@@ -17,6 +17,7 @@ from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.files import write_json_atomic
 from recbole_fmrl.model.layers import count_parameters
 from recbole_fmrl.model.next_item_training import check_train_mode
+from recbole_fmrl.model.protocol import nested_sizes, run_record, trains_on_sequences
 from recbole_fmrl.trainer import get_trainer
 
 # RecBole 1.2.1 builds its AMP scaler through the deprecated torch.cuda.amp API on every run.
@@ -39,14 +40,14 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     for line in config.warnings:
         logger.warning(line)
     model_class = get_model(config["model"])
-    check_train_mode(config["train_mode"], config["model"], getattr(model_class, "trains_on_sequences", False))
+    check_train_mode(config["train_mode"], config["model"], trains_on_sequences(model_class))
     dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
     logger.info(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = model_class(config, train_data._dataset).to(config["device"])
-    logger.info(model)
+    logger.info(repr(model))  # the structure; not RecBole's str(), whose parameter count includes structural zeros
     logger.info(set_color("trainable parameters", "blue") + f": {count_parameters(model):,}")
     return config, model, dataset, (train_data, valid_data, test_data)
 
@@ -71,12 +72,13 @@ def make_run_folders(config):
 
 
 def evaluate_sizes(trainer, model, test_data, show_progress=False):
-    """Test metrics at every nested size m in M (models with ``mrl_hidden_sizes`` only)."""
+    """Test metrics at every nested size m in M (nested models only; ``{}`` for others)."""
     sizes = {}
-    for size in model.mrl_hidden_sizes:
+    for size in nested_sizes(model):
         model.eval_size = size
         sizes[size] = dict(trainer.evaluate(test_data, load_best_model=False, show_progress=show_progress))
-    model.eval_size = model.mrl_hidden_sizes[-1]
+    if sizes:
+        model.eval_size = size
     return sizes
 
 
@@ -126,9 +128,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         test_results[protocol_name(test_data.exclude_seen)] = dict(
             trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"]))
         test_data.exclude_seen = config["exclude_seen"]
-    sizes = {}
-    if hasattr(model, "mrl_hidden_sizes"):
-        sizes = evaluate_sizes(trainer, model, test_data, config["show_progress"])
+    sizes = evaluate_sizes(trainer, model, test_data, config["show_progress"])
+    if sizes:
         logger.info(set_color("test result per size", "yellow") + ":\n" + format_table(sizes, "size"))
 
     result = {
@@ -149,11 +150,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         "num_params": count_parameters(model),
         "checkpoint": trainer.saved_model_file if saved else None,
         "config": config.overrides(),
+        **run_record(model),  # what the run's label names (experiments.reports.run_label)
     }
-    if hasattr(model, "modalities"):
-        result["modalities"] = list(model.modalities)
-    if hasattr(model, "table_label"):  # e.g. "UniSRec (text), no pre-training"
-        result["table_label"] = model.table_label
     if saved:
         write_json_atomic(trainer.saved_model_file[: -len(".pth")] + ".results.json", result, indent=1, sort_keys=False)
     logger.info(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.data import atomic_files
 from recbole_fmrl.dataset_prep.__main__ import main
 from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM
 from recbole_fmrl.files import sha256_file

@@ -10,7 +10,8 @@ import torch
 
 from conftest import write_multimodal_tiny
 from recbole_fmrl.data.embedded import ensure_embedded_dataset
-from recbole_fmrl.dataset_prep import atomic_files, s3rec_attributes
+from recbole_fmrl.data import atomic_files
+from recbole_fmrl.dataset_prep import s3rec_attributes
 from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
 from recbole_fmrl.deploy.evaluate import evaluate
 from recbole_fmrl.deploy.export import export

@@ -12,7 +12,7 @@ from recbole.data.dataset import Dataset
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.dataset import MultimodalSequentialDataset
 from recbole_fmrl.data.embedded import ensure_embedded_dataset
-from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.data import atomic_files
 from recbole_fmrl.errors import FeatureFileError
 from recbole_fmrl.files import save_npy_atomic
 

@@ -12,7 +12,8 @@ import pytest
 
 from conftest import ImageHandler
 from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
-from recbole_fmrl.dataset_prep import amazon2014, atomic_files
+from recbole_fmrl.data import atomic_files
+from recbole_fmrl.dataset_prep import amazon2014
 from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
 from recbole_fmrl.files import sha256_file
 

@@ -22,7 +22,7 @@ from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import FeatureFileError
 from recbole_fmrl.model import fMRLRec
 from recbole_fmrl.runner import run
-from recbole_fmrl.trainer import SafeTrainer
+from recbole_fmrl.trainer import PluginTrainer
 
 from conftest import write_multimodal_tiny
 
@@ -31,13 +31,13 @@ def test_test_metrics_come_from_the_best_checkpoint_not_the_last_epoch(tiny_conf
     """Validation scores are scripted so that epoch 1 of 4 is the best (training is real): the test
     metrics, and every size's, are those of the epoch-1 weights, which differ from the last epoch's."""
     scores = iter([0.1, 0.9, 0.5, 0.3])
-    validate = SafeTrainer._valid_epoch
+    validate = PluginTrainer._valid_epoch
 
     def scripted(self, valid_data, show_progress=False):
         _, result = validate(self, valid_data, show_progress)
         return next(scores), result
 
-    monkeypatch.setattr(SafeTrainer, "_valid_epoch", scripted)
+    monkeypatch.setattr(PluginTrainer, "_valid_epoch", scripted)
     config = {**tiny_config, "epochs": 4, "modalities": ["id"], "mrl_hidden_sizes": [8, 16], "n_layers": 1,
               "train_batch_size": 8, "warmup_steps": 0, "learning_rate": 0.01}
     result = run("fMRLRec", "tiny", config_dict=config)

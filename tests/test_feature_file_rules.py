@@ -11,7 +11,7 @@ import pytest
 
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.dataset import MultimodalSequentialDataset, read_feature_file
-from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.data import atomic_files
 from recbole_fmrl.errors import FeatureFileError
 from recbole_fmrl.files import save_npy_atomic
 

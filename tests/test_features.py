@@ -14,7 +14,8 @@ import torch
 import yaml
 from PIL import Image
 
-from recbole_fmrl.dataset_prep import atomic_files, features
+from recbole_fmrl.data import atomic_files
+from recbole_fmrl.dataset_prep import features
 from recbole_fmrl.dataset_prep.__main__ import main
 from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
 

@@ -13,6 +13,8 @@ from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.errors import ConfigError, InputFileError, main_guarded
 from recbole_fmrl.experiments import compare, tune
 from recbole_fmrl.flags import parse_value
+from recbole_fmrl.inputs import (boolean, choice, non_negative_int, non_negative_number, positive_int, positive_number,
+                                 probability)
 from recbole_fmrl.runner import build
 
 HEADER = "user_id:token\titem_id:token\ttimestamp:float"
@@ -68,14 +70,14 @@ def test_duplicates_are_kept_only_when_asked(tmp_path, monkeypatch):
 @pytest.mark.parametrize("key, value, expected, shown", [
     ("hidden_dropout_prob", "1.0", "a probability in [0, 1)", "1.0"),
     ("attn_dropout_prob", "-0.1", "a probability in [0, 1)", "-0.1"),
-    ("learning_rate", "-0.001", "a number > 0", "-0.001"),
-    ("learning_rate", "fast", "a number > 0", "'fast'"),
+    ("learning_rate", "-0.001", "a positive number", "-0.001"),
+    ("learning_rate", "fast", "a positive number", "'fast'"),
     ("weight_decay", "-1e-4", "a number >= 0", "-0.0001"),
     ("weight_decay", "none", "a number >= 0", "'none'"),
-    ("epochs", "0", "an integer >= 1", "0"),
-    ("epochs", "-3", "an integer >= 1", "-3"),
-    ("epochs", "ten", "an integer >= 1", "'ten'"),
-    ("epochs", "2.5", "an integer >= 1", "2.5"),
+    ("epochs", "0", "a positive integer", "0"),
+    ("epochs", "-3", "a positive integer", "-3"),
+    ("epochs", "ten", "a positive integer", "'ten'"),
+    ("epochs", "2.5", "a positive integer", "2.5"),
     ("teacher", "os.system('x')", "a model name", '"os.system(\'x\')"'),  # KD_DAGFM eval()s it
 ])
 def test_bad_config_values_are_one_line_naming_the_key(key, value, expected, shown):
@@ -124,3 +126,22 @@ def test_compare_sizes_from_a_run_naming_a_path_writes_nothing(tmp_path, capsys)
         2, [NOT_A_NAME.format("../escaped")])
     assert sorted(os.listdir(tmp_path)) == ["run.json"]
     assert not Path(tmp_path / "escaped").exists()
+
+
+@pytest.mark.parametrize("read, args, message", [
+    (positive_int, ("n_layers", 0), "n_layers must be a positive integer, got 0"),
+    (positive_int, ("n_layers", True), "n_layers must be a positive integer, got True"),
+    (non_negative_int, ("warmup_steps", 2.5), "warmup_steps must be a non-negative integer, got 2.5"),
+    (positive_number, ("temperature", float("inf")), "temperature must be a positive number, got inf"),
+    (non_negative_number, ("mrl_lr_exponent", -1), "mrl_lr_exponent must be a number >= 0, got -1"),
+    (probability, ("dropout", 1), "dropout must be a probability in [0, 1), got 1"),
+    (boolean, ("exclude_seen", 1), "exclude_seen must be True or False, got 1"),
+    (choice, ("encoder", "gru", ("lru", "transformer")), "encoder must be one of ['lru', 'transformer'], got 'gru'"),
+    (choice, ("encoder", ["lru"], ("lru",), " (a note)"), "encoder must be one of ['lru'] (a note), got ['lru']"),
+])
+def test_every_typed_config_reader_has_one_wording(read, args, message):
+    with pytest.raises(ConfigError) as error:
+        read(*args)
+    assert str(error.value) == message
+    assert [positive_int("n", 3), non_negative_int("n", 0), probability("p", 0.0), boolean("b", False),
+            choice("c", "lru", ("lru",))] == [3, 0, 0.0, False, "lru"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import nested_size_list
 from recbole_fmrl.model.layers import (
     FMRLLinear,
     GatedFeedForward,
@@ -17,7 +18,6 @@ from recbole_fmrl.model.layers import (
     LRUEncoder,
     LRULayer,
     NestedLayerNorm,
-    check_nested_sizes,
     count_parameters,
     doubling_sizes,
     linear_scan,
@@ -149,13 +149,13 @@ def test_gradient_mask_survives_deepcopy_and_pickle():
 )
 def test_bad_nested_sizes_raise_one_line_config_error(sizes, message):
     with pytest.raises(ConfigError) as error:
-        check_nested_sizes(sizes, 16)
+        nested_size_list("mrl_hidden_sizes", sizes, 16)
     requirement = "mrl_hidden_sizes must be a strictly increasing list of positive integers ending at hidden_size=16"
     assert str(error.value) == requirement + " " * message.startswith("(") + message
 
 
 def test_nested_sizes_accept_any_nesting_and_default_doubling():
-    assert check_nested_sizes([3, 10, 11, 16], 16) == [3, 10, 11, 16]
+    assert nested_size_list("mrl_hidden_sizes", [3, 10, 11, 16], 16) == [3, 10, 11, 16]
     assert doubling_sizes(64) == [8, 16, 32, 64]
     assert doubling_sizes(100) == [8, 16, 32, 64, 100]
     assert doubling_sizes(8) == [8]

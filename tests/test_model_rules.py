@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole.trainer import Trainer
+from recbole.trainer import TraditionalTrainer, Trainer
 
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.dataset import MultimodalSequentialDataset
@@ -25,8 +25,8 @@ from recbole_fmrl.model.layers import (
 )
 from recbole_fmrl.model.unisrec import MoEAdaptor
 from recbole_fmrl.runner import build as build_run
-from recbole_fmrl.trainer import (LargeModelNoticeMixin, SafeCheckpointMixin, SafeTrainer, TrainingRecipeMixin,
-                                  with_safe_checkpoints)
+from recbole_fmrl.trainer import PluginTrainer, plugin_trainer
+from recbole_fmrl.trainer.checkpoints import Checkpoints
 
 from test_text_models import build as build_text_model
 from test_attributes import attributed  # noqa: F401 (fixture)
@@ -85,7 +85,7 @@ def test_unisrec_transductive_item_is_its_adapted_text_plus_its_id_embedding(dat
     (VQRec, {"n_heads": 0}, "hidden_size must be a positive multiple of n_heads, got 16 and 0"),
     (VQRec, {"temperature": 0}, "temperature must be a positive number, got 0"),
     (VQRec, {"seed": 7.5}, "seed must be an integer (it seeds the quantizer), got 7.5"),
-    (UniSRec, {"train_stage": "pretrain"}, "UniSRec train_stage must be one of inductive_ft, transductive_ft (pre-training "
+    (UniSRec, {"train_stage": "pretrain"}, "train_stage must be one of ['inductive_ft', 'transductive_ft'] (pre-training "
      "needs a multi-domain corpus that is not available offline), got 'pretrain'"),
 ])
 def test_model_settings_are_refused_with_their_whole_message(data_path, model_class, overrides, message):
@@ -136,10 +136,12 @@ def test_fmrlrec_id_embedding_starts_as_the_authors_truncated_normal():
     assert 0.0168 < table.std().item() < 0.0184 and table.min() < -0.039 and table.max() > 0.039
 
 
-def test_the_plugin_trainer_of_any_recbole_trainer_keeps_its_name_and_adds_the_mixins():
-    trainer = with_safe_checkpoints(Trainer)
-    assert trainer.__name__ == "Trainer" and trainer.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin, TrainingRecipeMixin, Trainer)
-    assert SafeTrainer.__name__ == "Trainer" and issubclass(SafeTrainer, SafeCheckpointMixin)
+def test_the_plugin_trainer_of_any_recbole_trainer_keeps_its_name_and_adds_the_plugins_roles():
+    assert plugin_trainer(Trainer) is PluginTrainer and PluginTrainer.__mro__[1:3] == (Checkpoints, Trainer)
+    trainer = plugin_trainer(TraditionalTrainer)
+    assert trainer.__name__ == "TraditionalTrainer" and trainer.__mro__[1:4] == (PluginTrainer, Checkpoints, TraditionalTrainer)
+    assert [cls for cls in trainer.__mro__ if "fit" in vars(cls) and cls.__module__.startswith("recbole_fmrl")] == [
+        PluginTrainer]  # the plugin's one fit
 
 
 def test_vqrec_code_table_has_a_row_per_code_and_one_for_padding(data_path):

@@ -123,8 +123,8 @@ def test_models_train_with_sampled_softmax_against_uniform_negatives(data_path, 
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("softmax_negatives", -1, "softmax_negatives must be an integer >= 0"),
-    ("softmax_negatives", 2.5, "softmax_negatives must be an integer >= 0"),
+    ("softmax_negatives", -1, "softmax_negatives must be a non-negative integer"),
+    ("softmax_negatives", 2.5, "softmax_negatives must be a non-negative integer"),
     ("shared_negatives", "yes", "shared_negatives must be True or False"),
     ("exclude_seen", 1, "exclude_seen must be True or False"),
 ])

@@ -1,5 +1,6 @@
 """README and docs hold what the code holds: every config key of every plugin model with its YAML
-default, every measured number next to a command, and the licence setup.cfg names."""
+default (docs/config.md), every measured number next to a command, a README of at most 300 lines, and
+the licence setup.cfg names."""
 
 import configparser
 import re
@@ -12,13 +13,14 @@ from recbole_fmrl.config import PROPERTIES_DIR, ConfigYamlLoader, plugin_model_n
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text(encoding="utf-8")
+CONFIG_KEYS = (REPO / "docs" / "config.md").read_text(encoding="utf-8")
 
 
 def readme_table(yaml_file):
-    """``{key: default}`` of the README table under the heading that names ``yaml_file``."""
-    heading = re.search(rf"^#+ .*`{re.escape(yaml_file)}`$", README, re.M)
-    assert heading, f"README has no heading naming {yaml_file}"
-    table = re.search(r"^\| key \| default \| what it sets \|\n\|---\|---\|---\|\n((?:\|.*\|\n)+)", README[heading.end():], re.M)
+    """``{key: default}`` of the docs/config.md table under the heading that names ``yaml_file``."""
+    heading = re.search(rf"^#+ .*`{re.escape(yaml_file)}`$", CONFIG_KEYS, re.M)
+    assert heading, f"docs/config.md has no heading naming {yaml_file}"
+    table = re.search(r"^\| key \| default \| what it sets \|\n\|---\|---\|---\|\n((?:\|.*\|\n)+)", CONFIG_KEYS[heading.end():], re.M)
     rows = {}
     for line in table.group(1).splitlines():
         key, default = re.match(r"\| `([^`]+)` \| `([^`]+)` \|", line).groups()
@@ -45,13 +47,18 @@ def sections(text):
     return list(zip(["(top)"] + parts[1::2], parts[0::2]))
 
 
-@pytest.mark.parametrize("document", ["README.md", "docs/reproducing.md", "docs/performance.md", "docs/mutation.md"])
+@pytest.mark.parametrize("document", ["README.md", "docs/results.md", "docs/config.md", "docs/datasets.md", "docs/serving.md",
+                                      "docs/tuning.md", "docs/reproducing.md", "docs/performance.md", "docs/mutation.md"])
 def test_every_measured_number_has_a_command_in_its_section(document):
     for heading, body in sections((REPO / document).read_text(encoding="utf-8")):
         prose = re.sub(r"`[^`\n]*`|```.*?```|\(https?://[^)]*\)", "", body, flags=re.S)
         measured = MEASURED.findall(prose)
         if measured:
             assert COMMAND.search(body), f"{document}, {heading}: {measured[:3]} without the command that made them"
+
+
+def test_readme_is_a_guide_of_at_most_300_lines():
+    assert len(README.splitlines()) <= 300
 
 
 def test_the_licence_file_is_the_one_setup_cfg_names():

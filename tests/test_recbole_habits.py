@@ -9,12 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from recbole_fmrl import trainer
 from recbole_fmrl.config import PROPERTIES_DIR, Config
 from recbole_fmrl.deploy.trained import load_data_and_model
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.runner import run
-from recbole_fmrl.trainer import LargeModelNoticeMixin, get_trainer
+from recbole_fmrl.model.layers import count_parameters
+from recbole_fmrl.runner import build, run
+from recbole_fmrl.trainer import get_trainer, notice as trainer_notice
 
 
 def test_load_data_and_model_gives_recboles_six_values_and_the_trained_model(tiny_config, tmp_path):
@@ -47,7 +47,7 @@ NOTICE = re.compile(
 
 
 def test_a_model_large_for_the_cpu_is_announced_once_with_its_measured_epoch_time(tiny_config, caplog, monkeypatch):
-    monkeypatch.setattr(trainer, "LARGE_FOR_CPU", 16)
+    monkeypatch.setattr(trainer_notice, "LARGE_FOR_CPU", 16)
     settings = {**tiny_config, "modalities": ["id"], "train_batch_size": 4, "n_layers": 1}
     with caplog.at_level(logging.WARNING):
         run("fMRLRec", "tiny", config_dict=settings, saved=False)
@@ -66,7 +66,7 @@ def test_a_model_large_for_the_cpu_is_announced_once_with_its_measured_epoch_tim
 @pytest.mark.parametrize("seconds, shown", [(0.2, "1 s"), (40, "40 s"), (89, "89 s"), (90, "2 min"), (840, "14 min"),
                                             (3540, "59 min"), (3600, "1 h 00 min"), (7500, "2 h 05 min")])
 def test_durations_read_as_a_person_would_say_them(seconds, shown):
-    assert trainer.duration(seconds) == shown
+    assert trainer_notice.duration(seconds) == shown
 
 
 def notice(batches, epoch, per_batch, steps, epochs, demo):
@@ -85,9 +85,9 @@ def test_the_notice_times_the_steps_after_the_first(tiny_config, caplog, monkeyp
     """A clock ticking 100 (fit starts), then 110, 113, 118, 122, 128, 135, ... after each training step."""
     ticks = iter([100, 110, 113, 118, 122, 128, 135])
     later = iter(range(1000, 10**6))
-    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: next(ticks, None) or next(later),
+    monkeypatch.setattr(trainer_notice, "time", SimpleNamespace(perf_counter=lambda: next(ticks, None) or next(later),
                                                          monotonic=time.monotonic))  # the epoch's clock
-    monkeypatch.setattr(trainer, "LARGE_FOR_CPU", 16)
+    monkeypatch.setattr(trainer_notice, "LARGE_FOR_CPU", 16)
     settings = {**tiny_config, "modalities": ["id"], "train_batch_size": batch_size, "n_layers": 1, "epochs": epochs}
     with caplog.at_level(logging.WARNING):
         result = run("fMRLRec", "tiny", config_dict=settings, saved=False)
@@ -97,7 +97,7 @@ def test_the_notice_times_the_steps_after_the_first(tiny_config, caplog, monkeyp
 
 def test_the_notice_names_the_demo_config_relative_to_the_working_folder_inside_the_checkout(tmp_path, monkeypatch):
     run_settings = SimpleNamespace(config={"model": "fMRLRec", "stopping_step": 10}, epochs=1)
-    message = lambda: LargeModelNoticeMixin.large_model_notice(run_settings, 16, 12345, 0.5, 1)  # noqa: E731
+    message = lambda: trainer_notice.large_model_notice(run_settings.config, run_settings.epochs, 16, 12345, 0.5, 1)  # noqa: E731
     monkeypatch.chdir(PROPERTIES_DIR.parent)
     assert message() == notice("12,345", "1 h 42 min", "0.50", "1 step", "1 epoch", "properties/demo.yaml")
     monkeypatch.chdir(tmp_path)  # outside the checkout: the whole path
@@ -111,3 +111,11 @@ def test_a_recbole_model_without_hidden_size_trains_through_the_plugins_trainer(
             "distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False, "candidate_num": 0}}, saved=False)
     assert result["epochs_run"] == 1 and "ndcg@10" in result["test_result"]
     assert not [m for m in caplog.messages if "large for a CPU" in m]
+
+
+def test_the_log_shows_one_parameter_count_the_plugins(tiny_config, caplog):
+    """RecBole's ``str(model)`` ends in its own count, which includes the fMRL weights' structural zeros."""
+    with caplog.at_level(logging.INFO):
+        _, model, _, _ = build("fMRLRec", "tiny", config_dict={**tiny_config, "modalities": ["id"], "n_layers": 1})
+    counts = [re.sub(r"\x1b\[[0-9;]*m", "", m) for m in caplog.messages if "trainable parameters" in m.lower()]
+    assert counts == [f"trainable parameters: {count_parameters(model):,}"]

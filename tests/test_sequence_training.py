@@ -12,7 +12,8 @@ from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model import LRURec, fMRLRec
 from recbole_fmrl.model.next_item_training import next_item_targets
 from recbole_fmrl.runner import build as build_run
-from recbole_fmrl.trainer import SafeTrainer, parameter_groups, warmup_then
+from recbole_fmrl.trainer import PluginTrainer
+from recbole_fmrl.trainer.recipe import parameter_groups, warmup_then
 
 from conftest import write_multimodal_tiny
 
@@ -179,7 +180,7 @@ def test_trainer_applies_epsilon_warmup_and_saves_the_schedule(data_path, tmp_pa
     overrides = {"epochs": 2, "train_batch_size": 8, "warmup_steps": 3, "lr_schedule": "cosine",
                  "checkpoint_dir": str(tmp_path / "saved"), "show_progress": False, "learning_rate": 0.01}
     config, model, _, (train_data, valid_data, _) = build_run("LRURec", "tiny", config_dict={"data_path": data_path, **TINY, **overrides})
-    trainer = SafeTrainer(config, model)
+    trainer = PluginTrainer(config, model)
     assert trainer.optimizer.defaults["eps"] == 1e-9  # LRURec.yaml: the authors' adam_epsilon
     seen = []
     trainer.optimizer.register_step_post_hook(lambda opt, *_: seen.append(opt.param_groups[0]["lr"]))

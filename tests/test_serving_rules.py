@@ -125,4 +125,4 @@ def test_what_cannot_be_served_is_refused_with_its_whole_message(model, data_pat
             "one written before run identities: no dataset, overrides, state_dict, identity")
     config = Config("LRURec", "tiny", config_dict={"data_path": data_path, "hidden_size": 16, "use_gpu": False})
     refused(lambda: Recommender(LRURec(config, build(data_path)[2])),
-            "LRURec cannot be served recurrently: it has no 'init_state' (use fMRLRec)")
+            "LRURec cannot be served recurrently: it keeps no encoder state (use fMRLRec)")

@@ -13,6 +13,7 @@ from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.config import Config
 from recbole_fmrl.data import quantization
 from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.experiments.reports import run_label
 from recbole_fmrl.errors import ConfigError, main_guarded
 from recbole_fmrl.model import UniSRec, VQRec
 from recbole_fmrl.model.unisrec import MoEAdaptor
@@ -121,8 +122,8 @@ def test_unisrec_inductive_reads_text_only_and_transductive_adds_an_id_table(dat
     transductive, _ = build(UniSRec, data_path, train_stage="transductive_ft")
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(transductive) - count(inductive) == dataset.item_num * 16
-    assert inductive.table_label == "UniSRec (text), no pre-training"
-    assert transductive.table_label == "UniSRec (text + ID), no pre-training"
+    assert run_label({"model": "UniSRec", **inductive.run_record()}) == "UniSRec (text), no pre-training"
+    assert run_label({"model": "UniSRec", **transductive.run_record()}) == "UniSRec (text + ID), no pre-training"
     first, second = (dataset.token2id(dataset.iid_field, item) for item in ("i1", "i2"))
     batch = training_batch(dataset)
     for model, same in ((inductive, True), (transductive, False)):
@@ -130,7 +131,7 @@ def test_unisrec_inductive_reads_text_only_and_transductive_adds_an_id_table(dat
         with torch.no_grad():
             scores = model.full_sort_predict(batch)
         assert torch.equal(scores[:, first], scores[:, second]) is same
-    with pytest.raises(ConfigError, match="train_stage must be one of inductive_ft, transductive_ft") as error:
+    with pytest.raises(ConfigError, match=r"train_stage must be one of \['inductive_ft', 'transductive_ft'\]") as error:
         build(UniSRec, data_path, train_stage="pretrain")
     assert "\n" not in str(error.value)
 
@@ -163,7 +164,7 @@ def test_vqrec_item_is_the_mean_of_its_code_embeddings(data_path):
     assert len({tuple(r) for r in rows[1:].tolist()}) > 1
     table = model.item_table()
     torch.testing.assert_close(table[3], model.code_embedding.weight[rows[3]].mean(dim=0))
-    assert model.code_embedding.weight[0].eq(0).all() and model.table_label == "VQRec, no pre-training"
+    assert model.code_embedding.weight[0].eq(0).all() and run_label({"model": "VQRec", **model.run_record()}) == "VQRec, no pre-training"
 
 
 def test_vqrec_codes_are_deterministic_for_a_seed_and_reused_from_the_cache(data_path, tmp_path, monkeypatch):
@@ -235,7 +236,7 @@ def test_run_trains_tests_and_saves_a_checkpoint_without_the_frozen_inputs(data_
     result = run(model, "tiny", config_dict={
         "data_path": data_path, "use_gpu": False, "feature_files": {"text": "tiny.text.npy"}, "epochs": 1,
         "show_progress": False, "checkpoint_dir": str(tmp_path / "saved"), **TINY})
-    assert result["table_label"] == label and result["epochs_run"] == 1
+    assert run_label(result) == label and result["epochs_run"] == 1
     assert all(np.isfinite(v) for v in result["test_result"].values())
     state = read_checkpoint(result["checkpoint"])["state_dict"]
     assert not {"text", "item_code_rows"} & set(state)  # frozen vectors and codes are rebuilt, not saved

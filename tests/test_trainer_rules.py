@@ -15,34 +15,27 @@ from recbole.utils import ModelType, early_stopping
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model.layers import FMRLLinear, NestedLayerNorm, first_size_index
 from recbole_fmrl.runner import build
-from recbole_fmrl.trainer import (
-    LargeModelNoticeMixin,
-    SafeCheckpointMixin,
-    SafeTrainer,
-    TrainingRecipeMixin,
-    get_trainer,
-    unused_model_file,
-    warmup_then,
-)
+from recbole_fmrl.trainer import PluginTrainer, get_trainer
+from recbole_fmrl.trainer.checkpoints import Checkpoints
+from recbole_fmrl.trainer.recipe import warmup_then
+from recbole_fmrl.trainer.run_names import unused_model_file
 
 FMRL = {"modalities": ["id"], "mrl_hidden_sizes": [8, 16], "n_layers": 1, "epochs": 2}
 
 
 def trainer_for(tiny_config, **overrides):
     config, model, _, (train_data, valid_data, _) = build("fMRLRec", "tiny", config_dict={**tiny_config, **FMRL, **overrides})
-    return SafeTrainer(config, model), train_data, valid_data
+    return PluginTrainer(config, model), train_data, valid_data
 
 
 def test_each_model_gets_recboles_trainer_for_it_with_the_plugins_keys():
-    assert get_trainer(ModelType.SEQUENTIAL, "fMRLRec") is SafeTrainer
-    sasrec = get_trainer(ModelType.SEQUENTIAL, "SASRec")
-    assert sasrec.__name__ == "Trainer" and sasrec.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin,
-                                                                    TrainingRecipeMixin, Trainer)
+    assert get_trainer(ModelType.SEQUENTIAL, "fMRLRec") is PluginTrainer
+    assert get_trainer(ModelType.SEQUENTIAL, "SASRec") is PluginTrainer  # RecBole's Trainer
+    assert PluginTrainer.__mro__[1:3] == (Checkpoints, Trainer)
     s3rec = get_trainer(ModelType.SEQUENTIAL, "S3Rec")  # RecBole names a trainer of its own for S3Rec
-    assert s3rec.__name__ == "S3RecTrainer" and s3rec.__mro__[1:5] == (SafeCheckpointMixin, LargeModelNoticeMixin,
-                                                                        TrainingRecipeMixin, S3RecTrainer)
+    assert s3rec.__name__ == "S3RecTrainer" and s3rec.__mro__[1:4] == (PluginTrainer, Checkpoints, S3RecTrainer)
     pop = get_trainer(ModelType.TRADITIONAL, "Pop")  # no trainer named for Pop: RecBole's by model type
-    assert pop.__name__ == "TraditionalTrainer" and pop.__mro__[4] is TraditionalTrainer
+    assert pop.__name__ == "TraditionalTrainer" and pop.__mro__[3] is TraditionalTrainer
 
 
 @pytest.mark.parametrize("learner, decay_bias_and_norm, expected", [
@@ -73,7 +66,7 @@ def test_recipe_keys_are_refused_with_their_whole_message(tiny_config, overrides
     for key, value in overrides.items():
         config[key] = value
     with pytest.raises(ConfigError) as error:
-        SafeTrainer(config, model)
+        PluginTrainer(config, model)
     assert str(error.value) == message
 
 
@@ -105,7 +98,7 @@ def test_runs_choosing_a_name_at_once_get_different_files_and_leave_no_claims(tm
     """Two runs started in the same second choose before either has written a file (it happened:
     two compare runs shared one checkpoint and both tested the same model)."""
     path = str(tmp_path / "fMRLRec-Nov-23-2026_10-00-00.pth")
-    script = ("import sys; from recbole_fmrl.trainer import unused_model_file; "
+    script = ("import sys; from recbole_fmrl.trainer.run_names import unused_model_file; "
               "print(unused_model_file(sys.argv[1])); sys.stdin.read()")
     runs = [subprocess.Popen([sys.executable, "-c", script, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              text=True) for _ in range(3)]

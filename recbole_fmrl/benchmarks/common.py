@@ -16,7 +16,7 @@ import tempfile
 import torch
 
 from recbole_fmrl.data.stand_in import StandInDataset
-from recbole_fmrl.dataset_prep.amazon2014 import TABLE1
+from recbole_fmrl.data.paper import TABLE1
 from recbole_fmrl.deploy.budget import measure_many, synchronize  # noqa: F401 (the benchmarks' timing)
 from recbole_fmrl.experiments.reports import git_commit
 

@@ -19,10 +19,10 @@ import gc
 import time
 from dataclasses import dataclass, field
 
-import faiss
 import torch
 
 from recbole_fmrl.deploy.funnel import FunnelIndex, shortlist_and_rerank
+from recbole_fmrl.extras import require
 
 GENERATION_CHUNK = 65536  # synthetic items projected per step (bounds the feature memory)
 
@@ -60,7 +60,7 @@ def funnel_case(bench, checkpoint_path, preset, make_row):
     from recbole_fmrl.trainer import get_trainer
 
     s = FUNNEL_PRESETS[preset]
-    faiss.omp_set_num_threads(torch.get_num_threads())  # the same threads as torch's exact scoring
+    require("faiss").omp_set_num_threads(torch.get_num_threads())  # the same threads as torch's exact scoring
     checkpoint = read_checkpoint(checkpoint_path)
     config, model, _, (_, _, test_data) = load_trained_run(checkpoint, checkpoint_path)
     model = model.to(bench.device).eval()

@@ -483,7 +483,7 @@ def write_random_dataset(users=300, items=200, seed=0):
 
 def same_dropout(model_name):
     """LRURec's dropout rates set to fMRLRec's (YAML: 0.2 vs the paper's 0.5): sampling a dropout
-    mask costs more at p = 0.5 than at 0.2 (~35% for bernoulli_ on CPU), a hyper-parameter that
+    mask costs more at p = 0.5 than at 0.2 (``bernoulli_`` on CPU), a hyper-parameter that
     would otherwise show up as a price of nesting."""
     if model_name != "LRURec":
         return {}

@@ -6,6 +6,7 @@ from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import boolean
 
 
 class LengthGroupedTrainDataLoader(TrainDataLoader):
@@ -77,9 +78,7 @@ class SeenExcludingEvalDataLoader(FullSortEvalDataLoader):
 
 def check_exclude_seen(config):
     """``exclude_seen`` if valid: a bool, and True only with full ranking of a sequential model."""
-    exclude_seen = config["exclude_seen"]
-    if not isinstance(exclude_seen, bool):
-        raise ConfigError(f"exclude_seen must be True or False, got {exclude_seen!r}")
+    exclude_seen = boolean("exclude_seen", config["exclude_seen"])
     mode = config["eval_args"]["mode"]
     if exclude_seen and set(mode.values() if isinstance(mode, dict) else [mode]) != {"full"}:
         raise ConfigError(f"exclude_seen: True needs full ranking (eval_args mode: full), got mode {mode!r}")

@@ -17,7 +17,7 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.utils import FeatureSource, FeatureType
 
-from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.data import atomic_files
 from recbole_fmrl.errors import ConfigError, FeatureFileError
 
 HISTORY_END = "history_end"

@@ -9,14 +9,13 @@ from recbole_fmrl.config import get_model
 from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.inputs import check_inter_file
+from recbole_fmrl.model.protocol import item_feature_modalities
 
 
 def feature_modalities(config):
-    """The modalities whose feature files the configured model reads (a model class says so with
-    ``item_feature_modalities(config)``; RecBole's models and ID models read none)."""
-    model_class = get_model(config["model"])
-    reads = getattr(model_class, "item_feature_modalities", None)
-    return tuple(reads(config)) if reads is not None else ()
+    """The modalities whose feature files the configured model reads (its ``item_feature_modalities``;
+    RecBole's models and ID models read none)."""
+    return item_feature_modalities(get_model(config["model"]), config)
 
 
 def prepare_dataset_folder(config):

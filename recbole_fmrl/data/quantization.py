@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from recbole_fmrl import files
-from recbole_fmrl.dataset_prep import atomic_files
+from recbole_fmrl.data import atomic_files
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.extras import require
 
 KIND = "faiss OPQ rotation + product quantizer codes"
 
@@ -34,7 +35,7 @@ def opq_codes(vectors, n_codebooks, code_cap, seed):
     centroid per sub-space (faiss's ``OPQ<B>,PQ<B>`` index). k-means is seeded with ``seed`` and
     runs on one thread, so the codes depend on the vectors and the seed only.
     """
-    import faiss
+    faiss = require("faiss")
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim, nbits = vectors.shape[1], code_cap.bit_length() - 1
@@ -98,7 +99,7 @@ def item_codes(dataset, modality, n_codebooks, code_cap, seed):
     codes = opq_codes(vectors, n_codebooks, code_cap, seed)
     seconds = round(time.perf_counter() - started, 2)
     files.save_npy_atomic(path, codes.astype(np.int16))
-    import faiss
+    faiss = require("faiss")
 
     files.write_json_atomic(atomic_files.manifest_path(path), {**key, "faiss": faiss.__version__, "seconds": seconds})
     logger.info(f"{modality} codes: computed in {seconds} s, cached in {path}")

@@ -21,10 +21,12 @@ import statistics
 import time
 
 import torch
+from torch.utils import benchmark
 
 from recbole_fmrl.deploy.funnel import INDEX_KINDS
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.flags import FlagParser
+from recbole_fmrl.model.protocol import nested_sizes
 
 MIB = 2**20
 
@@ -37,24 +39,24 @@ def synchronize(device):
 def measure_many(fns, device, warmup, repeats):
     """Time several functions that are compared with each other, interleaved round-robin.
 
-    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs; the rounds alternate between
-    the functions (rotating which goes first), so a slow phase of a shared machine hits all of them
-    alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
+    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs, each timed by
+    ``torch.utils.benchmark.Timer`` (CUDA synchronised around it, torch's current thread count); the
+    rounds alternate between the functions (rotating which goes first), so a slow phase of a shared
+    machine hits all of them alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
     """
     names = list(fns)
     for name in names:
         for _ in range(warmup):
             fns[name]()
     synchronize(device)
+    timers = {name: benchmark.Timer("fn()", globals={"fn": fns[name]}, num_threads=torch.get_num_threads())
+              for name in names}
     samples = {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             synchronize(device)
-            started = time.perf_counter()
-            fns[name]()
-            synchronize(device)
-            samples[name].append(time.perf_counter() - started)
+            samples[name].append(timers[name].timeit(1).median)
     return {
         name: {
             "median_s": statistics.median(times),
@@ -151,7 +153,7 @@ def measure(checkpoint_path, users=256, device="cpu", k=10, funnel_k=200, index=
     checkpoint = read_checkpoint(checkpoint_path)
     _, model, dataset = load_trained(checkpoint, checkpoint_path)
     full = Recommender.load(model, dataset=dataset, device=device)
-    sizes = list(getattr(full.model, "mrl_hidden_sizes", []))
+    sizes = nested_sizes(full.model)
     if not sizes:
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes")
     histories = random_histories(users, full.max_length, full.n_items)

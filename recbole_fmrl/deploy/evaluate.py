@@ -20,6 +20,7 @@ from recbole_fmrl.deploy.trained import item_tokens, load_trained_run
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import check_size, count_parameters
+from recbole_fmrl.model.protocol import eval_size, nested_sizes
 from recbole_fmrl.trainer import get_trainer
 
 
@@ -34,7 +35,7 @@ def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_fil
         raise PluginError(f"{path} was trained on '{checkpoint['dataset']}', not '{dataset}'")
     config, model, _, (_, _, test_data) = load_trained_run(checkpoint, path)
     if size is not None:
-        model.eval_size = check_size(size, getattr(model, "mrl_hidden_sizes", ()), "--size")
+        model.eval_size = check_size(size, nested_sizes(model), "--size")
     if funnel is not None:
         funnel_index = funnel_index_for(model, test_data._dataset, funnel[0], index, index_file)
         model.full_sort_predict = funnel_full_sort_predict(model, funnel_index, funnel[1])
@@ -44,7 +45,7 @@ def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_fil
         "file": path,
         "model": checkpoint["model"],
         "dataset": checkpoint["dataset"],
-        "size": getattr(model, "eval_size", config["hidden_size"]),
+        "size": eval_size(model, config["hidden_size"]),
         "num_params": count_parameters(model),
         **({"funnel": {"size": funnel[0], "shortlist": funnel[1], "index": funnel_index.kind}} if funnel else {}),
         "test_result": {k: float(v) for k, v in result.items()},

@@ -14,6 +14,7 @@ from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.files import torch_save_atomic
 from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import count_parameters
+from recbole_fmrl.model.protocol import is_nested
 
 
 def export_model(model, checkpoint, dataset, size):
@@ -31,7 +32,7 @@ def export(checkpoint_path, size, out_path):
     """Write the size-``size`` model of ``checkpoint_path`` to ``out_path``; returns its parameter count."""
     checkpoint = read_checkpoint(checkpoint_path)
     config, model, _, (train_data, _, _) = load_trained_run(checkpoint, checkpoint_path)
-    if getattr(model, "mrl_hidden_sizes", None) is None:
+    if not is_nested(model):
         raise PluginError(f"{checkpoint_path}: model {checkpoint['model']} has no nested sizes to export")
     small_model, overrides = export_model(model, checkpoint, train_data._dataset, size)
     export_state = {

@@ -20,17 +20,18 @@ Row 0 of the item table (padding) is never indexed, so it is never recommended.
 import math
 import os
 
-import faiss
 import numpy as np
 import torch
 
 from recbole_fmrl.checkpoint import item_order_sha256
-from recbole_fmrl.dataset_prep.atomic_files import manifest_path, read_manifest
+from recbole_fmrl.data.atomic_files import manifest_path, read_manifest
 from recbole_fmrl.data.seen import seen_mask, seen_pairs
 from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.extras import require
 from recbole_fmrl.files import atomic_path, write_json_atomic
 from recbole_fmrl.flags import FlagParser
 from recbole_fmrl.model.layers import check_size
+from recbole_fmrl.model.protocol import nested_sizes
 
 INDEX_KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 MANIFEST_FORMAT = "recbole_fmrl funnel index v1"
@@ -52,8 +53,8 @@ class FunnelIndex:
     ``ef_search`` candidates, at least K), ``ivf`` (``IndexIVFFlat`` over ``ivf_lists`` k-means
     lists, ``nprobe`` of them visited per query) or ``ivfpq`` (the same lists holding 4-bit product
     codes of each list's residuals, every two coordinates, scanned with SIMD by ``IndexIVFPQFastScan``:
-    in benchmark case r 1.6× faster than ``ivf`` at the same lists and K for 4 points less of the
-    exact top-10 found, and 8× smaller; the funnel reranks its shortlist exactly anyway).
+    faster and smaller than ``ivf`` for a little recall, which the exact rerank of the shortlist
+    partly recovers; measured in docs/performance.md).
     The approximate kinds index the L2 transform of :func:`_euclidean_transform` (one more
     coordinate), on which they find inner products far better than with faiss's inner-product
     metric (k-means cells and graph neighbours are distance notions).
@@ -83,19 +84,19 @@ class FunnelIndex:
         vectors = _as_faiss_array(item_table[1:, :size])
         n_indexed = vectors.shape[0]
         if kind == "flat":
-            index = faiss.IndexFlatIP(size)
+            index = _faiss().IndexFlatIP(size)
         else:  # graph and k-means partitions are built for distances: search the MIPS-to-L2 transform
             width = size + 1 + (size + 1) % 2 if kind == "ivfpq" else size + 1  # product codes: pairs
             vectors = _euclidean_transform(vectors, width)
             if kind == "hnsw":
-                index = faiss.IndexHNSWFlat(width, HNSW_NEIGHBORS)
+                index = _faiss().IndexHNSWFlat(width, HNSW_NEIGHBORS)
             else:
                 lists = ivf_lists or max(1, min(round(4 * math.sqrt(n_indexed)), n_indexed // IVF_POINTS_PER_LIST))
                 nprobe = nprobe or max(1, lists // 16)
                 if kind == "ivf":
-                    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(width), width, lists)
+                    index = _faiss().IndexIVFFlat(_faiss().IndexFlatL2(width), width, lists)
                 else:
-                    index = faiss.IndexIVFPQFastScan(faiss.IndexFlatL2(width), width, lists, width // 2, 4)
+                    index = _faiss().IndexIVFPQFastScan(_faiss().IndexFlatL2(width), width, lists, width // 2, 4)
                     index.by_residual = True  # codes of the offset from the list's centroid: far finer
                 index.cp.seed = seed
                 index.train(vectors)
@@ -109,9 +110,9 @@ class FunnelIndex:
         shortlist = min(int(shortlist), self.n_items - 1)
         params = None
         if self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(self.ef_search, shortlist))
+            params = _faiss().SearchParametersHNSW(efSearch=max(self.ef_search, shortlist))
         elif self.kind.startswith("ivf"):
-            params = faiss.SearchParametersIVF(nprobe=self.nprobe)
+            params = _faiss().SearchParametersIVF(nprobe=self.nprobe)
         queries = _as_faiss_array(queries)
         if self.kind != "flat":  # the transform's query side: zero coordinates
             padding = np.zeros((queries.shape[0], self.index.d - queries.shape[1]), dtype=np.float32)
@@ -123,7 +124,7 @@ class FunnelIndex:
 
     def nbytes(self):
         """Size of the serialized index (what it holds in memory, to within faiss's bookkeeping)."""
-        return int(faiss.serialize_index(self.index).nbytes)
+        return int(_faiss().serialize_index(self.index).nbytes)
 
     # ------------------------------------------------------------------------------- files
     def save(self, path):
@@ -131,7 +132,7 @@ class FunnelIndex:
         if self.item_order_sha256 is None:
             raise PluginError("this index has no item order hash (build it from a model loaded with its dataset)")
         with atomic_path(path) as tmp:
-            faiss.write_index(self.index, tmp)
+            _faiss().write_index(self.index, tmp)
         manifest = {
             "format": MANIFEST_FORMAT,
             "size": self.size,
@@ -140,7 +141,7 @@ class FunnelIndex:
             "item_order_sha256": self.item_order_sha256,
             "ef_search": self.ef_search,
             "nprobe": self.nprobe,
-            "faiss": faiss.__version__,
+            "faiss": _faiss().__version__,
         }
         write_json_atomic(manifest_path(path), manifest)
         return path
@@ -168,7 +169,7 @@ class FunnelIndex:
                 f"{str(manifest.get('item_order_sha256'))[:12]}… in {manifest_file}, {expected[:12]}… for this "
                 f"model's {len(item_tokens)} items; rebuild it (python -m recbole_fmrl.deploy.funnel)"
             )
-        index = faiss.read_index(path)
+        index = _faiss().read_index(path)
         return cls(index, manifest["size"], manifest["kind"], manifest["n_items"], expected,
                    ef_search=manifest.get("ef_search"), nprobe=manifest.get("nprobe"))
 
@@ -197,7 +198,7 @@ def rerank(hidden, item_table, candidates):
     """Full-size scores ``hidden[b] · item_table[candidates[b, j]]``, [B, W].
 
     Each user's rows are gathered and scored on their own (memory-bound, B·W·D reads; one user's
-    rows stay in the CPU cache: 3-4× faster than one [B, W, D] gather at 1M items, W = 1000, D = 256).
+    rows stay in the CPU cache, where one [B, W, D] gather of a large catalogue would not).
     When the users' shortlists overlap much (their union at most 1/:data:`UNION_SHARE` of all
     candidates, e.g. K = 1000 of Beauty's 12,101 items for 256 users) one matrix product with the
     union is cheaper (on one CPU thread the two cost the same near 1/8 at D = 256).
@@ -224,6 +225,11 @@ def _euclidean_transform(vectors, width):
     return transformed
 
 
+def _faiss():
+    """faiss, installed by the extra [serve]."""
+    return require("faiss")
+
+
 def _as_faiss_array(tensor):
     return np.ascontiguousarray(tensor.detach().to("cpu", torch.float32).numpy())
 
@@ -231,7 +237,7 @@ def _as_faiss_array(tensor):
 def check_funnel_size(model, size, served_size=None):
     """One error line unless ``size`` is one of ``model``'s sizes and at most the size it reranks at
     (``served_size``, default the model's ``eval_size``)."""
-    check_size(size, getattr(model, "mrl_hidden_sizes", ()), "funnel size")
+    check_size(size, nested_sizes(model), "funnel size")
     served_size = served_size or model.eval_size
     if size > served_size:
         raise PluginError(f"funnel size {size} is larger than the served size {served_size}")

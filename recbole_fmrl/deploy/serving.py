@@ -33,6 +33,7 @@ from recbole_fmrl.deploy.trained import item_tokens as dataset_item_tokens
 from recbole_fmrl.deploy.trained import load_trained
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.model.layers import check_size
+from recbole_fmrl.model.protocol import eval_size, is_stateful, nested_sizes
 
 
 @dataclass(frozen=True)
@@ -81,22 +82,19 @@ class Recommender:
     """
 
     def __init__(self, model, item_tokens=None, size=None, device=None):
-        for method in ("encode", "init_state", "step", "item_table"):
-            if not hasattr(model, method):
-                raise PluginError(
-                    f"{type(model).__name__} cannot be served recurrently: it has no '{method}' (use fMRLRec)"
-                )
+        if not is_stateful(model):
+            raise PluginError(f"{type(model).__name__} cannot be served recurrently: it keeps no encoder state (use fMRLRec)")
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval()
-        self.size = check_size(size if size is not None else getattr(model, "eval_size", model.hidden_size),
-                               getattr(model, "mrl_hidden_sizes", [model.hidden_size]))
+        self.size = check_size(size if size is not None else eval_size(model, model.hidden_size),
+                               nested_sizes(model) or [model.hidden_size])
         self.max_length = int(model.max_seq_length)
         self.item_tokens = list(item_tokens) if item_tokens is not None else None
         self._token_ids = None
         self._funnel_indexes = {}  # (size, kind) -> FunnelIndex
         with torch.inference_mode():
             # The catalogue's representations, computed once and stored transposed, [m, n_items]: scoring
-            # one user is then a contiguous vector-matrix product (4x faster on CPU than against Eᵀ).
+            # one user is then a contiguous vector-matrix product (faster on CPU than against Eᵀ).
             self.item_table_t = model.item_table()[:, : self.size].T.contiguous()
         self.n_items = self.item_table_t.size(1)
 

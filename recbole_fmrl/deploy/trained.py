@@ -4,6 +4,7 @@ settings (read as data) and given its weights, and a trained fMRLRec is sliced t
 from recbole_fmrl.checkpoint import restore_weights
 from recbole_fmrl.config import Config, get_model
 from recbole_fmrl.model.layers import check_size
+from recbole_fmrl.model.protocol import nested_sizes
 
 
 def load_trained(checkpoint, path, dataset=None):
@@ -44,7 +45,7 @@ def sliced_model(model, size, build):
     """The standalone size-``size`` model of a trained fMRLRec (paper §3.2: the size-m slice of every
     weight) and its config overrides: ``build(overrides)`` builds the untrained model with the
     overrides ``model.sliced_config(size)``, which then gets ``model.sliced_state_dict(size)``."""
-    check_size(size, getattr(model, "mrl_hidden_sizes", ()), "--size")
+    check_size(size, nested_sizes(model), "--size")
     overrides = model.sliced_config(size)
     small_model = build(overrides)
     small_model.load_state_dict(model.sliced_state_dict(size))

@@ -223,7 +223,7 @@ def compare(dataset, models, config_files=(), overrides=None, out="results", for
     :func:`parse_model_entry`); write comparison.md/.csv (and sizes.* for fMRLRec). ``model_config_files``
     (``{model: [file, ...]}``) adds files for one model only, after the shared ones (e.g. its tuned
     ``tune_best_<model>.yaml``). Returns ``{entry: record or "not available: …"}``; rows are labelled
-    by the model's ``table_label`` where it has one (e.g. "UniSRec (text), no pre-training")."""
+    by the model's label where it has one (``reports.model_label``, e.g. "UniSRec (text), no pre-training")."""
     overrides = dict(overrides or {})
     model_config_files = model_config_files or {}
     entries = {entry: parse_model_entry(entry) for entry in models}
@@ -249,7 +249,7 @@ def compare(dataset, models, config_files=(), overrides=None, out="results", for
 
 
 def _row_label(entry, record):
-    return record.get("table_label", entry) if isinstance(record, dict) else entry
+    return (reports.model_label(record) or entry) if isinstance(record, dict) else entry
 
 
 def comparison_run_with(modalities, dataset, config_files, overrides, out_dir):

@@ -5,7 +5,7 @@ import torch
 
 from recbole_fmrl.config import Config
 from recbole_fmrl.data.stand_in import StandInDataset
-from recbole_fmrl.dataset_prep.amazon2014 import TABLE1
+from recbole_fmrl.data.paper import TABLE1
 from recbole_fmrl.model import fMRLRec
 from recbole_fmrl.model.layers import count_parameters
 
@@ -67,7 +67,7 @@ def parameter_rows(
     * ``series_encoder_dense``, ``independent_encoder_dense``: dense, sequence encoder only;
       ``paper_saving`` = independent_encoder_dense / series_encoder_dense − 1 (the extra
       parameters of the independent models relative to the series: the convention that reproduces
-      the paper's Figure 4 numbers, as README's "Figure 4" section explains).
+      the paper's Figure 4 numbers, as docs/results.md's "Figure 4" section explains).
     """
     full_sizes = sorted(int(s) for s in full_sizes)
     item_num = PAPER_ITEM_NUM.get(dataset, 1000) if item_num is None else item_num

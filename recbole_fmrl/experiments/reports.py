@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 from recbole_fmrl.config import REPORTED_METRICS
+from recbole_fmrl.extras import require
 from recbole_fmrl.files import atomic_path, write_text_atomic
 
 METRIC_LABELS = {"ndcg@5": "N@5", "recall@5": "R@5", "ndcg@10": "N@10", "recall@10": "R@10"}
@@ -223,12 +224,8 @@ def write_sizes(sizes, out_dir, title=None, metrics=REPORTED_METRICS, drop_metri
 
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    require("matplotlib").use("Agg")
+    return require("matplotlib.pyplot")
 
 
 def _save_figure(fig, path):
@@ -284,11 +281,26 @@ TABLE2_COLUMNS = ("model", "dataset", *REPORTED_METRICS, "exclude_seen", "valid_
 TRAINS_ON_SEQUENCES_BY_DEFAULT = ("LRURec", "fMRLRec")  # their YAML's train_mode: sequence
 
 
+def model_label(record):
+    """The name of a run's model in a comparison table: the baselines trained here without their
+    pre-training say so (UniSRec with its inputs, by ``train_stage``); a record written with a
+    ``table_label`` keeps it."""
+    model = record["model"]
+    if record.get("table_label"):
+        return record["table_label"]
+    if model == "UniSRec" and record.get("train_stage"):
+        inputs = "text" if record["train_stage"] == "inductive_ft" else "text + ID"
+        return f"UniSRec ({inputs}), no pre-training"
+    if model == "VQRec":
+        return "VQRec, no pre-training"
+    return None
+
+
 def run_label(record):
-    """A run's row label: its model (with its table label or modalities) and how it was trained where
-    that is not the model's default, e.g. ``SASRec (every position, sampled softmax 256)``."""
+    """A run's row label: its model (with its :func:`model_label` or modalities) and how it was trained
+    where that is not the model's default, e.g. ``SASRec (every position, sampled softmax 256)``."""
     model, overrides = record["model"], record.get("config") or {}
-    label = record.get("table_label") or model
+    label = model_label(record) or model
     if record.get("modalities"):
         label += f" [{', '.join(record['modalities'])}]"
     default_mode = "sequence" if model in TRAINS_ON_SEQUENCES_BY_DEFAULT else "prefix"

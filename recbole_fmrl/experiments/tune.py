@@ -37,6 +37,7 @@ import yaml
 
 from recbole_fmrl.config import PROPERTIES_DIR, Config, config_keys, to_primitive
 from recbole_fmrl.errors import PluginError, main_guarded
+from recbole_fmrl.extras import require
 from recbole_fmrl.experiments import reports
 from recbole_fmrl.files import write_text_atomic
 from recbole_fmrl.flags import FlagParser
@@ -144,7 +145,7 @@ def load_space(path):
 
 def ray_space(space):
     """The space as Ray Tune sampling objects."""
-    from ray import tune
+    tune = require("ray.tune")
 
     makers = {
         "choice": lambda args: tune.choice(args),
@@ -186,7 +187,7 @@ def resolve(sampled, derived):
 def trainable(sampled, model, dataset, config_files, overrides, derived, metric, threads):
     """One trial: train with the sampled config, reporting the validation score every epoch."""
     import torch
-    from ray import tune
+    tune = require("ray.tune")
 
     from recbole_fmrl.runner import run
 
@@ -252,7 +253,7 @@ def write_best_yaml(path, params, model, dataset, metric, value, trial_id):
 
 
 def init_ray(address, num_cpus):
-    import ray
+    ray = require("ray")
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0
@@ -267,10 +268,10 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
                config_files=(), overrides=None, out="results", cpus_per_trial=None, gpus_per_trial=None,
                max_concurrent=None, storage=None):
     """Run the search; write tune.csv and tune_best_<model>.yaml; return the sorted trial rows."""
-    import ray
+    ray = require("ray")
     import torch
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    tune = require("ray.tune")
+    schedulers = require("ray.tune.schedulers")
 
     from recbole_fmrl.data.loading import prepare_dataset_folder
 
@@ -307,9 +308,9 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
         f"{concurrency} at a time with {cpus_per_trial} CPU / {gpus_per_trial:g} GPU each; Ray results in {storage}"
     )
     scheduler_obj = (
-        ASHAScheduler(metric=metric, mode=mode, grace_period=1, max_t=int(config["epochs"]), time_attr="training_iteration")
+        schedulers.ASHAScheduler(metric=metric, mode=mode, grace_period=1, max_t=int(config["epochs"]), time_attr="training_iteration")
         if scheduler == "asha"
-        else FIFOScheduler()
+        else schedulers.FIFOScheduler()
     )
     trial = tune.with_parameters(
         trainable, model=model, dataset=dataset, config_files=config_files, overrides=overrides,

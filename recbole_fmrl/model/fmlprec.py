@@ -9,6 +9,7 @@ from recbole.model.layers import FeedForward
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.model.protocol import PluginModel
 from recbole_fmrl.model.layers import init_sasrec_weights
 
 
@@ -29,7 +30,7 @@ class FilterLayer(nn.Module):
         return self.LayerNorm(self.dropout(filtered) + x)
 
 
-class FMLPRec(SequentialRecommender):
+class FMLPRec(PluginModel, SequentialRecommender):
     r"""FMLP-Rec: item + position embedding, LayerNorm, dropout, then ``n_layers`` x (filter layer,
     feed-forward Linear-GELU-Linear with dropout and residual LayerNorm); last position · item table.
 

@@ -1,23 +1,26 @@
 """fMRLRec: Wang, Yue, Zeng, Wang, McAuley, "Train Once, Deploy Anywhere: Matryoshka
 Representation Learning for Multimodal Recommendation" (arXiv 2409.16627)."""
 
+import hashlib
+
 import torch
 import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import choice, nested_size_list, non_negative_number, positive_int
 from recbole_fmrl.model.layers import (
     AttentionEncoder,
     ItemAttributeEmbedding,
     LRUEncoder,
-    check_nested_sizes,
     check_size,
     doubling_sizes,
     first_size_index,
     sliced_state_dict,
 )
 from recbole_fmrl.model.next_item_training import NextItemTraining, trim_padding
+from recbole_fmrl.model.protocol import NestedModel, StatefulModel
 
 FEATURE_MODALITIES = ("text", "image")
 MODALITIES = FEATURE_MODALITIES + ("attributes", "id")
@@ -76,7 +79,7 @@ class MultimodalItemEncoder(nn.Module):
         return params
 
 
-class fMRLRec(NextItemTraining, SequentialRecommender):
+class fMRLRec(NextItemTraining, NestedModel, StatefulModel, SequentialRecommender):
     r"""fMRLRec (arXiv 2409.16627): multimodal item projection (eq. 7), a sequence encoder made of fMRL
     layers (eq. 4-5) so that every size m in M = ``mrl_hidden_sizes`` is a sub-model (``encoder``:
     ``lru``, the paper's LRU blocks, or ``transformer``, nested causal attention), scores
@@ -95,18 +98,13 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.hidden_size = config["hidden_size"]
-        if not isinstance(self.hidden_size, int) or isinstance(self.hidden_size, bool) or self.hidden_size < 1:
-            raise ConfigError(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
+        self.hidden_size = positive_int("hidden_size", config["hidden_size"])
         sizes = config["mrl_hidden_sizes"]
-        self.mrl_hidden_sizes = check_nested_sizes(
-            doubling_sizes(self.hidden_size) if sizes is None else sizes, self.hidden_size
+        self.mrl_hidden_sizes = nested_size_list(
+            "mrl_hidden_sizes", doubling_sizes(self.hidden_size) if sizes is None else sizes, self.hidden_size
         )
         self.mrl_loss_weights = self._check_loss_weights(config["mrl_loss_weights"], self.mrl_hidden_sizes)
-        self.mrl_lr_exponent = config["mrl_lr_exponent"] or 0.0
-        if not isinstance(self.mrl_lr_exponent, (int, float)) or isinstance(self.mrl_lr_exponent, bool) \
-                or self.mrl_lr_exponent < 0:
-            raise ConfigError(f"mrl_lr_exponent must be a number >= 0, got {config['mrl_lr_exponent']!r}")
+        self.mrl_lr_exponent = non_negative_number("mrl_lr_exponent", config["mrl_lr_exponent"] or 0.0)
         self.modalities = self._check_modalities(config["modalities"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"fMRLRec is trained with the CE loss (eq. 14), got loss_type={config['loss_type']!r}")
@@ -118,16 +116,35 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             features, self.n_items, "id" in self.modalities, self.mrl_hidden_sizes, attributes
         )
         self.input_dropout = nn.Dropout(config["hidden_dropout_prob"])
-        if config["encoder"] not in ENCODERS:
-            raise ConfigError(f"encoder must be one of {list(ENCODERS)}, got {config['encoder']!r}")
-        self.encoder = ENCODERS[config["encoder"]].from_config(self.mrl_hidden_sizes, config)
+        self.encoder = ENCODERS[choice("encoder", config["encoder"], ENCODERS)].from_config(self.mrl_hidden_sizes, config)
         self.eval_size = config["eval_size"]
+        self._cached_table = None  # (parameter versions, E) of the last item_table() without gradients
 
     @classmethod
     def item_feature_modalities(cls, config):
         """The item features a model built with ``config`` reads: its ``modalities`` other than ``id``
         (feature files, and the ``.item`` fields of ``attributes``)."""
         return [m for m in cls._check_modalities(config["modalities"]) if m != "id"]
+
+    def identity_features(self, dataset):
+        """``{modality: sha256}``: a feature file's manifest; for ``attributes``, the attribute fields'
+        token lists and every item's attribute ids (the rows of the attribute tables)."""
+        features = {}
+        for modality in self.modalities:
+            if modality == "attributes":
+                digest = hashlib.sha256()
+                for field in self.attribute_fields:
+                    digest.update("\n".join(map(str, dataset.field2id_token[field])).encode("utf-8"))
+                    digest.update(dataset.item_attributes(field).numpy().tobytes())
+                features[modality] = digest.hexdigest()
+            elif modality != "id":
+                with open(dataset.feature_file(modality) + ".json", "rb") as f:
+                    features[modality] = hashlib.sha256(f.read()).hexdigest()
+        return features
+
+    def run_record(self):
+        """The modalities (a comparison table's row label names them)."""
+        return {"modalities": list(self.modalities)}
 
     @staticmethod
     def _check_loss_weights(weights, sizes):
@@ -161,9 +178,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             raise ConfigError(
                 f"modality 'attributes' needs attributes: a list of item fields (e.g. [brand, categories]), got {fields!r}")
         size = config["attribute_embedding_size"]
-        size = self.hidden_size if size is None else size
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise ConfigError(f"attribute_embedding_size must be a positive integer, got {size!r}")
+        size = positive_int("attribute_embedding_size", self.hidden_size if size is None else size)
         self.attribute_fields, self.attribute_embedding_size = list(fields), size
         return ItemAttributeEmbedding([dataset.item_attributes(f) for f in fields], [dataset.num(f) for f in fields], size)
 
@@ -186,7 +201,7 @@ class fMRLRec(NextItemTraining, SequentialRecommender):
             self._cached_table = None
             return self.item_encoder()
         key = tuple((t._version, t.data_ptr()) for t in (*self.item_encoder.parameters(), *self.item_encoder.buffers()))
-        cached = getattr(self, "_cached_table", None)
+        cached = self._cached_table
         if cached is None or cached[0] != key:
             self._cached_table = cached = (key, self.item_encoder())
         return cached[1]

@@ -6,7 +6,8 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.model.layers import LRUEncoder, PostNormLRUBlock, check_positive_int
+from recbole_fmrl.inputs import positive_ints
+from recbole_fmrl.model.layers import LRUEncoder, PostNormLRUBlock
 from recbole_fmrl.model.next_item_training import NextItemTraining, trim_padding
 
 
@@ -24,7 +25,7 @@ class LRURec(NextItemTraining, SequentialRecommender):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.hidden_size = config["hidden_size"]
-        check_positive_int(hidden_size=self.hidden_size, n_layers=config["n_layers"])
+        positive_ints(hidden_size=self.hidden_size, n_layers=config["n_layers"])
         if config["loss_type"] != "CE":
             raise ConfigError(f"LRURec is trained with the CE loss, got loss_type={config['loss_type']!r}")
         self.init_next_item_training(config)

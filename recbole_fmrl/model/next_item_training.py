@@ -8,15 +8,16 @@ import torch
 import torch.nn.functional as F
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import boolean, choice, non_negative_int
 from recbole_fmrl.model.layers import nested_cross_entropy, sampled_cross_entropy
+from recbole_fmrl.model.protocol import PluginModel
 
 TRAIN_MODES = ("sequence", "prefix")
 
 
 def check_train_mode(train_mode, model_name, trains_on_sequences):
     """``train_mode`` if valid for the model, else ConfigError naming the choices."""
-    if train_mode not in TRAIN_MODES:
-        raise ConfigError(f"train_mode must be one of {list(TRAIN_MODES)}, got {train_mode!r}")
+    choice("train_mode", train_mode, TRAIN_MODES)
     if train_mode == "sequence" and not trains_on_sequences:
         raise ConfigError(
             f"train_mode 'sequence' needs a causal model that trains on every position "
@@ -28,13 +29,9 @@ def check_train_mode(train_mode, model_name, trains_on_sequences):
 def check_softmax_negatives(config):
     """``(softmax_negatives, shared_negatives, train_exclude_seen)`` if valid: a non-negative int
     (0 = full CE) and two bools."""
-    negatives = config["softmax_negatives"]
-    if not isinstance(negatives, int) or isinstance(negatives, bool) or negatives < 0:
-        raise ConfigError(f"softmax_negatives must be an integer >= 0 (0: full cross-entropy), got {negatives!r}")
-    for key in ("shared_negatives", "train_exclude_seen"):
-        if not isinstance(config[key], bool):
-            raise ConfigError(f"{key} must be True or False, got {config[key]!r}")
-    return negatives, config["shared_negatives"], config["train_exclude_seen"]
+    return (non_negative_int("softmax_negatives", config["softmax_negatives"], " (0: full cross-entropy)"),
+            boolean("shared_negatives", config["shared_negatives"]),
+            boolean("train_exclude_seen", config["train_exclude_seen"]))
 
 
 class TrainingPairs(NamedTuple):
@@ -77,7 +74,7 @@ def next_item_targets(item_seq, item_seq_len, pos_items):
     return real, targets
 
 
-class NextItemTraining:
+class NextItemTraining(PluginModel, partial=True):
     """Mixin for a causal ``SequentialRecommender`` with ``encode(item_seq, **kw) -> [B, L, D]``.
 
     ``training_pairs`` returns the representations and targets the CE loss is taken over:
@@ -91,8 +88,9 @@ class NextItemTraining:
     trains_on_sequences = True
 
     def init_next_item_training(self, config):
-        """Read and check ``train_mode``, ``softmax_negatives``, ``shared_negatives`` and ``train_exclude_seen``."""
-        self.train_mode = check_train_mode(config["train_mode"], type(self).__name__, self.trains_on_sequences)
+        """Read ``train_mode`` (checked once, by the runner's ``build``: :func:`check_train_mode`) and check
+        ``softmax_negatives``, ``shared_negatives`` and ``train_exclude_seen``."""
+        self.train_mode = config["train_mode"]
         self.softmax_negatives, self.shared_negatives, self.train_exclude_seen = check_softmax_negatives(config)
 
     def sample_negatives(self, n_rows, device):

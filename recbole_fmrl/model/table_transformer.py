@@ -13,11 +13,13 @@ from recbole.model.layers import TransformerEncoder
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import positive_number
 from recbole_fmrl.model.layers import init_sasrec_weights
 from recbole_fmrl.model.next_item_training import NextItemTraining
+from recbole_fmrl.model.protocol import ItemTableModel
 
 
-class ItemTableTransformer(NextItemTraining, SequentialRecommender):
+class ItemTableTransformer(NextItemTraining, ItemTableModel, SequentialRecommender, partial=True):
     r"""``item_table()`` gives every item's representation ``[n_items, H]`` (computed once per step);
     a sequence reads its rows plus a learned position embedding through LayerNorm, dropout and
     RecBole's ``TransformerEncoder`` with a causal mask; the last position's output ``s`` scores item
@@ -36,9 +38,7 @@ class ItemTableTransformer(NextItemTraining, SequentialRecommender):
             raise ConfigError(f"hidden_size must be a positive multiple of n_heads, got {self.hidden_size!r} and {heads!r}")
         if config["loss_type"] != "CE":
             raise ConfigError(f"{type(self).__name__} is trained with the CE loss, got loss_type={config['loss_type']!r}")
-        self.temperature = config["temperature"]
-        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            raise ConfigError(f"temperature must be a positive number, got {self.temperature!r}")
+        self.temperature = positive_number("temperature", config["temperature"])
         self.initializer_range = config["initializer_range"]
         self.init_next_item_training(config)
         self.position_embedding = nn.Embedding(self.max_seq_length, self.hidden_size)
@@ -58,10 +58,6 @@ class ItemTableTransformer(NextItemTraining, SequentialRecommender):
     def init_weights(self):
         """SASRec's initialisation of every submodule (subclasses call it once their layers exist)."""
         self.apply(partial(init_sasrec_weights, std=self.initializer_range))
-
-    def item_table(self):
-        """Representations of every item, ``[n_items, H]`` (row 0 = padding)."""
-        raise NotImplementedError
 
     def encode(self, item_seq, item_table):
         """Transformer outputs at every position ``[B, L, H]`` (causal: position t reads items <= t)."""

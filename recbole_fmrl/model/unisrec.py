@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import choice
 from recbole_fmrl.model.table_transformer import ItemTableTransformer
 
 SETTINGS = ("inductive_ft", "transductive_ft")
@@ -53,18 +53,15 @@ class UniSRec(ItemTableTransformer):
     pre-trains the adaptor and Transformer on five other Amazon domains with two contrastive tasks
     (sequence-item and sequence-sequence) and then fine-tunes only the adaptor (and ID table).
     Offline there is no such corpus, so every parameter is trained from scratch on the target
-    dataset: report these rows as "UniSRec, no pre-training". The adaptor runs once per step
+    dataset (these rows are "UniSRec, no pre-training": ``experiments.reports.run_label``). The adaptor runs once per step
     over the whole catalogue (its rows feed both the sequence and the scores), so the input and
     target representations of an item share one gate noise draw and one dropout mask.
     """
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.train_stage = config["train_stage"]
-        if self.train_stage not in SETTINGS:
-            raise ConfigError(
-                f"UniSRec train_stage must be one of {', '.join(SETTINGS)} (pre-training needs a multi-domain "
-                f"corpus that is not available offline), got {self.train_stage!r}")
+        self.train_stage = choice("train_stage", config["train_stage"], SETTINGS,
+                                  " (pre-training needs a multi-domain corpus that is not available offline)")
         self.register_buffer("text", dataset.item_features("text"), persistent=False)  # frozen, not saved
         self.moe_adaptor = MoEAdaptor(
             self.text.size(1), self.hidden_size, config["n_exps"], config["adaptor_dropout_prob"],
@@ -74,11 +71,9 @@ class UniSRec(ItemTableTransformer):
             self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
         self.init_weights()
 
-    @property
-    def table_label(self):
-        """The name of this model's row in a comparison table."""
-        inputs = "text" if self.item_embedding is None else "text + ID"
-        return f"UniSRec ({inputs}), no pre-training"
+    def run_record(self):
+        """The fine-tuning setting (a comparison table's row label names it)."""
+        return {"train_stage": self.train_stage}
 
     def item_table(self):
         table = self.moe_adaptor(self.text)

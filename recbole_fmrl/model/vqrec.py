@@ -27,7 +27,7 @@ class VQRec(ItemTableTransformer):
     negatives), and the code-embedding permutation learned while fine-tuning, which re-maps the
     target domain's codes onto *pre-trained* code embeddings; on embeddings trained from scratch,
     permuting the rows of a freshly initialised table changes nothing but the initial values.
-    Report these rows as "VQRec, no pre-training".
+    These rows are "VQRec, no pre-training" (``experiments.reports.run_label``).
     """
 
     def __init__(self, config, dataset):
@@ -45,11 +45,6 @@ class VQRec(ItemTableTransformer):
         self.init_weights()
         with torch.no_grad():
             self.code_embedding.weight[0].zero_()
-
-    @property
-    def table_label(self):
-        """The name of this model's row in a comparison table."""
-        return "VQRec, no pre-training"
 
     def item_table(self):
         return F.embedding(self.item_code_rows, self.code_embedding.weight).mean(dim=1)

@@ -6,7 +6,6 @@ from recbole_fmrl.model.layers.attributes import ItemAttributeEmbedding
 from recbole_fmrl.model.layers.fmrl import (
     FMRLLinear,
     NestedLayerNorm,
-    check_nested_sizes,
     check_size,
     count_parameters,
     doubling_sizes,
@@ -21,7 +20,6 @@ from recbole_fmrl.model.layers.lru import (
     LRUEncoder,
     LRULayer,
     PostNormLRUBlock,
-    check_positive_int,
     linear_scan,
 )
 
@@ -38,8 +36,6 @@ __all__ = [
     "NestedAttention",
     "NestedLayerNorm",
     "PostNormLRUBlock",
-    "check_nested_sizes",
-    "check_positive_int",
     "check_size",
     "count_parameters",
     "doubling_sizes",

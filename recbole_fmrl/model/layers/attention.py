@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import positive_ints
 from recbole_fmrl.model.layers.fmrl import FMRLLinear, NestedLayerNorm
-from recbole_fmrl.model.layers.lru import FeedForwardResidual, check_positive_int
+from recbole_fmrl.model.layers.lru import FeedForwardResidual
+from recbole_fmrl.model.protocol import SequenceEncoder
 
 
 def head_runs(sizes, head_size):
@@ -127,7 +129,7 @@ class AttentionState:
     lengths: torch.Tensor
 
 
-class AttentionEncoder(nn.Module):
+class AttentionEncoder(SequenceEncoder, nn.Module):
     """Learned positions (sliced like every weight: [L, m] at size m) added to the inputs, then a
     stack of :class:`AttentionBlock`; the last block's output is the sequence representation (eq. 13).
 
@@ -147,7 +149,7 @@ class AttentionEncoder(nn.Module):
         """fMRLRec's Transformer encoder from RecBole config keys (``n_layers``, ``ffn_expansion``,
         ``hidden_dropout_prob``, ``attn_dropout_prob``, ``attention_head_size``, ``MAX_ITEM_LIST_LENGTH``)."""
         n_layers, ffn_expansion, head_size = config["n_layers"], config["ffn_expansion"], config["attention_head_size"]
-        check_positive_int(n_layers=n_layers, ffn_expansion=ffn_expansion, attention_head_size=head_size)
+        positive_ints(n_layers=n_layers, ffn_expansion=ffn_expansion, attention_head_size=head_size)
         blocks = [
             AttentionBlock(sizes, ffn_expansion, config["hidden_dropout_prob"], config["attn_dropout_prob"], head_size)
             for _ in range(n_layers)

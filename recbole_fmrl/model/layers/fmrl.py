@@ -5,34 +5,12 @@ the first m_j (or k·m_j) output dimensions without reading anything beyond them
 model is literally a slice of the full one (eq. 3-5) and can be exported with :func:`sliced_state_dict`.
 """
 
-import numbers
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
-
-
-def check_nested_sizes(sizes, full_size=None, name="mrl_hidden_sizes"):
-    """Return ``sizes`` as a list of ints if it is a valid Matryoshka list, else raise ConfigError.
-
-    Valid: a non-empty list of positive integers, strictly increasing, ending at ``full_size``
-    (when given).
-    """
-    expected = "a strictly increasing list of positive integers" + (
-        f" ending at hidden_size={full_size}" if full_size is not None else ""
-    )
-    if not isinstance(sizes, (list, tuple)) or not sizes:
-        raise ConfigError(f"{name} must be {expected}, got {sizes!r}")
-    if any(not isinstance(m, numbers.Integral) or isinstance(m, bool) or m <= 0 for m in sizes):
-        raise ConfigError(f"{name} must be {expected}, got {list(sizes)!r}")
-    sizes = [int(m) for m in sizes]
-    if any(b <= a for a, b in zip(sizes, sizes[1:])):
-        raise ConfigError(f"{name} must be {expected} (nested), got {sizes}")
-    if full_size is not None and sizes[-1] != full_size:
-        raise ConfigError(f"{name} must be {expected}, got {sizes} (last is {sizes[-1]})")
-    return sizes
+from recbole_fmrl.inputs import nested_size_list
 
 
 def check_size(size, sizes, name="size"):
@@ -114,8 +92,8 @@ class FMRLLinear(nn.Module):
 
     def __init__(self, in_sizes, out_sizes, bias=True):
         super().__init__()
-        self.in_sizes = check_nested_sizes(in_sizes, name="in_sizes")
-        self.out_sizes = check_nested_sizes(out_sizes, name="out_sizes")
+        self.in_sizes = nested_size_list("in_sizes", in_sizes)
+        self.out_sizes = nested_size_list("out_sizes", out_sizes)
         if len(self.in_sizes) != len(self.out_sizes):
             raise ConfigError(
                 f"in_sizes {self.in_sizes} and out_sizes {self.out_sizes} must have the same length"
@@ -172,7 +150,7 @@ class NestedLayerNorm(nn.Module):
 
     def __init__(self, sizes, eps=1e-5):
         super().__init__()
-        self.sizes = check_nested_sizes(sizes, name="sizes")
+        self.sizes = nested_size_list("sizes", sizes)
         self.eps = eps
         dim = self.sizes[-1]
         self.weight = nn.Parameter(torch.ones(dim))

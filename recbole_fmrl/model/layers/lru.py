@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.inputs import positive_ints
 from recbole_fmrl.model.layers.fmrl import FMRLLinear, NestedLayerNorm
+from recbole_fmrl.model.protocol import SequenceEncoder
 
 
 def linear_scan(inputs, decay):
@@ -169,7 +171,7 @@ class PostNormLRUBlock(nn.Module):
         return self._feed_forward(self.lru_norm(x + self.lru_dropout(y))), state
 
 
-class LRUEncoder(nn.Module):
+class LRUEncoder(SequenceEncoder, nn.Module):
     """A stack of LRU blocks whose last output is the sequence representation (eq. 13: no norm after it).
 
     ``forward`` runs whole (right-padded) sequences with the parallel scan (``return_state=True``:
@@ -188,7 +190,7 @@ class LRUEncoder(nn.Module):
         """fMRLRec's encoder from RecBole config keys (``n_layers``, ``ffn_expansion``,
         ``hidden_dropout_prob``, ``attn_dropout_prob`` for the LRU output, ``r_min``, ``r_max``)."""
         n_layers, ffn_expansion = config["n_layers"], config["ffn_expansion"]
-        check_positive_int(n_layers=n_layers, ffn_expansion=ffn_expansion)
+        positive_ints(n_layers=n_layers, ffn_expansion=ffn_expansion)
         return cls(
             LRUBlock(
                 sizes,
@@ -233,10 +235,3 @@ class LRUEncoder(nn.Module):
             x, block_state = block.step(x, block_state, mask)
             new_states.append(block_state)
         return x, torch.stack(new_states)
-
-
-def check_positive_int(**values):
-    """Raise ConfigError for the first value that is not a positive integer."""
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
