@@ -18,6 +18,7 @@ from recbole_fmrl.deploy.trained import load_trained_run
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.flags import FlagParser, parse_value
 from recbole_fmrl.model.layers import check_size
+from recbole_fmrl.model.protocol import nested_sizes
 from recbole_fmrl.trainer import get_trainer
 
 TOP_K = 10
@@ -55,7 +56,7 @@ def model_per_user(path, exclude_seen=None, size=None):
     checkpoint = read_checkpoint(path)
     config, model, _, (_, _, test_data) = load_trained_run(checkpoint, path)
     if size is not None:
-        model.eval_size = check_size(size, getattr(model, "mrl_hidden_sizes", ()), "--size")
+        model.eval_size = check_size(size, nested_sizes(model), "--size")
     if exclude_seen is not None:
         test_data.exclude_seen = exclude_seen
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
