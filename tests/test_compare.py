@@ -128,6 +128,8 @@ def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defau
     assert reports.run_label({"model": "LRURec", "config": {"train_mode": "prefix"}}) == "LRURec (prefixes)"
     record = {"model": "fMRLRec", "config": {"softmax_negatives": 64}, "modalities": ["text", "id"]}
     assert reports.run_label(record) == "fMRLRec [text, id] (sampled softmax 64)"
+    record["config"]["train_exclude_seen"] = True
+    assert reports.run_label(record) == "fMRLRec [text, id] (sampled softmax 64, seen items out of the training softmax)"
     assert reports.run_label({"model": "UniSRec", "table_label": "UniSRec (text)", "config": {}}) == "UniSRec (text)"
 
 

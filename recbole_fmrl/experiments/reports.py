@@ -313,6 +313,8 @@ def run_label(record):
         details.append(f"sampled softmax {negatives}" + ("" if overrides.get("shared_negatives", True) else " per position"))
     elif model == "SASRec" and mode == "sequence":
         details.append("full CE")
+    if overrides.get("train_exclude_seen"):
+        details.append("seen items out of the training softmax")
     return label + (f" ({', '.join(details)})" if details else "")
 
 
