@@ -82,6 +82,13 @@ def paired_test(a, b):
             "wilcoxon_p": float(stats.wilcoxon(x, y, zero_method="zsplit").pvalue)}
 
 
+def without_users(result):
+    """A :func:`model_per_user` result with its per-user NDCG@10 replaced by their mean."""
+    summary = {k: v for k, v in result.items() if k != "ndcg@10"}
+    summary["ndcg@10_mean"] = float(np.mean(list(result["ndcg@10"].values())))
+    return summary
+
+
 def build_parser():
     parser = FlagParser(prog="python -m recbole_fmrl.experiments.paired", description=__doc__)
     parser.add_argument("a", help="a checkpoint or export")
@@ -98,12 +105,10 @@ def main(argv=None):
     if args.exclude_seen not in (None, True, False):
         raise PluginError(f"--exclude_seen must be True or False, got {args.exclude_seen!r}")
     a = model_per_user(args.a, args.exclude_seen, args.size_a)
-    summary = {"a": {k: v for k, v in a.items() if k != "ndcg@10"}}
-    summary["a"]["ndcg@10_mean"] = float(np.mean(list(a["ndcg@10"].values())))
+    summary = {"a": without_users(a)}
     if args.b:
         b = model_per_user(args.b, args.exclude_seen, args.size_b)
-        summary["b"] = {k: v for k, v in b.items() if k != "ndcg@10"}
-        summary["b"]["ndcg@10_mean"] = float(np.mean(list(b["ndcg@10"].values())))
+        summary["b"] = without_users(b)
         summary["paired"] = paired_test(a, b)
     print(json.dumps(summary))
     return summary
