@@ -131,6 +131,8 @@ def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defau
     record["config"]["train_exclude_seen"] = True
     assert reports.run_label(record) == "fMRLRec [text, id] (sampled softmax 64, seen items out of the training softmax)"
     assert reports.run_label({"model": "UniSRec", "table_label": "UniSRec (text)", "config": {}}) == "UniSRec (text)"
+    record = {"model": "fMRLRec", "config": {"encoder": "transformer", "mrl_hidden_sizes": [8]}, "modalities": ["id"]}
+    assert reports.run_label(record) == "fMRLRec-Transformer [id] (one size, not nested)"
 
 
 def test_rerun_skips_cached_models_and_force_runs_them_again(compared, tmp_path):

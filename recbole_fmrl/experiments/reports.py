@@ -301,6 +301,8 @@ def run_label(record):
     where that is not the model's default, e.g. ``SASRec (every position, sampled softmax 256)``."""
     model, overrides = record["model"], record.get("config") or {}
     label = model_label(record) or model
+    if overrides.get("encoder") == "transformer":
+        label += "-Transformer"
     if record.get("modalities"):
         label += f" [{', '.join(record['modalities'])}]"
     default_mode = "sequence" if model in TRAINS_ON_SEQUENCES_BY_DEFAULT else "prefix"
@@ -315,6 +317,8 @@ def run_label(record):
         details.append("full CE")
     if overrides.get("train_exclude_seen"):
         details.append("seen items out of the training softmax")
+    if len(overrides.get("mrl_hidden_sizes") or ()) == 1:
+        details.append("one size, not nested")
     return label + (f" ({', '.join(details)})" if details else "")
 
 
