@@ -2,6 +2,7 @@
 search-space format."""
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -103,17 +104,43 @@ def test_bad_search_space_is_one_clear_error(tmp_path, text, message):
         tuning.load_space(path)
 
 
-def test_cli_rejects_unknown_keys_and_missing_space_before_starting_ray(tiny_config, tmp_path):
+def test_cli_rejects_unknown_keys_and_missing_space_before_starting_ray(tiny_config, tmp_path, monkeypatch):
     import ray
 
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     space = tmp_path / "space.yaml"
     space.write_text("hidden_size: {choice: [8]}\nnot_a_key: {choice: [1, 2]}\n")
     with pytest.raises(PluginError, match="sets keys fMRLRec does not use: not_a_key"):
         tuning.main(["--model", "fMRLRec", "--dataset", "tiny", "--space", str(space), f"--data_path={tmp_path}"])
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"  # RecBole's Config set it to gpu_id; a local Ray must see all GPUs
+    space.write_text("hidden_size: {choice: [8]}\n")
+    with pytest.raises(PluginError) as caught:
+        tuning.main(["--model=fMRLRec", "--dataset=tiny", f"--space={space}", f"--data_path={tmp_path}", "--gpus_per_trial=2"])
+    assert str(caught.value) == ("--gpus_per_trial=2: a trial is one process on one GPU (a fraction shares one); "
+                                 "docs/tuning.md, Ray cluster")
     with pytest.raises(PluginError, match="search space not found"):
         tuning.main(["--model", "fMRLRec", "--dataset", "tiny", "--space", str(tmp_path / "none.yaml")])
     assert not ray.is_initialized()
     assert not Path(tmp_path / "results").exists()
+
+
+def test_trial_resources_and_concurrency_come_from_the_cluster_nodes():
+    small = [{"CPU": 1.0, "GPU": 0.0}, {"CPU": 1.0}]  # e.g. the 2-node cluster of test_tune_cluster
+    assert tuning.trial_resources(small, use_gpu=True) == (1.0, 0.0, 2)
+    nodes = [{"CPU": 16.0, "GPU": 4.0}, {"CPU": 8.0, "GPU": 2.0}, {"CPU": 2.0}]  # two GPU workers, a CPU-only head
+    assert tuning.trial_resources(nodes, use_gpu=True) == (2.0, 1.0, 4 + 2 + 0)  # a trial runs on one node
+    assert tuning.trial_resources(nodes, use_gpu=False) == (2.0, 0.0, 8 + 4 + 1)
+    assert tuning.trial_resources(nodes, True, gpus_per_trial=0.5) == (2.0, 0.5, 8 + 4 + 0)
+    assert tuning.trial_resources(nodes, True, cpus_per_trial=4, gpus_per_trial=0.5) == (4.0, 0.5, 4 + 2 + 0)
+    assert tuning.trial_resources(nodes, True, max_concurrent=3) == (2.0, 1.0, 3)
+    with pytest.raises(PluginError) as caught:
+        tuning.trial_resources(nodes, True, cpus_per_trial=32, gpus_per_trial=0)
+    assert str(caught.value) == ("no node of the Ray cluster (16 CPU/4 GPU, 8 CPU/2 GPU, 2 CPU/0 GPU) has 32 CPU and 0 GPU "
+                                 "for one trial; lower --cpus_per_trial or --gpus_per_trial")
+    out = Path("/data/results/beauty")
+    assert tuning.storage_location(None, out) == "/data/results/beauty/ray_tune"
+    assert tuning.storage_location("s3://bucket/sweeps", out) == "s3://bucket/sweeps"  # a URI reaches Ray as given
+    assert tuning.storage_location("shared", out) == str(Path("shared").resolve())
 
 
 RECBOLE_HYPER_FILE = """# RecBole's run_hyper.py format

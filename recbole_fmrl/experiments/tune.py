@@ -4,13 +4,17 @@
         [--scheduler=asha|fifo] [--epochs=E] [--address=ADDR] [--cpus_per_trial=C] [--gpus_per_trial=G]
         [--max_concurrent=K] [--config_files="a.yaml b.yaml"] [--out=DIR] [--key=value ...]
 
-Each trial is one ``runner.run`` (no checkpoints) whose per-epoch validation score is
-reported to Ray Tune, so ASHA stops bad trials early. ``--key=value`` pairs and ``--config_files``
-apply to every trial (data paths are made absolute: Ray runs trials in their own folders). Writes
+Each trial is one ``runner.run`` (no checkpoints) in one process on at most one GPU, whose per-epoch
+validation score is reported to Ray Tune, so ASHA stops bad trials early. ``--key=value`` pairs and
+``--config_files`` apply to every trial (data paths are made absolute: Ray runs trials in their own
+folders, on a cluster on any node). Trial resources and concurrency come from the Ray cluster's nodes
+(a local Ray, or ``--address``), and the driver writes its tables from the results Ray sends back,
+never from files a trial wrote on its node. Writes
 
 * ``<out>/<dataset>/tune.csv`` — one row per trial, best first (best validation score over its epochs);
 * ``<out>/<dataset>/tune_best_<model>.yaml`` — the best trial's tuned keys, for ``--config_files``;
-* Ray's trial folders under ``<out>/<dataset>/ray_tune/`` (``--storage`` to change).
+* Ray's experiment folder under ``<out>/<dataset>/ray_tune/`` (``--storage`` to change: a folder or a
+  URI such as ``s3://bucket/path`` that every node of a cluster can write).
 
 The search space (``--space``) is a RecBole hyper file, as ``run_hyper.py`` reads it (one line per
 key: ``learning_rate loguniform -8,0`` (e^-8 … e^0), ``hidden_size choice [64,128]``,
@@ -26,6 +30,7 @@ which adds derived keys::
       mrl_hidden_sizes: {doubling: hidden_size, smallest: 8}   # [8, 16, ..., hidden_size]
 """
 
+import contextlib
 import logging
 import math
 import os
@@ -184,22 +189,30 @@ def resolve(sampled, derived):
 # --------------------------------------------------------------------------- the trial
 
 
-def trainable(sampled, model, dataset, config_files, overrides, derived, metric, threads):
-    """One trial: train with the sampled config, reporting the validation score every epoch."""
+def trainable(sampled, model, dataset, config_files, overrides, derived, metric, mode, threads):
+    """One trial: train with the sampled config, reporting every epoch the validation score, the best
+    so far, the node the trial runs on and the GPUs its process sees. A trial given GPUs trains on the
+    ones Ray assigned (``gpu_id``: RecBole's config would otherwise point CUDA_VISIBLE_DEVICES at GPU 0)."""
     import torch
+    ray = require("ray")
     tune = require("ray.tune")
 
     from recbole_fmrl.runner import run
 
     torch.set_num_threads(max(1, threads))
-    best = -math.inf
+    gpus = [str(gpu) for gpu in ray.get_gpu_ids()]
+    node_id = ray.get_runtime_context().get_node_id()
+    pick = max if mode == "max" else min
+    best = None
 
     def report(epoch, valid_score):
         nonlocal best
-        best = max(best, float(valid_score))
-        tune.report({metric: float(valid_score), f"best_{metric}": best, "epoch": int(epoch)})
+        best = float(valid_score) if best is None else pick(best, float(valid_score))
+        tune.report({metric: float(valid_score), f"best_{metric}": best, "epoch": int(epoch), "node_id": node_id,
+                     "gpu_id": os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpus else ""})
 
-    run(model, dataset, config_files or None, {**overrides, **resolve(sampled, derived)}, saved=False, callback=report)
+    settings = {**overrides, **resolve(sampled, derived), **({"gpu_id": ",".join(gpus)} if gpus else {})}
+    run(model, dataset, config_files or None, settings, saved=False, callback=report)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -219,19 +232,21 @@ def model_keys(model, dataset):
 
 
 def trial_rows(result_grid, metric, mode, derived):
-    """One dict per trial, best first: id, best and last validation score, epochs, time, error,
-    the sampled values and the derived keys (``"result"``: Ray's Result, not written out)."""
+    """One dict per trial, best first: id, best and last validation score, epochs, time, node, GPUs,
+    error, the sampled values and the derived keys (``"result"``: Ray's Result, not written out). Read
+    from each trial's last report as Ray sent it to the driver, not from files: on a cluster a trial's
+    files are on its node."""
     rows = []
     for result in result_grid:
-        frame = result.metrics_dataframe
-        scores = [] if frame is None or metric not in frame else [float(v) for v in frame[metric].dropna()]
-        pick = max if mode == "max" else min
+        metrics = result.metrics or {}
         row = {
-            "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
-            metric: pick(scores) if scores else None,
-            f"last_{metric}": scores[-1] if scores else None,
-            "epochs": len(scores),
-            "time_total_s": round(float((result.metrics or {}).get("time_total_s", 0.0)), 2),
+            "trial_id": metrics.get("trial_id") or Path(result.path).name,
+            metric: metrics.get(f"best_{metric}"),
+            f"last_{metric}": metrics.get(metric),
+            "epochs": int(metrics.get("training_iteration", 0)),
+            "time_total_s": round(float(metrics.get("time_total_s", 0.0)), 2),
+            "node_id": metrics.get("node_id", ""),
+            "gpu_id": metrics.get("gpu_id", ""),
             "error": str(result.error).strip().splitlines()[-1][:300] if result.error else "",
             **{key: to_primitive(value) for key, value in (result.config or {}).items()},
             **{key: value for key, value in resolve(result.config or {}, derived).items() if key in derived},
@@ -252,7 +267,23 @@ def write_best_yaml(path, params, model, dataset, metric, value, trial_id):
     write_text_atomic(path, header + yaml.safe_dump(to_primitive(params), sort_keys=True))
 
 
-def init_ray(address, num_cpus):
+@contextlib.contextmanager
+def visible_gpus_kept():
+    """Undo RecBole's ``Config``, which sets CUDA_VISIBLE_DEVICES to ``gpu_id``: the driver's local Ray
+    must see every GPU of the machine."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        yield
+    finally:
+        if visible is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = visible
+
+
+def init_ray(address):
+    """Connect to the Ray cluster at ``address``, or start a local Ray on this machine's CPUs (and
+    the GPUs Ray detects); returns the resources of each alive node (``ray.nodes()``)."""
     ray = require("ray")
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -261,7 +292,36 @@ def init_ray(address, num_cpus):
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(num_cpus=num_cpus, **kwargs)
+        ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
+
+
+def trial_resources(nodes, use_gpu, cpus_per_trial=None, gpus_per_trial=None, max_concurrent=None):
+    """``(cpus, gpus, concurrency)`` of the trials on a cluster whose nodes have the resources
+    ``nodes`` (dicts with ``CPU``, ``GPU``). A trial runs on one node: by default 1 CPU (2 when the largest
+    node has more than 4) and 1 GPU when the config uses GPUs and the cluster has some; as many at a time as
+    fit on the nodes together."""
+    largest = max(node.get("CPU", 0) for node in nodes)
+    cpus = float(cpus_per_trial or (1 if largest <= 4 else 2))
+    has_gpus = any(node.get("GPU", 0) for node in nodes)
+    gpus = (1.0 if use_gpu and has_gpus else 0.0) if gpus_per_trial is None else float(gpus_per_trial)
+
+    def fit(have, need):
+        return math.floor(have / need + 1e-9) if need else math.inf
+
+    per_node = [min(fit(node.get("CPU", 0), cpus), fit(node.get("GPU", 0), gpus)) for node in nodes]
+    if not any(per_node):
+        shapes = ", ".join(f"{node.get('CPU', 0):g} CPU/{node.get('GPU', 0):g} GPU" for node in nodes)
+        raise PluginError(f"no node of the Ray cluster ({shapes}) has {cpus:g} CPU and {gpus:g} GPU for one trial; "
+                          "lower --cpus_per_trial or --gpus_per_trial")
+    return cpus, gpus, max_concurrent or int(sum(per_node))
+
+
+def storage_location(storage, out_dir):
+    """Ray's experiment folder: ``<out_dir>/ray_tune``, an absolute folder, or a URI (``s3://...``) as given."""
+    if not storage:
+        return str(out_dir / "ray_tune")
+    return storage if "://" in storage else str(Path(storage).resolve())
 
 
 def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", address=None, epochs=None,
@@ -269,7 +329,6 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
                max_concurrent=None, storage=None):
     """Run the search; write tune.csv and tune_best_<model>.yaml; return the sorted trial rows."""
     ray = require("ray")
-    import torch
     tune = require("ray.tune")
     schedulers = require("ray.tune.schedulers")
 
@@ -280,45 +339,45 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
         overrides["epochs"] = int(epochs)
     overrides.setdefault("show_progress", False)
     space, derived = load_space(space_file)
-    # Checks the input (one-line errors) and prepares an embedded dataset once, before any trial.
-    config = Config(model=model, dataset=dataset, config_file_list=list(config_files) or None, config_dict=dict(overrides))
-    prepare_dataset_folder(config)
+    with visible_gpus_kept():
+        # Checks the input (one-line errors) and prepares an embedded dataset once, before any trial.
+        config = Config(model=model, dataset=dataset, config_file_list=list(config_files) or None, config_dict=dict(overrides))
+        prepare_dataset_folder(config)
+        known = model_keys(model, dataset)
     overrides, config_files = absolute_settings(config, overrides, config_files)
     metric = config["valid_metric"].lower()
     mode = "max" if config["valid_metric_bigger"] else "min"
-    known = model_keys(model, dataset)
     tuned_keys = [k for k in space if not k.startswith("_")] + [k for k in derived if k not in space]
     unknown = sorted(k for k in tuned_keys if k not in known)
     if unknown:
         raise PluginError(f"search space {space_file} sets keys {model} does not use: {', '.join(unknown)}")
 
-    cpus = os.cpu_count() or 1
-    use_gpu = torch.cuda.is_available() and config["use_gpu"]
-    gpus_per_trial = (1.0 if use_gpu else 0.0) if gpus_per_trial is None else float(gpus_per_trial)
-    cpus_per_trial = cpus_per_trial or (1 if cpus <= 4 else 2)
-    concurrency = max_concurrent or max(1, cpus // cpus_per_trial)
-    if gpus_per_trial > 0:
-        concurrency = min(concurrency, max(1, int(torch.cuda.device_count() / gpus_per_trial)))
-    if gpus_per_trial == 0:
-        overrides["use_gpu"] = False
+    if gpus_per_trial is not None and float(gpus_per_trial) > 1:
+        raise PluginError(f"--gpus_per_trial={gpus_per_trial:g}: a trial is one process on one GPU (a fraction "
+                          "shares one); docs/tuning.md, Ray cluster")
     out_dir = output_folder(Path(out).resolve(), dataset)
-    storage = Path(storage).resolve() if storage else out_dir / "ray_tune"
-    logger.info(
-        f"tuning {model} on {dataset}: {num_samples} samples of {space_file}, {scheduler} on {metric} ({mode}), "
-        f"{concurrency} at a time with {cpus_per_trial} CPU / {gpus_per_trial:g} GPU each; Ray results in {storage}"
-    )
+    storage = storage_location(storage, out_dir)
     scheduler_obj = (
         schedulers.ASHAScheduler(metric=metric, mode=mode, grace_period=1, max_t=int(config["epochs"]), time_attr="training_iteration")
         if scheduler == "asha"
         else schedulers.FIFOScheduler()
     )
-    trial = tune.with_parameters(
-        trainable, model=model, dataset=dataset, config_files=config_files, overrides=overrides,
-        derived=derived, metric=metric, threads=int(cpus_per_trial),
-    )
     started = time.time()
     try:
-        init_ray(address, None if address else cpus)
+        nodes = init_ray(address)
+        cpus_per_trial, gpus_per_trial, concurrency = trial_resources(
+            nodes, config["use_gpu"], cpus_per_trial, gpus_per_trial, max_concurrent)
+        if gpus_per_trial == 0:
+            overrides["use_gpu"] = False
+        logger.info(
+            f"tuning {model} on {dataset}: {num_samples} samples of {space_file}, {scheduler} on {metric} ({mode}), "
+            f"{concurrency} at a time on {len(nodes)} node(s) with {cpus_per_trial:g} CPU / {gpus_per_trial:g} GPU "
+            f"each; Ray results in {storage}"
+        )
+        trial = tune.with_parameters(
+            trainable, model=model, dataset=dataset, config_files=config_files, overrides=overrides,
+            derived=derived, metric=metric, mode=mode, threads=int(cpus_per_trial),
+        )
         tuner = tune.Tuner(
             tune.with_resources(trial, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
             param_space=ray_space(space),
@@ -326,7 +385,7 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
                 num_samples=num_samples, scheduler=scheduler_obj,
                 max_concurrent_trials=concurrency,
             ),
-            run_config=tune.RunConfig(name=f"{model}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=str(storage), verbose=0),
+            run_config=tune.RunConfig(name=f"{model}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage, verbose=0),
         )
         result_grid = tuner.fit()
         rows = trial_rows(result_grid, metric, mode, derived)
@@ -334,7 +393,7 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
         ray.shutdown()
     logger.info(f"{len(rows)} trials in {time.time() - started:.1f} s")
 
-    header = ["trial_id", metric, f"last_{metric}", "epochs", "time_total_s", "error", *space,
+    header = ["trial_id", metric, f"last_{metric}", "epochs", "time_total_s", "node_id", "gpu_id", "error", *space,
               *(k for k in derived if k not in space)]
     reports.write_csv(out_dir / "tune.csv", header, [[_cell(row.get(h)) for h in header] for row in rows])
     logger.info(f"trials written to {out_dir / 'tune.csv'}")
@@ -362,13 +421,13 @@ def build_parser():
     parser.add_argument("--num_samples", type=int, default=10, help="trials to sample (x grid size for grid keys)")
     parser.add_argument("--scheduler", choices=("asha", "fifo"), default="asha", help="asha stops weak trials early; fifo runs every trial to the end")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs per trial, ASHA's max_t (default: the config's epochs, e.g. 300 for fMRLRec)")
-    parser.add_argument("--address", default=None, help="an existing Ray cluster, e.g. auto or ray://host:10001 (default: a local Ray)")
-    parser.add_argument("--cpus_per_trial", type=float, default=None, help="CPUs per trial (default: 1 on up to 4 cores, else 2)")
-    parser.add_argument("--gpus_per_trial", type=float, default=None, help="GPUs per trial (default: 1 when the config uses a visible GPU, else 0)")
-    parser.add_argument("--max_concurrent", type=int, default=None, help="trials at a time (default: as the CPUs and GPUs allow)")
+    parser.add_argument("--address", default=None, help="an existing Ray cluster, e.g. auto, host:6379 or ray://host:10001 (default: a local Ray)")
+    parser.add_argument("--cpus_per_trial", type=float, default=None, help="CPUs per trial (default: 1 where the cluster's largest node has up to 4, else 2)")
+    parser.add_argument("--gpus_per_trial", type=float, default=None, help="GPUs per trial, at most 1 (default: 1 when the config uses GPUs and the cluster has some, else 0)")
+    parser.add_argument("--max_concurrent", type=int, default=None, help="trials at a time (default: as many as fit on the cluster's nodes)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every trial")
     parser.add_argument("--out", default="results", help="output folder (<out>/<dataset>/tune.csv, tune_best_<model>.yaml)")
-    parser.add_argument("--storage", default=None, help="Ray's results folder (default: <out>/<dataset>/ray_tune)")
+    parser.add_argument("--storage", default=None, help="Ray's experiment folder, or a URI such as s3://bucket/path; on a cluster one every node can write (default: <out>/<dataset>/ray_tune)")
     return parser
 
 
