@@ -14,6 +14,8 @@ import logging
 import os
 import time
 
+import torch
+
 from recbole_fmrl.data import amazon2014, steps
 from recbole_fmrl.data.amazon2014 import TABLES_DIR
 from recbole_fmrl.data.encoders import PACKAGED_MINILM
@@ -42,8 +44,6 @@ def _is_complete(folder, name, features):
 def write_embedded(folder, name, features):
     """Run the steps of ``features`` that are not current on the shipped tables of ``name``: the
     interactions, the text features (the packaged all-MiniLM-L6-v2), the attributes' ``.item`` file."""
-    import torch
-
     _, items = steps.interactions_step(folder, name, amazon2014.table_files(TABLES_DIR, name),
                                        lambda: (*amazon2014.from_tables(TABLES_DIR, name), None))
     if "text" in features:
