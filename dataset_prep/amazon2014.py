@@ -1,8 +1,8 @@
 """Prepare the Amazon 2014 5-core datasets of the fMRLRec paper for RecBole.
 
 Input is either the official raw files (``--raw_dir`` with ``reviews_<Category>_5.json.gz`` and
-``meta_<Category>.json.gz``) or interaction tables (``--tables_dir``, default: the copy embedded in
-this package). Steps, each logged on one line with its counts: parse -> 5-core -> order ->
+``meta_<Category>.json.gz``) or interaction tables (``--tables_dir``, default: the copy shipped in the package,
+:mod:`recbole_fmrl.data.amazon2014`, which also holds the 5-core and order steps). Steps, each logged on one line with its counts: parse -> 5-core -> order ->
 item text -> write -> text features -> image download -> image features. A finished step is
 skipped on a rerun unless ``--force`` or its inputs changed: each step leaves a completion record
 naming the sha256 of its inputs (``<name>.interactions.done.json``; a feature matrix's manifest),
@@ -22,13 +22,12 @@ import os
 import re
 import sys
 
-import numpy as np
 import pandas as pd
 
-from recbole_fmrl.data import atomic_files
+from recbole_fmrl.data.amazon2014 import TABLES_DIR, five_core, five_core_sequences, from_tables, read_tables, table_files
+from recbole_fmrl.data.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PAPER_TEXT_ENCODER
 from recbole_fmrl.data.paper import TABLE1
-from recbole_fmrl.dataset_prep import encoders, steps
-from recbole_fmrl.dataset_prep.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PAPER_TEXT_ENCODER
+from recbole_fmrl.dataset_prep import steps
 from recbole_fmrl.errors import InputFileError, PluginError, exit_status
 from recbole_fmrl.flags import FlagParser
 
@@ -40,8 +39,6 @@ CATEGORIES = {
     "toys": "Toys_and_Games",
     "clothing": "Clothing_Shoes_and_Jewelry",
 }
-EMBEDDED_TABLES_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "amazon2014")
-CORE_K = 5
 
 
 # ----------------------------------------------------------------------------- parse
@@ -138,112 +135,14 @@ def read_raw(raw_dir, name):
     return inter, meta
 
 
-def table_files(tables_dir, name):
-    """The interaction table of ``name`` (one error line if missing) and its titles table, if any."""
-    folder = os.path.join(tables_dir, name)
-    table = os.path.join(folder, f"{name}.interactions.tsv.gz")
-    if not os.path.isfile(table):
-        raise PluginError(f"interaction table not found: {table}")
-    titles = os.path.join(folder, f"{name}.titles.tsv.gz")
-    return [table, titles] if os.path.isfile(titles) else [table]
-
-
-def read_tables(tables_dir, name):
-    """Interactions and titles from ``<tables_dir>/<name>/<name>.interactions.tsv.gz`` (+ titles).
-
-    The order key is ``position`` (the paper's order, ties included); ``timestamp`` is kept when
-    the table has it.
-    """
-    table, *titles_file = table_files(tables_dir, name)
-    inter = pd.read_csv(table, sep="\t", dtype={"user_id": str, "item_id": str})
-    if "timestamp" not in inter:
-        inter["timestamp"] = np.nan
-    inter["timestamp"] = inter["timestamp"].astype(float)
-    meta = {}
-    if titles_file:
-        frame = pd.read_csv(titles_file[0], sep="\t", dtype=str, keep_default_na=False)
-        meta = {asin: {"title": title} for asin, title in zip(frame["item_id"], frame["title"]) if title}
-    return inter, meta
-
-
-# ----------------------------------------------------------------------------- transform
-
-def five_core(inter, k=CORE_K):
-    """Drop users and items with fewer than ``k`` interactions until none is left; keep row order.
-
-    Returns ``(filtered interactions, number of rounds that removed something)``.
-    """
-    rounds = 0
-    while True:
-        user_count = inter.groupby("user_id")["user_id"].transform("size")
-        item_count = inter.groupby("item_id")["item_id"].transform("size")
-        keep = (user_count >= k) & (item_count >= k)
-        if keep.all():
-            return inter.reset_index(drop=True), rounds
-        inter = inter[keep]
-        rounds += 1
-
-
-def chronological(inter, key):
-    """Group each user's events (users in first-appearance order), sorted by ``key`` with ties in
-    input order, and set ``position`` to the 0-based index inside the user's sequence."""
-    user_code = pd.factorize(inter["user_id"])[0]
-    order = np.lexsort((inter[key].to_numpy(), user_code))  # lexsort is stable
-    inter = inter.iloc[order].reset_index(drop=True)
-    inter["position"] = inter.groupby("user_id", sort=False).cumcount().astype(float)
-    return inter
-
-
-def item_text(record):
-    """Item text as in the paper (sec. 3.3.1): "Title: ... Price: ... Brand: ... Categories: ...",
-    with only the fields present (categories: the first category path, comma-separated)."""
-    categories = record.get("categories")
-    first_path = ", ".join(map(str, categories[0])) if categories and categories[0] else None
-    return steps.labelled_text([("Title", record.get("title")), ("Price", record.get("price")),
-                                ("Brand", record.get("brand")), ("Categories", first_path)])
-
-
-def build_items(item_ids, meta):
-    """The item table (item_id, text, image_url), one row per item, in ASIN order."""
-    rows = []
-    for asin in sorted(item_ids):
-        record = meta.get(asin, {})
-        rows.append((asin, item_text(record), record.get("imUrl") or ""))
-    return pd.DataFrame(rows, columns=list(atomic_files.ITEMS_COLUMNS))
-
-
-def interactions_current(folder, name, inputs):
-    """Whether the interactions step finished (its record exists) on exactly these ``inputs`` files."""
-    return steps.step_done(folder, name, "interactions", inputs,
-                           outputs=(atomic_files.inter_path(folder, name), atomic_files.items_path(folder, name)))
-
-
 # ----------------------------------------------------------------------------- pipeline
 
 def build_interactions(name, raw_dir=None, tables_dir=None):
-    """Parse, 5-core filter and order the interactions; return ``(inter, items)``."""
-    if raw_dir:
-        inter, meta = read_raw(raw_dir, name)
-        key, source = "timestamp", raw_dir
-    else:
-        inter, meta = read_tables(tables_dir or EMBEDDED_TABLES_DIR, name)
-        key, source = "position", tables_dir or EMBEDDED_TABLES_DIR
-    logger.info("parse: %s interactions, %s users, %s items, metadata for %s items (from %s)",
-                f"{len(inter):,}", f"{inter['user_id'].nunique():,}", f"{inter['item_id'].nunique():,}",
-                f"{len(meta):,}", source)
-    n_before = len(inter)
-    inter, rounds = five_core(inter)
-    logger.info("5-core: %s -> %s interactions in %d filtering rounds; %s users, %s items",
-                f"{n_before:,}", f"{len(inter):,}", rounds,
-                f"{inter['user_id'].nunique():,}", f"{inter['item_id'].nunique():,}")
-    inter = chronological(inter, key)
-    logger.info("order: %s user sequences sorted by %s (ties in file order), longest %d",
-                f"{inter['user_id'].nunique():,}", key, int(inter["position"].max()) + 1)
-    items = build_items(inter["item_id"].unique(), meta)
-    n_text = int((items["text"] != "").sum())
-    logger.info("item text: %s of %s items have text, %s have an image URL",
-                f"{n_text:,}", f"{len(items):,}", f"{int((items['image_url'] != '').sum()):,}")
-    return inter, items
+    """Parse (the raw files, else the tables), 5-core filter and order the interactions; ``(inter, items)``."""
+    if not raw_dir:
+        return from_tables(tables_dir or TABLES_DIR, name)
+    inter, meta = read_raw(raw_dir, name)
+    return five_core_sequences(inter, meta, "timestamp", raw_dir)
 
 
 def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, images=True,
@@ -257,7 +156,7 @@ def prepare_dataset(name, out_dir, *, raw_dir=None, tables_dir=None, text=True, 
     """
     if name not in CATEGORIES:
         raise PluginError(f"unknown dataset '{name}' (known: {', '.join(CATEGORIES)})")
-    inputs = raw_files(raw_dir, name) if raw_dir else table_files(tables_dir or EMBEDDED_TABLES_DIR, name)
+    inputs = raw_files(raw_dir, name) if raw_dir else table_files(tables_dir or TABLES_DIR, name)
 
     def build():
         return (*build_interactions(name, raw_dir, tables_dir), None)
@@ -279,7 +178,7 @@ def table1_lines(rows):
     return lines
 
 
-def check_table1(tables_dir=EMBEDDED_TABLES_DIR, names=tuple(TABLE1)):
+def check_table1(tables_dir=TABLES_DIR, names=tuple(TABLE1)):
     """Counts of each table after 5-core; ``(rows, mismatches)`` against the paper's Table 1."""
     rows, mismatches = [], []
     for name in names:
@@ -306,14 +205,14 @@ def add_arguments(parser):
     parser.add_argument("--no_images", action="store_true", help="skip image download and features")
     parser.add_argument("--check", action="store_true",
                         help="only check that the tables reproduce the paper's Table 1 counts")
-    encoders.add_arguments(parser, text_encoder=PAPER_TEXT_ENCODER)
+    steps.add_arguments(parser, text_encoder=PAPER_TEXT_ENCODER)
 
 
 def run(args):
     """Run the command for parsed ``args``; prints the Table 1 counts and returns the exit status."""
     if args.check:
         names = [args.dataset] if args.dataset else list(TABLE1)
-        rows, mismatches = check_table1(args.tables_dir or EMBEDDED_TABLES_DIR, names)
+        rows, mismatches = check_table1(args.tables_dir or TABLES_DIR, names)
         print("\n".join(table1_lines(rows)))
         for line in mismatches:
             logger.error("check: %s", line)
@@ -323,7 +222,7 @@ def run(args):
     if not args.dataset:
         raise PluginError("--dataset is required (or --check)")
     row = prepare_dataset(args.dataset, args.out, raw_dir=args.raw_dir, tables_dir=args.tables_dir,
-                          text=not args.no_text, images=not args.no_images, **encoders.settings(args))
+                          text=not args.no_text, images=not args.no_images, **steps.settings(args))
     print("\n".join(table1_lines([row])))
     return 0
 

@@ -10,7 +10,7 @@ order (by timestamp, ties in file order) -> item text ("Title: … Price: … St
 Features: …", only the fields an item has) and the largest photo URL per item -> write (``.inter``,
 items table, and ``.item`` with ``store:token categories:token_seq`` for fMRLRec's ``attributes``
 modality) -> text features -> image download and features. Resumable and atomic (see
-:mod:`recbole_fmrl.dataset_prep.steps`); the config lines for the written files go to ``<dataset>.features.yaml``.
+:mod:`recbole_fmrl.data.steps`); the config lines for the written files go to ``<dataset>.features.yaml``.
 
     python -m recbole_fmrl.dataset_prep amazon2023 --category=All_Beauty --raw_dir=RAW --out=dataset
 """
@@ -21,7 +21,9 @@ import os
 
 import pandas as pd
 
-from recbole_fmrl.dataset_prep import amazon2014, encoders, features, steps
+from recbole_fmrl.data import atomic_files
+from recbole_fmrl.data.amazon2014 import chronological, five_core
+from recbole_fmrl.dataset_prep import amazon2014, features, steps
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.inputs import dataset_name
 
@@ -77,7 +79,7 @@ def _price(value):
 
 def item_text(record):
     """Item text in the paper's form from a 2023 meta record (only the fields it has)."""
-    return steps.labelled_text([
+    return atomic_files.labelled_text([
         ("Title", record.get("title")), ("Price", _price(record.get("price"))), ("Store", record.get("store")),
         ("Categories", ", ".join(_strings(record.get("categories")))),
         ("Features", " ".join(_strings(record.get("features")))),
@@ -116,13 +118,13 @@ def build_interactions(reviews_file, meta_file):
                 f"{len(inter):,}", f"{inter['user_id'].nunique():,}", f"{inter['item_id'].nunique():,}",
                 f"{len(meta):,}", reviews_file)
     n_before = len(inter)
-    inter, rounds = amazon2014.five_core(inter)
+    inter, rounds = five_core(inter)
     if inter.empty:
         raise PluginError(f"no interactions are left after 5-core filtering of {reviews_file}")
     logger.info("5-core: %s -> %s interactions in %d filtering rounds; %s users, %s items",
                 f"{n_before:,}", f"{len(inter):,}", rounds,
                 f"{inter['user_id'].nunique():,}", f"{inter['item_id'].nunique():,}")
-    inter = amazon2014.chronological(inter, "timestamp")
+    inter = chronological(inter, "timestamp")
     items, item_fields = build_items(inter["item_id"].unique(), meta)
     logger.info("item text: %s of %s items have text, %s have an image URL",
                 f"{int((items['text'] != '').sum()):,}", f"{len(items):,}", f"{int((items['image_url'] != '').sum()):,}")
@@ -150,13 +152,13 @@ def add_arguments(parser):
     parser.add_argument("--dataset", default=None, help="dataset name (default: the category in lower case)")
     parser.add_argument("--no_text", action="store_true", help="skip text features")
     parser.add_argument("--no_images", action="store_true", help="skip image download and features")
-    encoders.add_arguments(parser)
+    steps.add_arguments(parser)
 
 
 def run(args):
     """Run the command for parsed ``args``; prints the counts and the config file."""
     row = prepare_category(args.category, args.raw_dir, args.out, args.dataset, text=not args.no_text,
-                           images=not args.no_images, **encoders.settings(args))
+                           images=not args.no_images, **steps.settings(args))
     print("\n".join(amazon2014.table1_lines([row])))
     features.print_config(row["config_file"])
     return 0

@@ -16,7 +16,7 @@ manifests, and ``<dataset>.features.yaml``: the config lines that use them (``fe
         [--text_encoder=NAME_OR_PATH]
 
 Steps (items table, text features, image features) are skipped on a rerun when their inputs and
-settings are unchanged, and done again otherwise (see :mod:`recbole_fmrl.dataset_prep.steps`); files are
+settings are unchanged, and done again otherwise (see :mod:`recbole_fmrl.data.steps`); files are
 written atomically.
 """
 
@@ -30,8 +30,9 @@ import yaml
 
 from recbole_fmrl import files
 from recbole_fmrl.data import atomic_files
-from recbole_fmrl.dataset_prep import encoders, steps
-from recbole_fmrl.dataset_prep.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PACKAGED_MINILM
+from recbole_fmrl.data import steps as data_steps
+from recbole_fmrl.data.encoders import DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_PRETRAINED, PACKAGED_MINILM
+from recbole_fmrl.dataset_prep import steps
 from recbole_fmrl.errors import InputFileError, PluginError
 from recbole_fmrl.inputs import dataset_name
 
@@ -105,7 +106,7 @@ def build_items(item_frame, types, item_ids, text_fields, image_field, item_id_f
             except ValueError:
                 raise InputFileError(path, f"{field}:{types[field]} is {record[field]!r}, not a number", line=line) from None
         image = record[image_field].strip() if image_field else ""
-        rows[record[item_id_field]] = (steps.labelled_text(pairs), image)
+        rows[record[item_id_field]] = (atomic_files.labelled_text(pairs), image)
     return pd.DataFrame([(item, *rows.get(item, ("", ""))) for item in item_ids], columns=list(atomic_files.ITEMS_COLUMNS))
 
 
@@ -175,10 +176,10 @@ def make_features(dataset, data_path, text_fields=(), image_field=None, attribut
     inputs = [item_file, inter_file]
     settings = {"text_fields": list(text_fields), "image_field": image_field, "item_id_field": item_id_field,
                 "seq_separator": seq_separator}
-    if not force and steps.step_done(folder, dataset, "items", inputs, settings, outputs=[items_file]):
+    if not force and data_steps.step_done(folder, dataset, "items", inputs, settings, outputs=[items_file]):
         logger.info("items: %s is current, skipped", items_file)
     else:
-        with steps.recorded_step(folder, dataset, "items", inputs, settings):
+        with data_steps.recorded_step(folder, dataset, "items", inputs, settings):
             item_ids = dataset_items(item_frame, item_id_field, inter_file, item_file, field_separator)
             items = build_items(item_frame, types, item_ids, text_fields, image_field, item_id_field,
                                 item_file, seq_separator)
@@ -188,7 +189,7 @@ def make_features(dataset, data_path, text_fields=(), image_field=None, attribut
                     f"{int((items['image_url'] != '').sum()):,}", items_file)
     items = atomic_files.read_items(items_file)
     if text_fields:
-        steps.text_features_step(folder, dataset, items, text_encoder, batch_size, device, force)
+        data_steps.text_features_step(folder, dataset, items, text_encoder, batch_size, device, force)
     if image_field:
         steps.image_features_step(folder, dataset, items, image_model, image_pretrained, image_dir,
                                   batch_size, device, workers, force)
@@ -211,7 +212,7 @@ def add_arguments(parser):
     parser.add_argument("--item_id_field", default="item_id", help="the item ID field (RecBole's ITEM_ID_FIELD)")
     parser.add_argument("--field_separator", default="\t", help="RecBole's field_separator")
     parser.add_argument("--seq_separator", default=" ", help="RecBole's seq_separator (inside token_seq cells)")
-    encoders.add_arguments(parser)
+    steps.add_arguments(parser)
 
 
 def comma_list(text):
@@ -230,6 +231,6 @@ def run(args):
     config_file = make_features(
         args.dataset, args.data_path, comma_list(args.text_fields), args.image_field,
         comma_list(args.attribute_fields), item_id_field=args.item_id_field,
-        field_separator=args.field_separator, seq_separator=args.seq_separator, **encoders.settings(args))
+        field_separator=args.field_separator, seq_separator=args.seq_separator, **steps.settings(args))
     print_config(config_file)
     return 0

@@ -4,10 +4,10 @@ S3Rec (Zhou et al., CIKM 2020, aHuiWang/CIKM2020-S3Rec ``data/<Name>_item2attrib
 each item of the 2014 5-core data the ids of its brand and of its categories below the top level
 (the attribute names are not published). Its item ids are tied to ASINs by an id map (``id2item``
 of a ``datamaps.json``). This module turns them into the table shipped with the package,
-``dataset_prep/data/amazon2014/<name>/<name>.attributes.tsv.gz`` (``item_id`` = ASIN,
+``recbole_fmrl/data/amazon2014_tables/<name>/<name>.attributes.tsv.gz`` (``item_id`` = ASIN,
 ``brand_categories`` = space-separated attribute ids, S3Rec's order), after checking that the id
-map sends S3Rec's user sequences onto the embedded interactions; and writes that table as the
-``.item`` file of a materialised dataset (``item_id:token brand_categories:token_seq``).
+map sends S3Rec's user sequences onto the embedded interactions (:mod:`recbole_fmrl.data.amazon2014`
+writes that table as the ``.item`` file of a materialised dataset).
 
     python -m recbole_fmrl.dataset_prep.s3rec_attributes --name=beauty --item2attributes=Beauty_item2attributes.json \\
         --datamaps=datamaps.json --sequences=Beauty.txt
@@ -17,27 +17,17 @@ import gzip
 import io
 import json
 import logging
-import os
 import sys
 from collections import Counter
 
 import pandas as pd
 
 from recbole_fmrl import files
-from recbole_fmrl.data import atomic_files
-from recbole_fmrl.dataset_prep import steps
-from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
+from recbole_fmrl.data.amazon2014 import ATTRIBUTES_FIELD, TABLES_DIR, attributes_table_path, read_tables
 from recbole_fmrl.errors import InputFileError, PluginError, exit_status
 from recbole_fmrl.flags import FlagParser
 
 logger = logging.getLogger(__name__)
-
-FIELD = "brand_categories"
-"""The ``.item`` field (token_seq) of the embedded datasets and the table's column: brand and category ids."""
-
-
-def table_path(tables_dir, name):
-    return os.path.join(tables_dir, name, f"{name}.attributes.tsv.gz")
 
 
 def _read_json(path):
@@ -58,7 +48,7 @@ def attribute_table(item2attributes_file, datamaps_file):
     if missing:
         raise InputFileError(item2attributes_file, f"no attributes for {len(missing)} items of the id map (e.g. id {missing[0]})")
     rows = [(asin, " ".join(str(a) for a in item2attributes[item])) for item, asin in id2item.items()]
-    return pd.DataFrame(sorted(rows), columns=["item_id", FIELD])
+    return pd.DataFrame(sorted(rows), columns=["item_id", ATTRIBUTES_FIELD])
 
 
 def check_sequences(sequences_file, datamaps_file, inter):
@@ -80,37 +70,13 @@ def write_table(table, path):
     files.write_bytes_atomic(path, buffer.getvalue())
 
 
-def read_table(path):
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-
-
-def attributes_current(folder, name, table_file):
-    """Whether ``<name>.item`` was written from exactly this attribute table."""
-    return steps.step_done(folder, name, "attributes", [table_file], outputs=[atomic_files.item_fields_path(folder, name)])
-
-
-def attributes_step(folder, name, table_file):
-    """Write ``<name>.item`` (``item_id:token brand_categories:token_seq``) from the shipped table, unless
-    it was written from this very table before (a completion record names its sha256)."""
-    if attributes_current(folder, name, table_file):
-        return False
-    item_file = atomic_files.item_fields_path(folder, name)
-    with steps.recorded_step(folder, name, "attributes", [table_file]):
-        table = read_table(table_file)
-        frame = pd.DataFrame({"item_id:token": table["item_id"], f"{FIELD}:token_seq": table[FIELD].str.split()})
-        atomic_files.write_item_fields(item_file, frame)
-    logger.info("attributes: %s (%s items, %s distinct attribute ids)", item_file, f"{len(table):,}",
-                f"{len(set(' '.join(table[FIELD]).split())):,}")
-    return True
-
-
 def build_parser():
     parser = FlagParser(prog="python -m recbole_fmrl.dataset_prep.s3rec_attributes", description=__doc__)
     parser.add_argument("--name", required=True, help="embedded dataset the table is for (beauty, sports)")
     parser.add_argument("--item2attributes", required=True, help="S3Rec's <Name>_item2attributes.json")
     parser.add_argument("--datamaps", required=True, help="datamaps.json whose id2item maps S3Rec's item ids to ASINs")
     parser.add_argument("--sequences", required=True, help="S3Rec's <Name>.txt user sequences (to check the id map)")
-    parser.add_argument("--tables_dir", default=EMBEDDED_TABLES_DIR, help="where the embedded tables are")
+    parser.add_argument("--tables_dir", default=TABLES_DIR, help="where the embedded tables are")
     return parser
 
 
@@ -121,10 +87,10 @@ def run(args):
     table = attribute_table(args.item2attributes, args.datamaps)
     if set(table["item_id"]) != set(inter["item_id"]):
         raise PluginError(f"the id map's items are not the items of the embedded '{args.name}' table")
-    path = table_path(args.tables_dir, args.name)
+    path = attributes_table_path(args.tables_dir, args.name)
     write_table(table, path)
-    n_ids = [len(ids.split()) for ids in table[FIELD]]
-    print(f"{path}: {len(table):,} items, {len(set(' '.join(table[FIELD]).split())):,} attribute ids, "
+    n_ids = [len(ids.split()) for ids in table[ATTRIBUTES_FIELD]]
+    print(f"{path}: {len(table):,} items, {len(set(' '.join(table[ATTRIBUTES_FIELD]).split())):,} attribute ids, "
           f"{sum(n_ids) / len(n_ids):.2f} per item (min {min(n_ids)}, max {max(n_ids)})")
     return 0
 

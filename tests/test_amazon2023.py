@@ -11,7 +11,7 @@ import yaml
 
 from recbole_fmrl.data import atomic_files
 from recbole_fmrl.dataset_prep.__main__ import main
-from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM
+from recbole_fmrl.data.encoders import PACKAGED_MINILM
 from recbole_fmrl.files import sha256_file
 
 USERS = [f"U{i}" for i in range(6)]
@@ -147,7 +147,7 @@ def test_recbole_reads_the_prepared_dataset(prepared, monkeypatch):
 
 def test_rerun_skips_and_changed_input_is_redone(prepared, caplog):
     raw_dir, out_dir, folder = prepared
-    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl"):
         assert main(_args(raw_dir, out_dir)) == 0
     assert sum("skipped" in message for message in caplog.messages) == 3
     reviews = raw_dir / "All_Beauty.jsonl"
@@ -155,7 +155,7 @@ def test_rerun_skips_and_changed_input_is_redone(prepared, caplog):
     reviews.write_text(original + json.dumps(_review("U9", "P0", 9)) + "\n")  # one more review (not 5-core)
     caplog.clear()
     try:
-        with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
+        with caplog.at_level(logging.INFO, logger="recbole_fmrl"):
             assert main(_args(raw_dir, out_dir, "--no_images")) == 0
         skipped = [message.split(":")[0] for message in caplog.messages if "skipped" in message]
         assert skipped == ["text features", "image download/features"]  # interactions redone, same items

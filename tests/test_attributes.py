@@ -11,8 +11,7 @@ import torch
 from conftest import write_multimodal_tiny
 from recbole_fmrl.data.embedded import ensure_embedded_dataset
 from recbole_fmrl.data import atomic_files
-from recbole_fmrl.dataset_prep import s3rec_attributes
-from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, read_tables
+from recbole_fmrl.data.amazon2014 import TABLES_DIR, attributes_table_path, read_attributes_table, read_tables
 from recbole_fmrl.deploy.evaluate import evaluate
 from recbole_fmrl.deploy.export import export
 from recbole_fmrl.errors import PluginError
@@ -107,8 +106,8 @@ def test_compare_ablation_accepts_attributes():
 
 @pytest.mark.parametrize("name, n_ids, mean", [("beauty", 637, 3.72), ("sports", 2277, 6.02)])
 def test_shipped_s3rec_attributes_cover_every_embedded_item(name, n_ids, mean):
-    table = s3rec_attributes.read_table(s3rec_attributes.table_path(EMBEDDED_TABLES_DIR, name))
-    inter, _ = read_tables(EMBEDDED_TABLES_DIR, name)
+    table = read_attributes_table(attributes_table_path(TABLES_DIR, name))
+    inter, _ = read_tables(TABLES_DIR, name)
     assert sorted(table["item_id"]) == sorted(inter["item_id"].unique())
     counts = table["brand_categories"].str.split().map(len)
     assert len(set(" ".join(table["brand_categories"]).split())) == n_ids  # SOURCES.md: S3Rec's counts

@@ -26,33 +26,37 @@ def test_quick_tiny_run_writes_every_case_with_numeric_ratios(tmp_path):
     assert result["preset"] == "tiny"
     for key in ("torch", "device_name", "threads", "date", "git_commit"):
         assert key in result["machine"], key
-    assert sorted(result["cases"]) == list("abcdefghs")
+    assert list(result["cases"]) == ["nested_train_step", "fmrl_layer", "independent_models", "sliced_top10", "lru_serving",
+                                     "train_memory", "epoch_train_modes", "transformer_encoder", "sasrec_epoch",
+                                     "sampled_softmax"]  # every case but funnel_retrieval (no --checkpoint), in order
     for case, rows in result["cases"].items():
         assert rows, case
         for row in rows:
             assert isinstance(row["ratio"], float) and math.isfinite(row["ratio"]) and row["ratio"] > 0, row
             assert row["status"] in ("PASS", "MISS", "INFO")
     goals = {case: [r for r in rows if r["goal"]] for case, rows in result["cases"].items()}
-    assert all(goals[case] for case in "abdeghs")  # every case with a goal is judged
-    assert len(result["cases"]["g"]) == 3  # sequence / prefix for fMRLRec and LRURec, fMRLRec / LRURec
-    assert len(result["cases"]["d"]) == 4  # one row per nested size m in M = [8, 16, 32, 64]
+    assert all(goals[case] for case in ("nested_train_step", "fmrl_layer", "sliced_top10", "lru_serving",
+                                        "epoch_train_modes", "transformer_encoder", "sasrec_epoch"))  # each goal judged
+    assert len(result["cases"]["epoch_train_modes"]) == 3  # sequence / prefix for fMRLRec and LRURec, fMRLRec / LRURec
+    assert len(result["cases"]["sliced_top10"]) == 4  # one row per nested size m in M = [8, 16, 32, 64]
     # SASRec sequence / prefix, then sampled / full CE for SASRec and fMRLRec at two catalogue sizes
-    assert [r["label"].split(",")[0] for r in result["cases"]["s"]] == [
-        "epoch SASRec train_mode sequence / prefix"] + ["train step SASRec sampled softmax 16 / full CE",
-                                                         "train step fMRLRec sampled softmax 16 / full CE"] * 2
-    assert [r.get("n_items") for r in result["cases"]["s"][1:]] == [500, 500, 2000, 2000]
+    assert [r["label"].split(",")[0] for r in result["cases"]["sasrec_epoch"]] == [
+        "epoch SASRec train_mode sequence / prefix"]
+    assert [r["label"].split(",")[0] for r in result["cases"]["sampled_softmax"]] == [
+        "train step SASRec sampled softmax 16 / full CE", "train step fMRLRec sampled softmax 16 / full CE"] * 2
+    assert [r.get("n_items") for r in result["cases"]["sampled_softmax"]] == [500, 500, 2000, 2000]
     assert "PASS" in done.stdout or "MISS" in done.stdout  # the table is printed
 
 
 def test_transformer_case_on_tiny_sizes():
-    """Case h: the Transformer's nesting price in a train step and its cache update against re-encoding,
+    """transformer_encoder: the Transformer's nesting price in a train step and its cache update against re-encoding,
     each ratio the quotient of the times it reports, the cached and re-encoded users alike."""
     from recbole_fmrl.benchmarks.run import PRESETS, Bench
 
     bench = Bench(PRESETS["tiny"], torch.device("cpu"), profile_misses=False, log=lambda line: None)
-    bench.case_h()
+    bench.transformer_encoder()
     train, lru, *serving = bench.rows
-    assert {r["case"] for r in bench.rows} == {"h"} and [r["goal"] for r in bench.rows] == ["<= 1.15", None, ">= 5", ">= 5"]
+    assert {r["case"] for r in bench.rows} == {"transformer_encoder"} and [r["goal"] for r in bench.rows] == ["<= 1.15", None, ">= 5", ">= 5"]
     assert train["label"] == "train step fMRLRec-Transformer M=[8..64] / M=[64], D=64"
     for r in (train, lru):
         assert r["ratio"] == pytest.approx(r["nested_ms"] / r["single_size_ms"], rel=1e-2)
@@ -62,16 +66,23 @@ def test_transformer_case_on_tiny_sizes():
         assert r["same_representation"] is True and "re-encode 10 items" in r["label"]
 
 
-def test_cli_rejects_unknown_cases(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "-m", "recbole_fmrl.benchmarks.run", "--tiny", "--cases", "az", "--out", str(tmp_path / "x.json")],
-        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode != 0 and "unknown cases" in done.stderr
+@pytest.mark.parametrize("cases, unknown", [("fmrl_layer,az", "['az']"), ("a", "['a']"), (",", "[',']")])
+def test_cli_rejects_unknown_cases(tmp_path, capsys, cases, unknown):
+    from recbole_fmrl.benchmarks.run import main
+    from recbole_fmrl.errors import main_guarded
+
+    capsys.readouterr()  # what importing torch's extensions may print
+    with pytest.raises(SystemExit) as exit_info:
+        main_guarded(lambda: main(["--tiny", "--cases", cases, "--out", str(tmp_path / "x.json")]))
+    assert exit_info.value.code == 2 and not (tmp_path / "x.json").exists()
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: unknown cases {unknown} in --cases; choose among nested_train_step, fmrl_layer, independent_models, "
+        "sliced_top10, lru_serving, train_memory, epoch_train_modes, transformer_encoder, sasrec_epoch, "
+        "sampled_softmax, funnel_retrieval"]
 
 
 def test_funnel_case_on_a_tiny_trained_checkpoint(tmp_path, monkeypatch):
-    """Case r end to end on a tiny trained fMRLRec with text + image features: a quality row per
+    """funnel_retrieval end to end on a tiny trained fMRLRec with text + image features: a quality row per
     (m, K, index), the large-catalogue rows with their goals, each ratio the quotient of the
     measurements it reports."""
     from recbole_fmrl.benchmarks.funnel import funnel_case
@@ -89,7 +100,7 @@ def test_funnel_case_on_a_tiny_trained_checkpoint(tmp_path, monkeypatch):
     bench = Bench(PRESETS["tiny"], torch.device("cpu"), log=lambda line: None)
     funnel_case(bench, trained["checkpoint"], "tiny", row)
     rows = bench.rows
-    assert {r["case"] for r in rows} == {"r"}
+    assert {r["case"] for r in rows} == {"funnel_retrieval"}
     quality = [r for r in rows if "NDCG@10 funnel" in r["label"]]
     assert [(r["m"], r["K"], r["index"]) for r in quality] == [(4, 10, "flat"), (8, 10, "hnsw")]
     for r in quality:

@@ -42,7 +42,7 @@ COMMANDS = [
     ("recbole_fmrl/deploy/funnel.py", "recbole_fmrl.deploy.funnel", [], ["x.pth", "--size=8"], "--indx=flat", "--index", []),
     ("recbole_fmrl/deploy/budget.py", "recbole_fmrl.deploy.budget", [], ["x.pth", "--latency_ms=10"],
      "--funnelk=5", "--funnel_k", ["measure"]),
-    ("recbole_fmrl/benchmarks/run.py", "recbole_fmrl.benchmarks.run", [], [], "--case=a", "--cases", []),
+    ("recbole_fmrl/benchmarks/run.py", "recbole_fmrl.benchmarks.run", [], [], "--case=fmrl_layer", "--cases", []),
     ("dataset_prep/__main__.py", "recbole_fmrl.dataset_prep.__main__", ["features"], ["--dataset=d"],
      "--text_feilds=title", "--text_fields", ["recbole_fmrl.dataset_prep.features.make_features"]),
     ("dataset_prep/__main__.py", "recbole_fmrl.dataset_prep.__main__", ["amazon2023"], ["--category=C", "--raw_dir=r"],

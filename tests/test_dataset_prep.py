@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 from conftest import ImageHandler
-from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
 from recbole_fmrl.data import atomic_files
+from recbole_fmrl.data.amazon2014 import five_core
+from recbole_fmrl.data.embedded import EMBEDDED, ensure_embedded_dataset
+from recbole_fmrl.data.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
 from recbole_fmrl.dataset_prep import amazon2014
-from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
 from recbole_fmrl.files import sha256_file
 
 CORE_USERS = [f"U{i}" for i in range(6)]
@@ -90,13 +91,13 @@ def test_five_core_counts_and_table1_row(prepared, capsys):
 
 def test_five_core_iterates_until_stable():
     inter = pd.DataFrame({"user_id": ["a"] * 5 + ["b"] * 5, "item_id": list("vwxyz") + list("vwxyq")})
-    filtered, rounds = amazon2014.five_core(inter, k=2)
+    filtered, rounds = five_core(inter, k=2)
     # q has 1 review -> dropped; then every user and item has >= 2 interactions.
     assert (len(filtered), rounds) == (8, 1)
     # round 1 drops item q (1 review), leaving user c with 1; round 2 drops c, leaving item z with 1;
     # round 3 drops z's last review. Row order is kept.
     inter = pd.DataFrame({"user_id": list("aabbbcc"), "item_id": list("xyxyzzq")})
-    filtered, rounds = amazon2014.five_core(inter, k=2)
+    filtered, rounds = five_core(inter, k=2)
     assert rounds == 3
     assert list(zip(filtered["user_id"], filtered["item_id"])) == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
 
@@ -165,7 +166,7 @@ def test_rerun_skips_finished_steps(prepared, caplog):
     out_dir, folder = prepared
     stamps = {name: os.stat(folder / name).st_mtime_ns for name in os.listdir(folder) if "." in name}
     n_requests = len(ImageHandler.requests_seen)
-    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl"):
         row = amazon2014.prepare_dataset("beauty", str(out_dir), raw_dir=str(out_dir.parent / "raw"),
                                          text_encoder=PACKAGED_MINILM, image_model=IMAGE_MODEL,
                                          image_pretrained=None)

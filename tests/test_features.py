@@ -17,7 +17,7 @@ from PIL import Image
 from recbole_fmrl.data import atomic_files
 from recbole_fmrl.dataset_prep import features
 from recbole_fmrl.dataset_prep.__main__ import main
-from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
+from recbole_fmrl.data.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
 
 IMAGE_MODEL = "ViT-S-32"  # random weights (--image_pretrained=none): fast to build on CPU
 ML_100K = Path(recbole.__file__).resolve().parent / "dataset_example" / "ml-100k"
@@ -120,14 +120,14 @@ def test_rerun_skips_finished_steps_and_redoes_a_changed_one(shop, image_server,
     root, folder = shop
     outputs = ["shop.items.tsv", "shop.text.npy", "shop.image.npy"]
     stamps = {name: os.stat(folder / name).st_mtime_ns for name in outputs}
-    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl"):
         assert main(_args(root)) == 0
     assert {name: os.stat(folder / name).st_mtime_ns for name in outputs} == stamps
     assert sum("skipped" in message for message in caplog.messages) == 3
     before = np.load(folder / "shop.text.npy")
     _write_shop(root, image_server, title_of_i1="Lip Gloss")  # one input changes
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="recbole_fmrl.dataset_prep"):
+    with caplog.at_level(logging.INFO, logger="recbole_fmrl"):
         assert main(_args(root)) == 0
     after = np.load(folder / "shop.text.npy")
     assert atomic_files.read_items(folder / "shop.items.tsv")["text"][0].startswith("Title: Lip Gloss Brand: Acme")

@@ -1,9 +1,11 @@
 """The package's layout as its import graph reads it (no cycles, the runner imported only for what it
-does, serving through the encoder's own interface), and the ideas shared between its parts: one
+does, serving through the encoder's own interface, the runtime free of the preparation commands), and the ideas shared between its parts: one
 item-order hash for checkpoints and funnel indexes, one exclusion of seen items whatever the padding."""
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -96,6 +98,62 @@ def test_the_import_graph_has_no_cycle():
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
     # the cycle finder finds one when there is one
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+PREP = "recbole_fmrl.dataset_prep"
+
+BLOCKED_PREP_RUN = """
+import importlib, importlib.abc, json, os, sys
+
+class Unimportable(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "dataset_prep" or name == PREP or name.startswith(PREP + "."):
+            raise ImportError(f"{name} is the preparation commands")
+
+PREP = "recbole_fmrl.dataset_prep"
+sys.meta_path.insert(0, Unimportable())
+modules = json.loads(sys.argv[1])
+for name in modules:
+    importlib.import_module(name)
+from recbole_fmrl.data.embedded import ensure_embedded_dataset
+
+written = ensure_embedded_dataset("toys", sys.argv[2])
+with open(os.path.join(sys.argv[2], "toys", "toys.inter"), encoding="utf-8") as f:
+    rows = sum(1 for _ in f) - 1
+print(json.dumps({"imported": len(modules), "written": written, "rows": rows,
+                  "prep": sorted(m for m in sys.modules if "dataset_prep" in m)}))
+"""
+
+
+def prep_imports(tree, name, is_package):
+    """The imports of the preparation commands (``recbole_fmrl.dataset_prep`` or a bare ``dataset_prep``) in ``tree``."""
+    return [base for base, names in imported_names(tree, name, is_package)
+            if base == PREP or base.startswith(PREP + ".") or base.split(".")[0] == "dataset_prep"
+            or (base == "recbole_fmrl" and "dataset_prep" in names)]
+
+
+def test_the_runtime_never_imports_the_preparation_commands(tmp_path):
+    """dataset_prep builds on data/ (the on-disk format, the shipped tables), never the other way round."""
+    modules = package_modules()
+    runtime = sorted(name for name in modules if name != PREP and not name.startswith(PREP + "."))
+    assert {"recbole_fmrl.data.embedded", "recbole_fmrl.data.dataset", "recbole_fmrl.deploy.funnel"} <= set(runtime)
+    importers = {name: prep_imports(modules[name], name, any(o.startswith(name + ".") for o in modules))
+                 for name in runtime}
+    assert {name: found for name, found in importers.items() if found} == {}
+    assert [name for name, tree in modules.items()  # no package path trick, in the runtime or in the prep
+            if any(isinstance(node, ast.Attribute) and node.attr == "__path__" for node in ast.walk(tree))] == []
+    # the scan finds each spelling of such an import
+    for source, package in [("from recbole_fmrl.dataset_prep.steps import step_done", False),
+                            ("from ..dataset_prep import steps", False), ("import recbole_fmrl.dataset_prep", False),
+                            ("from recbole_fmrl import dataset_prep", False), ("from . import dataset_prep", True)]:
+        assert prep_imports(ast.parse(source), "recbole_fmrl.data.embedded" if not package else "recbole_fmrl",
+                            package), source
+    # with the preparation commands unimportable, every runtime module imports and an embedded dataset is written
+    done = subprocess.run([sys.executable, "-c", BLOCKED_PREP_RUN, json.dumps(runtime), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "imported": len(runtime), "written": True, "rows": 167597, "prep": []}  # Table 1's Toys interactions
 
 
 def test_no_module_imports_the_runner_for_a_constant():

@@ -8,9 +8,8 @@ import pytest
 from recbole.utils import ensure_dir
 
 from recbole_fmrl.config import Config
-from recbole_fmrl.data import embedded
+from recbole_fmrl.data import embedded, encoders
 from recbole_fmrl.data.loading import feature_modalities, prepare_dataset_folder
-from recbole_fmrl.dataset_prep import encoders
 from recbole_fmrl.runner import RECBOLE_LOG_DIR, make_run_folders
 
 
@@ -57,13 +56,13 @@ def test_an_id_model_on_fresh_beauty_never_runs_the_text_encoder(tmp_path, monke
 
 def test_concurrent_materialisations_wait_for_one_writer(tmp_path, monkeypatch):
     writes = []
-    prepare = embedded.prepare_dataset
+    write = embedded.write_embedded
 
     def counted(*args, **kwargs):
         writes.append(threading.get_ident())
-        return prepare(*args, **kwargs)
+        return write(*args, **kwargs)
 
-    monkeypatch.setattr(embedded, "prepare_dataset", counted)
+    monkeypatch.setattr(embedded, "write_embedded", counted)
     results = run_together(lambda: embedded.ensure_embedded_dataset("toys", str(tmp_path)), 3)
     assert len(writes) == 1 and sorted(results) == [False, False, True]
     assert sorted(os.listdir(tmp_path / "toys")) == ["toys.inter", "toys.interactions.done.json", "toys.items.tsv"]

@@ -1,10 +1,10 @@
-"""Case r of ``python -m recbole_fmrl.benchmarks.run``: Matryoshka funnel retrieval against exact full-size top-k,
-on a trained fMRLRec (``--checkpoint``; the goals are set for D = 256).
+"""The case funnel_retrieval of ``python -m recbole_fmrl.benchmarks.run``: Matryoshka funnel retrieval against
+exact full-size top-k, on a trained fMRLRec (``--checkpoint``; the goals are set for D = 256).
 
-r (real data)    the checkpoint's dataset and test split: NDCG@10 through the funnel (m, K) / exact
+real data        the checkpoint's dataset and test split: NDCG@10 through the funnel (m, K) / exact
                  full-size NDCG@10 (RecBole's evaluator both times; goal >= 0.99 at m = 16, K = 200),
                  and top-10 latency for a batch of real test users through ``Recommender.recommend``.
-r (large)        a catalogue of ``large_items`` synthetic items: features drawn from a Gaussian with the
+large catalogue  a catalogue of ``large_items`` synthetic items: features drawn from a Gaussian with the
                  mean and covariance of the dataset's real item features, mapped by the checkpoint's
                  trained item projection (eq. 7); users are the model's representations of real test
                  users. Funnel (m = 32, approximate index) top-10 vs exact full-size top-10: the share of
@@ -52,7 +52,7 @@ FUNNEL_PRESETS = {
 
 
 def funnel_case(bench, checkpoint_path, preset, make_row):
-    """Add the rows of case r to ``bench`` (a ``recbole_fmrl.benchmarks.run.Bench``); ``make_row`` is its row()."""
+    """Add the rows of funnel_retrieval to ``bench`` (a ``recbole_fmrl.benchmarks.run.Bench``); ``make_row`` is its row()."""
     from recbole_fmrl.checkpoint import read_checkpoint
     from recbole_fmrl.deploy.evaluate import funnel_full_sort_predict
     from recbole_fmrl.deploy.serving import Recommender
@@ -91,13 +91,13 @@ def funnel_case(bench, checkpoint_path, preset, make_row):
         del model.full_sort_predict  # back to the class's exact scoring
         funnel_ms = times[(m, shortlist, kind)]["median_s"] * 1000
         goal = (">=", 0.99) if (m, shortlist, kind) == tuple(s.real_goal) else None
-        bench.add(make_row("r", f"{name} test NDCG@10 funnel m={m} K={shortlist} {kind} / exact D={d}",
+        bench.add(make_row("funnel_retrieval", f"{name} test NDCG@10 funnel m={m} K={shortlist} {kind} / exact D={d}",
                            ndcg / exact_ndcg if exact_ndcg else float("nan"), goal, m=m, K=shortlist, index=kind,
                            D=d, ndcg10_funnel=ndcg, ndcg10_exact=exact_ndcg, users=users,
                            top10_ms_funnel=round(funnel_ms, 3), top10_ms_exact=round(exact_ms, 3),
                            index_build_s=round(build_s[(m, kind)], 3), n_items=rec.n_items,
                            checkpoint=checkpoint_path))
-        bench.add(make_row("r", f"  {name} top-10 latency funnel m={m} K={shortlist} {kind} / exact ({users} users)",
+        bench.add(make_row("funnel_retrieval", f"  {name} top-10 latency funnel m={m} K={shortlist} {kind} / exact ({users} users)",
                            funnel_ms / exact_ms, m=m, K=shortlist, index=kind, D=d,
                            top10_ms_funnel=round(funnel_ms, 3), top10_ms_exact=round(exact_ms, 3)))
     hidden = state.hidden[:, :d]
@@ -141,17 +141,17 @@ def funnel_case(bench, checkpoint_path, preset, make_row):
                    "index_mb": round(i.nbytes() / 2**20, 1), "nprobe": i.nprobe, "ef_search": i.ef_search,
                    "top10_found": found, "timings": times, "checkpoint": checkpoint_path}
         found_goal, speed_goal, indent = ((">=", 0.95), (">=", 5.0), "") if name == kind else (None, None, "  ")
-        bench.add(make_row("r", f"{indent}{items}: exact top-10 found by funnel m={m} K={shortlist} {name}, D={d}",
+        bench.add(make_row("funnel_retrieval", f"{indent}{items}: exact top-10 found by funnel m={m} K={shortlist} {name}, D={d}",
                            found, found_goal, **details))
-        bench.add(make_row("r", f"{indent}{items}: speed-up exact D={d} / funnel m={m} K={shortlist} {name} "
+        bench.add(make_row("funnel_retrieval", f"{indent}{items}: speed-up exact D={d} / funnel m={m} K={shortlist} {name} "
                                 f"({users} users)", t_exact / t_funnel, speed_goal, **details))
     flat = FunnelIndex.build(table, m, "flat")  # the same funnel through an exact size-m search: its ceiling
-    bench.add(make_row("r", f"  {items}: exact top-10 found by funnel m={m} K={shortlist} flat (exact search)",
+    bench.add(make_row("funnel_retrieval", f"  {items}: exact top-10 found by funnel m={m} K={shortlist} flat (exact search)",
                        found_share(exact_top, funnel(shortlist, flat)), m=m, K=shortlist, index="flat", D=d,
                        n_items=s.large_items, users=users))
     del flat
     for other in s.large_shortlists:
-        bench.add(make_row("r", f"  {items}: exact top-10 found by funnel m={m} K={other} {kind}, D={d}",
+        bench.add(make_row("funnel_retrieval", f"  {items}: exact top-10 found by funnel m={m} K={other} {kind}, D={d}",
                            found_share(exact_top, funnel(other)), m=m, K=other, index=kind, D=d,
                            n_items=s.large_items, users=users))
     del table, table_t, index, indexes

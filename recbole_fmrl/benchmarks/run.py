@@ -1,32 +1,38 @@
 """Benchmarks of fMRLRec's efficiency claims (a benchmark, not an accuracy claim: random items).
 
-    python -m recbole_fmrl.benchmarks.run [--quick] [--device=cpu|cuda] [--out=FILE] [--cases=CASES] [--threads=N]
+    python -m recbole_fmrl.benchmarks.run [--quick] [--device=cpu|cuda] [--out=FILE] [--cases=NAME,NAME] [--threads=N]
 
-Cases (each timed after warm-up, median of repeated runs):
-  a  train step (forward + backward + AdamW) of fMRLRec with M = [8..D] vs LRURec at D   goal <= 1.10
-  b  one fMRL layer (D x D, fwd + bwd) vs a dense nn.Linear (goal <= 1.05) and vs the
-     authors' per-block loop with concatenation (goal: faster, ratio < 1)
-  c  one fMRLRec train step vs the sum of train steps of independent size-m models      (saving)
-  d  exported size-m model vs size D: top-10 over the catalogue for a batch of users     goal D/8 <= 1/8
-  e  serving: top-10 after one new event from a cached LRU state vs re-running the sequence goal >= 10x
-  f  peak memory of a train step, fMRLRec vs LRURec                                          (info)
-  g  one training epoch on real Beauty (D = 64, L = 50, one thread): train_mode sequence vs
-     prefix for fMRLRec and LRURec (goal <= 1/6 each), fMRLRec vs LRURec in sequence mode (<= 1.15)
-  h  fMRLRec with encoder: transformer: a train step with M = [8..D] vs M = [D] (goal <= 1.15; the
-     LRU's alike for reference), and serving: re-encoding the whole history vs a key/value-cache
-     update, for one user and for a batch (goal >= 5x)
-  s  SASRec's training epoch on real Beauty (D = 64, one thread): every position (train_mode sequence)
-     vs RecBole's prefixes (goal <= 1/6); a train step with a sampled softmax (256 negatives) vs
-     the full CE, SASRec and fMRLRec [id] (D = 64), at Beauty's 12,102 items and at 1,000,000   (info)
-  r  Matryoshka funnel retrieval vs exact full-size top-10 (needs --checkpoint, a trained fMRLRec;
-     see ``benchmarks/funnel.py``): real test NDCG@10 ratio, 1,000,000-item agreement and speed-up
+Cases (each timed after warm-up, median of repeated runs; ``--cases`` picks some, comma-separated):
+  nested_train_step   train step (forward + backward + AdamW) of fMRLRec with M = [8..D] vs LRURec at D
+                      (goal <= 1.10), and vs fMRLRec with M = [D] (the nesting alone)
+  fmrl_layer          one fMRL layer (D x D, fwd + bwd) vs a dense nn.Linear (goal <= 1.05) and vs the
+                      authors' per-block loop with concatenation (goal: faster, ratio < 1)
+  independent_models  one fMRLRec train step vs the sum of train steps of independent size-m models
+  sliced_top10        exported size-m model vs size D: top-10 over the catalogue for a batch of users
+                      (goal at m = D/8: <= 1/8)
+  lru_serving         top-10 after one new event from a cached LRU state vs re-running the sequence
+                      (goal >= 10x)
+  train_memory        peak memory of a train step, fMRLRec vs LRURec
+  epoch_train_modes   one training epoch on real Beauty (D = 64, L = 50, one thread): train_mode
+                      sequence vs prefix for fMRLRec and LRURec (goal <= 1/6 each), fMRLRec vs LRURec
+                      in sequence mode (goal <= 1.15)
+  transformer_encoder fMRLRec with encoder: transformer: a train step with M = [8..D] vs M = [D] (goal
+                      <= 1.15; the LRU's alike for reference), and serving: re-encoding the whole
+                      history vs a key/value-cache update, for one user and for a batch (goal >= 5x)
+  sasrec_epoch        SASRec's training epoch on real Beauty (D = 64, one thread): every position
+                      (train_mode sequence) vs RecBole's prefixes (goal <= 1/6)
+  sampled_softmax     a train step with a sampled softmax (256 negatives) vs the full CE, SASRec and
+                      fMRLRec [id] (D = 64), at Beauty's 12,102 items and at 1,000,000
+  funnel_retrieval    Matryoshka funnel retrieval vs exact full-size top-10 (needs --checkpoint, a
+                      trained fMRLRec; see ``benchmarks/funnel.py``): real test NDCG@10 ratio,
+                      1,000,000-item agreement and speed-up
 
 Models are the plugin's real classes from a real Config with the YAML defaults, except that LRURec
 gets fMRLRec's dropout rates (a hyper-parameter, not a cost of nesting); items and features are
-synthetic (see ``benchmarks/common.py``). ``--quick`` runs D = 256 (case a: 256 and 1024) with fewer
-repeats (about 5 minutes on a 2-core CPU); ``--tiny`` shrinks everything (seconds; for the test
-suite). Case g reads the real embedded Beauty (``--quick``: prefix-mode epochs estimated from 40
-random batches × the epoch's batch count; sequence epochs always whole). Results: JSON with machine
+synthetic (see ``benchmarks/common.py``). ``--quick`` runs D = 256 (nested_train_step: 256 and 1024)
+with fewer repeats; ``--tiny`` shrinks everything (for the test suite). epoch_train_modes and
+sasrec_epoch read the real embedded Beauty (``--quick``: prefix-mode epochs estimated from 40 random
+batches × the epoch's batch count; sequence epochs always whole). Results: JSON with machine
 info, and a table of ratios with their goals on stdout.
 """
 
@@ -65,24 +71,24 @@ from recbole_fmrl.model.layers import FMRLLinear, doubling_sizes
 
 @dataclass
 class Settings:
-    hidden_sizes: list = field(default_factory=lambda: [256, 1024])  # D for cases c, d, e, f
-    train_sizes: list = field(default_factory=lambda: [256, 1024])  # D for case a (the issue's two sizes)
+    hidden_sizes: list = field(default_factory=lambda: [256, 1024])  # D for independent_models, sliced_top10, lru_serving, train_memory, transformer_encoder
+    train_sizes: list = field(default_factory=lambda: [256, 1024])  # D for nested_train_step (the issue's two sizes)
     n_items: int = BEAUTY_ITEMS
-    batch_size: int = 128  # training batch (a, c, f)
+    batch_size: int = 128  # training batch (nested_train_step, independent_models, train_memory)
     seq_len: int = 50
-    layer_dim: int = 1024  # case b
-    layer_rows: int = 6400  # case b: 128 x 50 positions
-    serve_users: int = 256  # users per batch (d, e)
+    layer_dim: int = 1024  # fmrl_layer
+    layer_rows: int = 6400  # fmrl_layer: 128 x 50 positions
+    serve_users: int = 256  # users per batch (sliced_top10, lru_serving, transformer_encoder)
     warmup: int = 2
     repeats: int = 5
-    serve_repeats: int = 20  # (e): fast calls, more repeats
-    independent_repeats: int = 3  # (c): the independent models
-    epoch_dataset: str = "beauty"  # (g): a real dataset; "" = a small random one (tests)
-    epoch_hidden_size: int = 64  # (g)
-    epoch_prefix_batches: int = 0  # (g, s): prefix-mode batches timed (0 = the whole epoch)
-    softmax_items: list = field(default_factory=lambda: [BEAUTY_ITEMS, 1_000_000])  # (s): catalogue sizes
-    softmax_batch_size: int = 16  # (s): rows of L positions per train step (full CE at 1M items: [B*L, 1M] scores)
-    softmax_negatives: int = 256  # (s): eSASRec's
+    serve_repeats: int = 20  # (lru_serving, transformer_encoder): fast calls, more repeats
+    independent_repeats: int = 3  # (independent_models)
+    epoch_dataset: str = "beauty"  # (epoch_train_modes, sasrec_epoch): a real dataset; "" = a small random one (tests)
+    epoch_hidden_size: int = 64  # (epoch_train_modes, sasrec_epoch, sampled_softmax)
+    epoch_prefix_batches: int = 0  # (epoch_train_modes, sasrec_epoch): prefix-mode batches timed (0 = the whole epoch)
+    softmax_items: list = field(default_factory=lambda: [BEAUTY_ITEMS, 1_000_000])  # (sampled_softmax): catalogue sizes
+    softmax_batch_size: int = 16  # (sampled_softmax): rows of L positions per train step (full CE at 1M items: [B*L, 1M] scores)
+    softmax_negatives: int = 256  # (sampled_softmax): eSASRec's
 
 
 PRESETS = {
@@ -149,8 +155,8 @@ class Bench:
             self.profiles[key] = profile_top_ops(profile_fn, self.device)
             r["profile"] = self.profiles[key]
 
-    # ------------------------------------------------------------------------------------ a
-    def case_a(self):
+    # ------------------------------------------------------------------------------------ nested_train_step
+    def nested_train_step(self):
         shape = f"B={self.s.batch_size} L={self.s.seq_len} items={self.s.n_items}"
         for d in self.s.train_sizes:
             steps = {
@@ -162,19 +168,19 @@ class Bench:
             t = {k: v["median_s"] for k, v in times.items()}
             self._fmrl_step_s[d] = t["fMRLRec"]
             self.add(
-                row("a", f"train step fMRLRec M=[8..{d}] / LRURec, D={d}", t["fMRLRec"] / t["LRURec"],
+                row("nested_train_step", f"train step fMRLRec M=[8..{d}] / LRURec, D={d}", t["fMRLRec"] / t["LRURec"],
                     ("<=", 1.10), D=d, shape=shape, fmrl_ms=ms(t["fMRLRec"]), lrurec_ms=ms(t["LRURec"]),
                     timings=times),
                 profile_fn=steps["fMRLRec"],
             )
-            self.add(row("a", f"  nesting alone: fMRLRec M=[8..{d}] / fMRLRec M=[{d}] (same items)",
+            self.add(row("nested_train_step", f"  nesting alone: fMRLRec M=[8..{d}] / fMRLRec M=[{d}] (same items)",
                          t["fMRLRec"] / t["fMRLRec_single_size"], D=d, shape=shape, fmrl_ms=ms(t["fMRLRec"]),
                          single_size_ms=ms(t["fMRLRec_single_size"]), timings=times))
             del steps
             gc.collect()
 
-    # ------------------------------------------------------------------------------------ b
-    def case_b(self):
+    # ------------------------------------------------------------------------------------ fmrl_layer
+    def fmrl_layer(self):
         d, rows = self.s.layer_dim, self.s.layer_rows
         sizes = doubling_sizes(d)
         torch.manual_seed(0)
@@ -197,13 +203,13 @@ class Bench:
         t = {k: v["median_s"] for k, v in times.items()}
         common = {"D": d, "rows": rows, "M": sizes, "fmrl_ms": ms(t["fMRL"]), "dense_ms": ms(t["dense"]),
                   "loop_ms": ms(t["loop"]), "timings": times}
-        self.add(row("b", f"fMRL layer / dense nn.Linear, D={d}, {rows} rows, fwd+bwd", t["fMRL"] / t["dense"],
+        self.add(row("fmrl_layer", f"fMRL layer / dense nn.Linear, D={d}, {rows} rows, fwd+bwd", t["fMRL"] / t["dense"],
                      ("<=", 1.05), **common), profile_fn=fns["fMRL"])
-        self.add(row("b", f"fMRL layer / per-block loop + cat (authors'), D={d}", t["fMRL"] / t["loop"],
+        self.add(row("fmrl_layer", f"fMRL layer / per-block loop + cat (authors'), D={d}", t["fMRL"] / t["loop"],
                      ("<", 1.0), **common), profile_fn=fns["fMRL"])
 
-    # ------------------------------------------------------------------------------------ c
-    def case_c(self):
+    # ------------------------------------------------------------------------------------ independent_models
+    def independent_models(self):
         for d in self.s.hidden_sizes:
             steps = {f"M=[8..{d}]": self.train_step("fMRLRec", d)}
             for m in doubling_sizes(d):
@@ -213,14 +219,14 @@ class Bench:
             independent = {m: ms(v["median_s"]) for m, v in times.items()}
             total_ms = sum(independent.values())
             ratio = ms(fmrl) / total_ms
-            self.add(row("c", f"fMRLRec step / sum of {len(independent)} independent size-m steps, D={d}", ratio,
+            self.add(row("independent_models", f"fMRLRec step / sum of {len(independent)} independent size-m steps, D={d}", ratio,
                          D=d, fmrl_ms=ms(fmrl), independent_ms=independent,
                          independent_total_ms=round(total_ms, 3), saving=round(1 - ratio, 4)))
             del steps
             gc.collect()
 
-    # ------------------------------------------------------------------------------------ d
-    def case_d(self):
+    # ------------------------------------------------------------------------------------ sliced_top10
+    def sliced_top10(self):
         for d in self.s.hidden_sizes:
             full, _ = build_model("fMRLRec", self.items, self.device, hidden_size=d)
             full.eval()
@@ -239,7 +245,7 @@ class Bench:
                 goal = ("<=", 0.125) if m == d // 8 else None
                 breakdown = {f"{k}_ms": ms(v["median_s"]) for k, v in parts[m].items()}
                 self.add(
-                    row("d", f"top-10 latency size {m} / size {d} ({users} users, exported size-m model)",
+                    row("sliced_top10", f"top-10 latency size {m} / size {d} ({users} users, exported size-m model)",
                         totals[m]["median_s"] / base, goal, D=d, m=m, users=users,
                         total_ms=ms(totals[m]["median_s"]), **breakdown),
                     profile_fn=predict[m] if goal else None,
@@ -253,8 +259,8 @@ class Bench:
             del models, predict
             gc.collect()
 
-    # ------------------------------------------------------------------------------------ e
-    def case_e(self):
+    # ------------------------------------------------------------------------------------ lru_serving
+    def lru_serving(self):
         from recbole_fmrl.deploy.serving import Recommender
 
         for d in self.s.hidden_sizes:
@@ -292,7 +298,7 @@ class Bench:
                                         "recommend": recommend_only}, repeats=self.s.serve_repeats)
                 t = {k: v["median_s"] for k, v in times.items()}
                 self.add(
-                    row("e", f"serving speed-up: cached state vs re-run {self.s.seq_len} steps, D={d}, {users} user(s)",
+                    row("lru_serving", f"serving speed-up: cached state vs re-run {self.s.seq_len} steps, D={d}, {users} user(s)",
                         t["rerun"] / t["cached"], (">=", 10.0), D=d, users=users, cached_ms=ms(t["cached"]),
                         rerun_ms=ms(t["rerun"]), update_ms=ms(t["update"]), start_scan_ms=ms(t["start"]),
                         score_topk_ms=ms(t["recommend"]), encode_only_speedup=round(t["start"] / t["update"], 3),
@@ -302,18 +308,18 @@ class Bench:
                 )
             gc.collect()
 
-    # ------------------------------------------------------------------------------------ f
-    def case_f(self):
+    # ------------------------------------------------------------------------------------ train_memory
+    def train_memory(self):
         for d in self.s.hidden_sizes:
             peak = {name: peak_memory(name, d, self.s, self.items, self.device) for name in ("fMRLRec", "LRURec")}
             gc.collect()
             ratio = peak["fMRLRec"]["step_peak_mb"] / peak["LRURec"]["step_peak_mb"]
-            self.add(row("f", f"train-step peak memory fMRLRec / LRURec, D={d}", ratio, D=d,
+            self.add(row("train_memory", f"train-step peak memory fMRLRec / LRURec, D={d}", ratio, D=d,
                          fmrl_mb=peak["fMRLRec"]["step_peak_mb"], lrurec_mb=peak["LRURec"]["step_peak_mb"],
                          method=peak["fMRLRec"]["method"], details=peak))
 
-    # ------------------------------------------------------------------------------------ g
-    def case_g(self):
+    # ------------------------------------------------------------------------------------ epoch_train_modes
+    def epoch_train_modes(self):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -323,17 +329,17 @@ class Bench:
         name, clock = self.s.epoch_dataset or "random", "cpu" if self.device.type == "cpu" else "wall"
         for model in ("fMRLRec", "LRURec"):
             sequence, prefix = seconds[model, "sequence"], seconds[model, "prefix"]
-            self.add(row("g", f"epoch {model} train_mode sequence / prefix, {name} D={self.s.epoch_hidden_size}",
+            self.add(row("epoch_train_modes", f"epoch {model} train_mode sequence / prefix, {name} D={self.s.epoch_hidden_size}",
                          sequence[clock] / prefix[clock], ("<=", round(1 / 6, 4)), clock=clock,
                          sequence_s=round(sequence[clock], 1), prefix_s=round(prefix[clock], 1),
                          sequence_wall_s=round(sequence["wall"], 1), prefix_wall_s=round(prefix["wall"], 1)))
         fmrl, lrurec = seconds["fMRLRec", "sequence"], seconds["LRURec", "sequence"]
-        self.add(row("g", f"epoch fMRLRec / LRURec, train_mode sequence, {name} D={self.s.epoch_hidden_size}",
+        self.add(row("epoch_train_modes", f"epoch fMRLRec / LRURec, train_mode sequence, {name} D={self.s.epoch_hidden_size}",
                      fmrl[clock] / lrurec[clock], ("<=", 1.15), clock=clock, fmrl_s=round(fmrl[clock], 1),
                      lrurec_s=round(lrurec[clock], 1), wall_ratio=round(fmrl["wall"] / lrurec["wall"], 3)))
 
-    # ------------------------------------------------------------------------------------ s
-    def case_s(self):
+    # ------------------------------------------------------------------------------------ sasrec_epoch
+    def sasrec_epoch(self):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -342,9 +348,12 @@ class Bench:
             torch.set_num_threads(threads)
         name, clock = self.s.epoch_dataset or "random", "cpu" if self.device.type == "cpu" else "wall"
         sequence, prefix = seconds["sequence"], seconds["prefix"]
-        self.add(row("s", f"epoch SASRec train_mode sequence / prefix, {name} D={self.s.epoch_hidden_size}",
+        self.add(row("sasrec_epoch", f"epoch SASRec train_mode sequence / prefix, {name} D={self.s.epoch_hidden_size}",
                      sequence[clock] / prefix[clock], ("<=", round(1 / 6, 4)), clock=clock,
                      sequence_s=round(sequence[clock], 1), prefix_s=round(prefix[clock], 1)))
+
+    # ------------------------------------------------------------------------------------ sampled_softmax
+    def sampled_softmax(self):
         negatives = self.s.softmax_negatives
         for n_items in self.s.softmax_items:
             items = synthetic_items(n_items, feature_dims={})
@@ -359,15 +368,15 @@ class Bench:
                 full, sampled = timed["full"]["median_s"], timed["sampled"]["median_s"]
                 del steps
                 gc.collect()
-                self.add(row("s", f"train step {model_name} sampled softmax {negatives} / full CE, {n_items:,} items",
+                self.add(row("sampled_softmax", f"train step {model_name} sampled softmax {negatives} / full CE, {n_items:,} items",
                              sampled / full, full_ms=ms(full), sampled_ms=ms(sampled), n_items=n_items,
                              positions=self.s.softmax_batch_size * self.s.seq_len))
 
     def epoch_seconds(self, train_mode, models=("fMRLRec", "LRURec")):
         """``{"wall": s, "cpu": s}`` of one training epoch (RecBole's ``_train_epoch``: batches, loss,
         backward, clip, AdamW) per model, every model on the same training loader. With one thread the
-        process's CPU seconds are its compute, whatever else runs on the machine; cases g and s use
-        them on a CPU (wall seconds on a GPU)."""
+        process's CPU seconds are its compute, whatever else runs on the machine; epoch_train_modes and
+        sasrec_epoch use them on a CPU (wall seconds on a GPU)."""
         from recbole_fmrl.config import Config
         from recbole_fmrl.config import get_model
         from recbole_fmrl.data import data_preparation
@@ -396,12 +405,12 @@ class Bench:
             synchronize(self.device)
             seconds[name] = {"wall": (time.perf_counter() - started) * batches / timed,
                              "cpu": (time.process_time() - cpu_started) * batches / timed}
-            self.log(f"   g: {name} {train_mode}: {batches} batches/epoch, {timed} timed, epoch "
+            self.log(f"   {name} {train_mode}: {batches} batches/epoch, {timed} timed, epoch "
                      f"{seconds[name]['wall']:.1f} s ({seconds[name]['cpu']:.1f} s of CPU)")
         return seconds
 
-    # ------------------------------------------------------------------------------------ h
-    def case_h(self):
+    # ------------------------------------------------------------------------------------ transformer_encoder
+    def transformer_encoder(self):
         shape = f"B={self.s.batch_size} L={self.s.seq_len} items={self.s.n_items}"
         for d in self.s.hidden_sizes:
             steps = {f"{encoder}{suffix}": self.train_step("fMRLRec", d, encoder=encoder, **sizes)
@@ -409,11 +418,11 @@ class Bench:
                      for suffix, sizes in (("", {}), ("_single_size", {"mrl_hidden_sizes": [d]}))}
             times = self.time_many(steps)
             t = {k: v["median_s"] for k, v in times.items()}
-            self.add(row("h", f"train step fMRLRec-Transformer M=[8..{d}] / M=[{d}], D={d}",
+            self.add(row("transformer_encoder", f"train step fMRLRec-Transformer M=[8..{d}] / M=[{d}], D={d}",
                          t["transformer"] / t["transformer_single_size"], ("<=", 1.15), D=d, shape=shape,
                          nested_ms=ms(t["transformer"]), single_size_ms=ms(t["transformer_single_size"]),
                          timings=times), profile_fn=steps["transformer"])
-            self.add(row("h", f"  the LRU encoder alike (eq. 14's sizes in both): M=[8..{d}] / M=[{d}]",
+            self.add(row("transformer_encoder", f"  the LRU encoder alike (eq. 14's sizes in both): M=[8..{d}] / M=[{d}]",
                          t["lru"] / t["lru_single_size"], D=d, shape=shape, nested_ms=ms(t["lru"]),
                          single_size_ms=ms(t["lru_single_size"])))
             del steps
@@ -421,7 +430,7 @@ class Bench:
             self.transformer_serving(d)
 
     def transformer_serving(self, d):
-        """Case h's serving rows: a key/value-cache ``update`` vs ``start`` over the whole history."""
+        """transformer_encoder's serving rows: a key/value-cache ``update`` vs ``start`` over the whole history."""
         from recbole_fmrl.deploy.serving import Recommender
 
         model, _ = build_model("fMRLRec", self.items, self.device, hidden_size=d, encoder="transformer",
@@ -446,7 +455,7 @@ class Bench:
             same = torch.allclose(update().hidden, reencode().hidden, atol=1e-4, rtol=1e-4)
             times = self.time_many({"update": update, "reencode": reencode}, repeats=self.s.serve_repeats)
             t = {k: v["median_s"] for k, v in times.items()}
-            self.add(row("h", f"serving Transformer: re-encode {self.s.seq_len} items / cache update, D={d}, "
+            self.add(row("transformer_encoder", f"serving Transformer: re-encode {self.s.seq_len} items / cache update, D={d}, "
                               f"{users} user(s)", t["reencode"] / t["update"], (">=", 5.0), D=d, users=users,
                          update_ms=ms(t["update"]), reencode_ms=ms(t["reencode"]), same_representation=same,
                          timings=times), profile_fn=update)
@@ -582,11 +591,11 @@ def held_bytes(model, step, batch):
 
 # ---------------------------------------------------------------------------------- reporting
 def format_row(r):
-    return f"{r['case']:<2} {r['label']:<78} {r['ratio']:>9.4f} {r['goal'] or '':>8} {r['status']:>5}"
+    return f"{r['case']:<{CASE_WIDTH}} {r['label']:<78} {r['ratio']:>9.4f} {r['goal'] or '':>8} {r['status']:>5}"
 
 
 def format_table(rows):
-    header = f"{'':<2} {'what (ratio)':<78} {'ratio':>9} {'goal':>8} {'':>5}"
+    header = f"{'case':<{CASE_WIDTH}} {'what (ratio)':<78} {'ratio':>9} {'goal':>8} {'':>5}"
     return "\n".join([header, "-" * len(header)] + [format_row(r) for r in rows])
 
 
@@ -600,7 +609,21 @@ def to_jsonable(value):
     return value
 
 
-CASES = "abcdefghsr"
+BENCH_CASES = {case.__name__: case for case in (
+    Bench.nested_train_step, Bench.fmrl_layer, Bench.independent_models, Bench.sliced_top10, Bench.lru_serving,
+    Bench.train_memory, Bench.epoch_train_modes, Bench.transformer_encoder, Bench.sasrec_epoch, Bench.sampled_softmax)}
+CASES = (*BENCH_CASES, "funnel_retrieval")
+"""Every case, in the order they run (``funnel_retrieval``: :func:`recbole_fmrl.benchmarks.funnel.funnel_case`)."""
+CASE_WIDTH = max(map(len, CASES))
+
+
+def parse_cases(text):
+    """The cases named by ``--cases`` (comma-separated); one error naming an unknown one."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in CASES]
+    if unknown or not names:
+        raise PluginError(f"unknown cases {unknown or [text]} in --cases; choose among {', '.join(CASES)}")
+    return set(names)
 
 
 def busy_warning(info, device):
@@ -620,21 +643,22 @@ def busy_warning(info, device):
 
 def build_parser():
     parser = FlagParser(prog="python -m recbole_fmrl.benchmarks.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="D=256 only (case a: 256 and 1024), fewer repeats")
+    parser.add_argument("--quick", action="store_true", help="D=256 only (nested_train_step: 256 and 1024), fewer repeats")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (seconds; for tests)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i]")
     parser.add_argument("--out", default="results/bench.json", help="the results as JSON")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--sizes", default=None, help="comma-separated D values, e.g. 256,1024 (default: the preset's)")
-    parser.add_argument("--cases", default=CASES, help="the cases to run, a subset of the letters")
+    parser.add_argument("--cases", default=",".join(CASES), help="the cases to run, comma-separated names")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default: the preset's)")
     parser.add_argument("--no_profile", action="store_true", help="do not profile cases that miss")
-    parser.add_argument("--checkpoint", default=None, help="case r: a trained fMRLRec checkpoint, D = 256 for its goals (default: case r skipped)")
+    parser.add_argument("--checkpoint", default=None, help="funnel_retrieval: a trained fMRLRec checkpoint, D = 256 for its goals (default: funnel_retrieval skipped)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    selected = parse_cases(args.cases)
     preset = "tiny" if args.tiny else "quick" if args.quick else "full"
     settings = Settings(**asdict(PRESETS[preset]))
     if args.sizes:
@@ -645,9 +669,6 @@ def main(argv=None):
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PluginError("--device=cuda but CUDA is not available")
     torch.set_num_threads(args.threads)
-    unknown = set(args.cases) - set(CASES)
-    if unknown:
-        raise PluginError(f"unknown cases {sorted(unknown)}; choose among {CASES}")
 
     started = time.perf_counter()
     info = machine_info(device, torch.get_num_threads())
@@ -656,16 +677,17 @@ def main(argv=None):
     bench = Bench(settings, device, profile_misses=not args.no_profile)
     case_seconds = {}
     for case in CASES:
-        if case == "r" and case in args.cases and not args.checkpoint:
-            print("r  skipped: needs --checkpoint (a trained fMRLRec)")
+        if case not in selected:
             continue
-        if case in args.cases:
-            t0 = time.perf_counter()
-            if case == "r":
-                funnel_case(bench, args.checkpoint, preset, row)
-            else:
-                getattr(bench, f"case_{case}")()
-            case_seconds[case] = round(time.perf_counter() - t0, 1)
+        if case == "funnel_retrieval" and not args.checkpoint:
+            print("funnel_retrieval skipped: needs --checkpoint (a trained fMRLRec)")
+            continue
+        t0 = time.perf_counter()
+        if case == "funnel_retrieval":
+            funnel_case(bench, args.checkpoint, preset, row)
+        else:
+            BENCH_CASES[case](bench)
+        case_seconds[case] = round(time.perf_counter() - t0, 1)
     info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     info["wall_s"] = round(time.perf_counter() - started, 1)
     info["case_wall_s"] = case_seconds
@@ -683,7 +705,7 @@ def main(argv=None):
     floors = bench.floors
     for d, floor in floors.items():
         parts = ", ".join(f"{k[:-3]} {v:.2f} ms" for k, v in floor.items() if k.endswith("_ms"))
-        print(f"\n(d) floor at D={d}, {floor['note']}: {parts}")
+        print(f"\n(sliced_top10) floor at D={d}, {floor['note']}: {parts}")
     print(f"\ntotal wall time {info['wall_s']} s")
 
     result = {
@@ -691,7 +713,7 @@ def main(argv=None):
         "settings": asdict(settings),
         "machine": info,
         "cases": {case: [r for r in bench.rows if r["case"] == case] for case in CASES if case in case_seconds},
-        "floors_d": floors,
+        "sliced_top10_floors": floors,
         "profiles": bench.profiles,
         "table": table,
     }

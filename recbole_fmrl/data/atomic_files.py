@@ -32,6 +32,16 @@ ITEMS_COLUMNS = ("item_id", "text", "image_url")
 SOURCE_COLUMNS = {"text": "text", "image": "image_url"}  # modality -> the items column it is computed from
 
 
+def labelled_text(pairs):
+    """An items table's ``text`` in the paper's form (sec. 3.3.1), e.g. "Title: … Brand: … Categories: …",
+    from ``(label, value)`` pairs; a value that is None or blank is left out, whitespace is collapsed."""
+    parts = []
+    for label, value in pairs:
+        if value is not None and str(value).strip():
+            parts.append(f"{label}: {' '.join(str(value).split())}")
+    return " ".join(parts)
+
+
 def inter_path(folder, name):
     return os.path.join(folder, f"{name}.inter")
 

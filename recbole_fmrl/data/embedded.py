@@ -14,10 +14,11 @@ import logging
 import os
 import time
 
-from recbole_fmrl.dataset_prep.amazon2014 import EMBEDDED_TABLES_DIR, interactions_current, prepare_dataset, table_files
-from recbole_fmrl.dataset_prep.encoders import PACKAGED_MINILM
-from recbole_fmrl.dataset_prep.s3rec_attributes import attributes_current, attributes_step, table_path
-from recbole_fmrl.dataset_prep.steps import text_features_current
+import torch
+
+from recbole_fmrl.data import amazon2014, steps
+from recbole_fmrl.data.amazon2014 import TABLES_DIR
+from recbole_fmrl.data.encoders import PACKAGED_MINILM
 from recbole_fmrl.files import exclusive_lock
 
 logger = logging.getLogger(__name__)
@@ -32,11 +33,24 @@ EMBEDDED = frozenset(FEATURES)
 def _is_complete(folder, name, features):
     """Whether every step ``features`` need finished on the embedded tables (the atomic files, the
     text features of the current items table, the ``.item`` file of the attribute table)."""
-    if not interactions_current(folder, name, table_files(EMBEDDED_TABLES_DIR, name)):
+    if not steps.interactions_current(folder, name, amazon2014.table_files(TABLES_DIR, name)):
         return False
-    if "attributes" in features and not attributes_current(folder, name, table_path(EMBEDDED_TABLES_DIR, name)):
+    if "attributes" in features and not amazon2014.attributes_current(
+            folder, name, amazon2014.attributes_table_path(TABLES_DIR, name)):
         return False
-    return "text" not in features or text_features_current(folder, name, PACKAGED_MINILM)
+    return "text" not in features or steps.text_features_current(folder, name, PACKAGED_MINILM)
+
+
+def write_embedded(folder, name, features):
+    """Run the steps of ``features`` that are not current on the shipped tables of ``name``: the
+    interactions, the text features (the packaged all-MiniLM-L6-v2), the attributes' ``.item`` file."""
+    _, items = steps.interactions_step(folder, name, amazon2014.table_files(TABLES_DIR, name),
+                                       lambda: (*amazon2014.from_tables(TABLES_DIR, name), None))
+    if "text" in features:
+        steps.text_features_step(folder, name, items, PACKAGED_MINILM, batch_size=128,
+                                 device="cuda" if torch.cuda.is_available() else "cpu", force=False)
+    if "attributes" in features:
+        amazon2014.attributes_step(folder, name, amazon2014.attributes_table_path(TABLES_DIR, name))
 
 
 def ensure_embedded_dataset(name, data_path, features=None):
@@ -57,13 +71,7 @@ def ensure_embedded_dataset(name, data_path, features=None):
     with exclusive_lock(lock, on_wait=lambda: logger.info("embedded dataset %s: waiting for another run writing %s", name, folder)):
         if _is_complete(folder, name, features):  # written by the run this one waited for
             return False
-        import torch
-
         started = time.perf_counter()
-        prepare_dataset(name, data_path, tables_dir=EMBEDDED_TABLES_DIR, text="text" in features,
-                        images=False, text_encoder=PACKAGED_MINILM, batch_size=128,
-                        device="cuda" if torch.cuda.is_available() else "cpu")
-        if "attributes" in features:
-            attributes_step(folder, name, table_path(EMBEDDED_TABLES_DIR, name))
+        write_embedded(folder, name, features)
     logger.info("embedded dataset %s written to %s in %.1f s", name, folder, time.perf_counter() - started)
     return True

