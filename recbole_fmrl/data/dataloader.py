@@ -1,17 +1,37 @@
 """Training batches without padding work for ``train_mode: sequence``, and full-ranking
-evaluation that excludes each user's seen items (``exclude_seen``)."""
+evaluation that excludes each user's seen items (``exclude_seen``); in a data-parallel run
+(:mod:`recbole_fmrl.distributed`) each process trains on its part of every batch and evaluates its
+share of the users."""
 
+import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
 
+from recbole_fmrl import distributed
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.inputs import boolean
 
 
-class LengthGroupedTrainDataLoader(TrainDataLoader):
+class SplitTrainDataLoader(TrainDataLoader):
+    """RecBole's ``TrainDataLoader`` whose every batch is split across the processes of a
+    data-parallel run: all processes draw the same batches (the loader's ``generator`` is seeded
+    alike), and each collates its part, rows ``rank, rank + W, ...`` of the batch (none when the
+    batch has fewer than ``rank + 1`` rows). Every process takes one step per batch, and the parts
+    of a batch are together the batch one process would train on. In one process: RecBole's loader."""
+
+    def __init__(self, config, dataset, sampler=None, shuffle=True):
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+
+    def collate_fn(self, index):
+        return super().collate_fn(np.asarray(index, dtype=np.int64)[self.rank::self.world_size])
+
+
+class LengthGroupedTrainDataLoader(SplitTrainDataLoader):
     """RecBole's ``TrainDataLoader`` whose batches hold rows of similar length and about the same
-    number of real positions, each batch cut to its longest row.
+    number of real positions, each batch cut to its longest row, and split across the processes of
+    a data-parallel run (:class:`SplitTrainDataLoader`).
 
     Every epoch the rows are shuffled (the loader's seeded ``generator``), stably sorted by length
     and cut into batches of about ``train_batch_size`` × (mean row length) positions, and the
@@ -50,6 +70,8 @@ class LengthGroupedTrainDataLoader(TrainDataLoader):
 
     def collate_fn(self, index):
         batch = super().collate_fn(index)
+        if not len(batch):  # this process's part of a batch of fewer rows than processes
+            return batch
         longest = int(batch[self._dataset.item_list_length_field].max())
         return Interaction({
             field: values[:, :longest] if values.dim() > 1 and values.size(1) == self.max_length else values
@@ -63,11 +85,23 @@ class SeenExcludingEvalDataLoader(FullSortEvalDataLoader):
     :meth:`~recbole_fmrl.data.dataset.MultimodalSequentialDataset.seen_items`) is passed as the
     batch's ``history_index``, which RecBole's trainer scores -inf: the seen items are never ranked,
     as a deployment filters them (and as RecTools' ``filter_viewed`` does, a repeated target included).
-    False (the default) is RecBole's and the paper's protocol: every item is ranked."""
+    False (the default) is RecBole's and the paper's protocol: every item is ranked.
+
+    Rows are read in order, ``eval_batch_size`` at a time; in a data-parallel run each process reads
+    its contiguous share of the rows (:func:`~recbole_fmrl.distributed.shard`: every row exactly
+    once, none repeated to even the shares), whose results the trainer gathers in rank order."""
 
     def __init__(self, config, dataset, sampler, shuffle=False):
         super().__init__(config, dataset, sampler, shuffle=shuffle)
         self.exclude_seen = config["exclude_seen"]
+        self.rows = torch.arange(*distributed.shard(self.sample_size))
+
+    def __iter__(self):
+        for start in range(0, len(self.rows), self.step):
+            yield self.collate_fn(self.rows[start : start + self.step].numpy())
+
+    def __len__(self):
+        return -(-len(self.rows) // self.step)
 
     def collate_fn(self, index):
         interaction, history_index, positive_u, positive_i = super().collate_fn(index)
@@ -88,14 +122,23 @@ def check_exclude_seen(config):
 def data_preparation(config, dataset):
     """RecBole's ``data_preparation``; with ``train_mode: sequence`` the training loader groups
     rows by length; full-ranking validation and test loaders are :class:`SeenExcludingEvalDataLoader`
-    (RecBole's, which also exclude seen items when ``exclude_seen`` is True)."""
+    (RecBole's, which also exclude seen items when ``exclude_seen`` is True). In a data-parallel run
+    RecBole's training loader is a :class:`SplitTrainDataLoader`, and a model these loaders do not
+    serve (not sequential, or not evaluated by full ranking) is refused with one line."""
     from recbole.data import data_preparation as recbole_data_preparation
 
     check_exclude_seen(config)
     train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
     if config["train_mode"] == "sequence":
         train_data = LengthGroupedTrainDataLoader(config, train_data.dataset)
+    elif distributed.is_distributed() and type(train_data) is TrainDataLoader:
+        train_data = SplitTrainDataLoader(config, train_data.dataset, train_data._sampler, shuffle=train_data.shuffle)
     if isinstance(valid_data, FullSortEvalDataLoader) and valid_data.is_sequential:
         valid_data, test_data = (SeenExcludingEvalDataLoader(config, loader._dataset, loader._sampler)
                                  for loader in (valid_data, test_data))
+    if distributed.is_distributed() and not (isinstance(train_data, SplitTrainDataLoader)
+                                             and isinstance(valid_data, SeenExcludingEvalDataLoader)):
+        raise ConfigError(
+            f"{config['model']}: a data-parallel run ({distributed.world_size()} processes) trains a sequential model "
+            f"evaluated by full ranking (eval_args mode: full); run this one in one process")
     return train_data, valid_data, test_data

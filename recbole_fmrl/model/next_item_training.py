@@ -114,6 +114,12 @@ class NextItemTraining(PluginModel, partial=True):
             logits = logits.scatter(1, seen, float("-inf"))
         return F.cross_entropy(logits, targets)
 
+    def training_pair_count(self, interaction):
+        """One pair per real position in ``sequence`` mode, one per row in ``prefix`` mode."""
+        if self.train_mode == "prefix":
+            return len(interaction)
+        return int(interaction[self.ITEM_SEQ_LEN].sum())
+
     def training_pairs(self, interaction, **encode_kwargs):
         """The :class:`TrainingPairs` of this batch."""
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]

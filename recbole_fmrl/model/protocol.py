@@ -5,7 +5,8 @@ A model declares what it is by its bases, never by the attributes it happens to 
 - :class:`PluginModel`: every plugin model. The features it reads (``item_feature_modalities``), what
   binds a checkpoint to those features (``identity_features``), what a run records about it
   (``run_record``), per-entry learning rates (``learning_rate_multipliers``), whether it trains on
-  every position (``trains_on_sequences``). The defaults are an ID model's.
+  every position (``trains_on_sequences``), how many training pairs a batch's loss averages over
+  (``training_pair_count``). The defaults are an ID model's.
 - :class:`ItemTableModel`: scores against a catalogue table E (``item_table``).
 - :class:`NestedModel`: every size m in M = ``mrl_hidden_sizes`` is a sub-model (fMRLRec §3.2):
   ``eval_size``, ``sliced_config(m)`` and ``sliced_state_dict(m)`` export the size-m model.
@@ -56,6 +57,10 @@ class PluginModel(Declared):
     def learning_rate_multipliers(self):
         """``{parameter: tensor}`` of per-entry learning-rate factors (none: one rate)."""
         return {}
+
+    def training_pair_count(self, interaction):
+        """How many training pairs ``calculate_loss`` takes the mean over in this batch: one per row."""
+        return len(interaction)
 
 
 class ItemTableModel(PluginModel, partial=True):
@@ -153,6 +158,11 @@ def run_record(model):
 
 def learning_rate_multipliers(model):
     return model.learning_rate_multipliers() if isinstance(model, PluginModel) else {}
+
+
+def training_pair_count(model, interaction):
+    """The training pairs a batch's loss is the mean over (RecBole's models: one per row)."""
+    return model.training_pair_count(interaction) if isinstance(model, PluginModel) else len(interaction)
 
 
 def is_nested(model):
