@@ -15,6 +15,7 @@ import random
 import numpy as np
 import torch
 
+from recbole_fmrl import distributed
 from recbole_fmrl.errors import InputFileError, PluginError
 from recbole_fmrl.model.protocol import identity_features
 
@@ -135,11 +136,13 @@ def check_resume(checkpoint, path, trainer):
     """Whether ``trainer`` (built for the current run, its ``identity`` set) may continue the run of
     ``checkpoint`` (read from ``path``); returns the path of that run's best checkpoint, read from
     beside ``path``. One error line, before anything is written, when the checkpoint is of another
-    model, dataset or shape, its run is finished, or continuing here would overwrite another run's file.
+    model, dataset or shape, of another number of processes, its run is finished, or continuing here
+    would overwrite another run's file.
     """
     missing = [key for key in TRAINING_KEYS + tuple(trainer.resumable_states) if key not in checkpoint]
     if missing:
         raise InputFileError(path, f"not a training checkpoint (an export?): no {', '.join(missing)}")
+    check_world_size(checkpoint, path, distributed.world_size())
     check_identity(checkpoint["identity"], trainer.identity, path)
     check_weights_fit(trainer.model, checkpoint["state_dict"], path)
     epochs_done = checkpoint["epoch"] + 1
@@ -162,6 +165,15 @@ def check_resume(checkpoint, path, trainer):
     return best_source
 
 
+def check_world_size(checkpoint, path, world_size):
+    """One error line unless the run of ``checkpoint`` trained on ``world_size`` processes (a run
+    continues on as many: each process's random state, and the split of every batch, go on)."""
+    trained_on = checkpoint.get("world_size", 1)  # written before data parallelism: one process
+    if trained_on != world_size:
+        raise InputFileError(path, f"its run trained on {trained_on} process{'es' * (trained_on > 1)}: it resumes on as "
+                                   f"many, not on {world_size}")
+
+
 # ------------------------------------------------------------------------------- random state
 
 
@@ -177,6 +189,12 @@ def rng_state(generators=()):
         "python": [version, list(keys), gauss],
         "generators": [generator.get_state() for generator in generators],
     }
+
+
+def rank_rng_state(stored, rank):
+    """Process ``rank``'s random state in a checkpoint's ``rng_state``: a list of :func:`rng_state`,
+    one per process in rank order (a dict: a checkpoint written before data parallelism)."""
+    return stored if isinstance(stored, dict) else stored[rank]
 
 
 def set_rng_state(state, generators=()):

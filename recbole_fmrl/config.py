@@ -13,6 +13,7 @@ import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
 
+from recbole_fmrl import distributed
 from recbole_fmrl.errors import ConfigError, PluginError
 from recbole_fmrl.inputs import (
     check_config_files, check_config_values, dataset_name, literal_value, unknown_key_warnings,
@@ -149,16 +150,30 @@ class Config(RecBoleConfig):
 
     def _init_device(self):
         """RecBole's device (a GPU when ``gpu_id`` names a visible one), except that ``use_gpu: False``
-        trains on the CPU (RecBole 1.2.1 reads it only for its GPU memory log), and ``nproc`` > 1
-        (RecBole's DistributedDataParallel) is refused: the plugin's runner trains in one process."""
+        trains on the CPU (RecBole 1.2.1 reads it only for its GPU memory log). A process of a
+        data-parallel launch (:func:`~recbole_fmrl.distributed.launched`) uses the GPU of its local
+        rank among those ``gpu_id`` lists, and RecBole's own data parallelism stays off
+        (``single_spec``: the plugin's trainer and loaders do it). ``nproc`` as a config key is
+        refused: processes are started by ``run_recbole_fmrl.py --nproc=N`` or torchrun."""
         nproc = self.final_config_dict.get("nproc", 1)
         if nproc not in (None, 1):
             raise ConfigError(
-                f"nproc={nproc}: one run on several GPUs (RecBole's DistributedDataParallel) is not supported by "
-                "the plugin's runner; it uses one GPU (gpu_id), and tune runs one trial per GPU (--gpus_per_trial=1)")
+                f"nproc={nproc}: a run's processes are started by run_recbole_fmrl.py --nproc={nproc} or by torchrun "
+                "(README: Several GPUs and machines), not by a config key")
         super()._init_device()
         if not self.final_config_dict["use_gpu"]:
             self.final_config_dict["device"] = torch.device("cpu")
+        place = distributed.launched()
+        if place is not None:
+            self.final_config_dict["local_rank"] = place.local_rank
+            if self.final_config_dict["device"].type == "cuda":
+                visible = torch.cuda.device_count()
+                if place.local_rank >= visible:
+                    raise ConfigError(
+                        f"process {place.local_rank} of this machine needs GPU {place.local_rank}, but gpu_id "
+                        f"'{self.final_config_dict['gpu_id']}' makes {visible} visible: list one GPU per process "
+                        "(e.g. --gpu_id=0,1)")
+                self.final_config_dict["device"] = torch.device("cuda", place.local_rank)
 
     def _set_default_parameters(self):
         """RecBole's, except that ``ml-100k`` is read from the user's ``data_path`` when one is given
@@ -201,8 +216,10 @@ class Config(RecBoleConfig):
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
 
     def overrides(self):
-        """The user's settings (files, dict, command line) as plain values, to rebuild this Config."""
-        return to_primitive(self.external_config_dict)
+        """The user's settings (files, dict, command line) as plain values, to rebuild this Config in
+        one process: the keys of a data-parallel launch (``distributed.LAUNCH_KEYS``) left out."""
+        return to_primitive({key: value for key, value in self.external_config_dict.items()
+                             if key not in distributed.LAUNCH_KEYS})
 
     def to_dict(self):
         """Every final setting as plain Python values (safe for ``torch.load(weights_only=True)``)."""

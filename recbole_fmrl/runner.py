@@ -10,6 +10,7 @@ import colorlog
 import torch
 from recbole.utils import init_logger, init_seed, set_color
 
+from recbole_fmrl import distributed
 from recbole_fmrl.checkpoint import read_checkpoint, run_identity
 from recbole_fmrl.config import REPORTED_METRICS, Config, get_model, to_primitive
 from recbole_fmrl.data import SeenExcludingEvalDataLoader, data_preparation
@@ -30,26 +31,39 @@ def build(model, dataset, config_file_list=None, config_dict=None):
     """``(config, model, dataset, (train, valid, test loaders))`` with RecBole's logger set up and the
     model initialised, as RecBole builds them."""
     config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    distributed.join(config)
     init_seed(config["seed"], config["reproducibility"])
     if config["torch_num_threads"]:
         torch.set_num_threads(config["torch_num_threads"])
     reset_recbole_logging()
-    make_run_folders(config)
-    init_logger(config)
+    init_run_logger(config)
     logger = getLogger()
     for line in config.warnings:
         logger.warning(line)
     model_class = get_model(config["model"])
     check_train_mode(config["train_mode"], config["model"], trains_on_sequences(model_class))
-    dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
+    with distributed.main_first():  # rank 0 writes an embedded dataset's folder, the others read it
+        dataset = create_dataset(config)  # first: a missing dataset fails before anything is logged
     logger.info(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    init_seed(config["seed"] + distributed.rank(), config["reproducibility"])  # dropout masks differ per process
     model = model_class(config, train_data._dataset).to(config["device"])
     logger.info(repr(model))  # the structure; not RecBole's str(), whose parameter count includes structural zeros
     logger.info(set_color("trainable parameters", "blue") + f": {count_parameters(model):,}")
     return config, model, dataset, (train_data, valid_data, test_data)
+
+
+def init_run_logger(config):
+    """RecBole's logger (console and log file) on rank 0; on the other processes of a data-parallel
+    run, errors only, on the console (RecBole's own data parallelism logs them so too)."""
+    if distributed.is_main():
+        make_run_folders(config)
+        init_logger(config)
+        return
+    console = logging.StreamHandler()
+    console.setFormatter(colorlog.ColoredFormatter("%(log_color)s%(asctime)-15s %(levelname)s  %(message)s"))
+    logging.basicConfig(level=logging.ERROR, handlers=[console])
 
 
 def reset_recbole_logging():
@@ -103,6 +117,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     ``callback(epoch, valid_score)`` runs after every validation (Ray Tune reports through it).
     ``on_start(last_checkpoint)`` runs once before training with the ``-last.pth`` path that
     ``resume`` would continue from (compare records it to resume an interrupted run).
+    In a data-parallel run every process calls it and gets the same results; rank 0 writes the files.
     """
     started = time.time()
     checkpoint = read_checkpoint(resume) if resume else None  # a damaged file fails before anything runs
@@ -152,7 +167,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         "config": config.overrides(),
         **run_record(model),  # what the run's label names (experiments.reports.run_label)
     }
-    if saved:
+    if saved and distributed.is_main():
         write_json_atomic(trainer.saved_model_file[: -len(".pth")] + ".results.json", result, indent=1, sort_keys=False)
     logger.info(
         set_color("best valid", "yellow") + ":\n" + format_table({"valid": result["best_valid_result"]}, "")

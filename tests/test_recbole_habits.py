@@ -30,13 +30,13 @@ def test_load_data_and_model_gives_recboles_six_values_and_the_trained_model(tin
     assert dict(tested) == pytest.approx(result["test_result"])
 
 
-def test_use_gpu_false_trains_on_the_cpu_and_nproc_is_refused(tiny_config):
+def test_use_gpu_false_trains_on_the_cpu_and_nproc_as_a_config_key_is_refused(tiny_config):
     assert Config("LRURec", "tiny", config_dict={**tiny_config, "use_gpu": False})["device"] == torch.device("cpu")
     with pytest.raises(ConfigError) as caught:
         Config("LRURec", "tiny", config_dict={**tiny_config, "nproc": 2})
     assert str(caught.value) == (
-        "nproc=2: one run on several GPUs (RecBole's DistributedDataParallel) is not supported by the plugin's "
-        "runner; it uses one GPU (gpu_id), and tune runs one trial per GPU (--gpus_per_trial=1)")
+        "nproc=2: a run's processes are started by run_recbole_fmrl.py --nproc=2 or by torchrun (README: Several GPUs "
+        "and machines), not by a config key")
 
 
 NOTICE = re.compile(

@@ -1,6 +1,6 @@
 """The plugin's trainer: RecBole's training loop with the plugin's checkpoints (:mod:`.checkpoints`),
-optimiser recipe and per-entry rates (:mod:`.recipe`) and the large-model notice (:mod:`.notice`),
-combined in one class with one ``fit``."""
+optimiser recipe and per-entry rates (:mod:`.recipe`), the large-model notice (:mod:`.notice`) and
+data parallelism (:mod:`.data_parallel`), combined in one class with one ``fit``."""
 
 import time
 
@@ -8,10 +8,12 @@ from recbole.trainer import Trainer
 from recbole.utils import get_trainer as recbole_get_trainer
 from torch import optim
 
+from recbole_fmrl import distributed
 from recbole_fmrl.config import plugin_model_names
 from recbole_fmrl.model.protocol import learning_rate_multipliers
 from recbole_fmrl.trainer import notice, recipe
 from recbole_fmrl.trainer.checkpoints import Checkpoints
+from recbole_fmrl.trainer.data_parallel import DataParallel, DiscardedWriter, GatheringCollector
 
 
 class PluginTrainer(Checkpoints, Trainer):
@@ -22,12 +24,22 @@ class PluginTrainer(Checkpoints, Trainer):
       (``constant`` | ``cosine`` over ``epochs`` × batches per epoch, stepped after every optimiser
       step) and the model's ``learning_rate_multipliers()`` (:func:`~.recipe.scale_updates`);
       RecBole's own ``clip_grad_norm`` clips gradients;
-    * one warning when a model of ``hidden_size`` >= ``notice.LARGE_FOR_CPU`` trains on a CPU.
+    * one warning when a model of ``hidden_size`` >= ``notice.LARGE_FOR_CPU`` trains on a CPU;
+    * in a data-parallel run (:mod:`recbole_fmrl.distributed`), the optimiser steps and metrics of one
+      process (:class:`~.data_parallel.DataParallel`, :class:`~.data_parallel.GatheringCollector`),
+      and files written by rank 0 only (the others' TensorBoard writer discards).
     """
 
     def __init__(self, config, model):
         schedule, warmup_steps = recipe.check_schedule(config)
-        super().__init__(config, model)
+        with distributed.writes_discarded():
+            super().__init__(config, model)
+            if not distributed.is_main():
+                self.tensorboard.close()
+                self.tensorboard = DiscardedWriter()
+        self.data_parallel = DataParallel(model, self.device) if distributed.is_distributed() else None
+        if self.data_parallel:
+            self.eval_collector = GatheringCollector(config)
         self.init_checkpoints()
         self.total_steps = self.epochs  # set to epochs x batches per epoch when training starts
         self.lr_scheduler = optim.lr_scheduler.LambdaLR(
@@ -38,6 +50,23 @@ class PluginTrainer(Checkpoints, Trainer):
         optimizer = None if kwargs else recipe.adam_optimizer(self.model, self.config, self.weight_decay,
                                                                self.learning_rate)
         return optimizer or super()._build_optimizer(**kwargs)
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        """RecBole's epoch; in a data-parallel run through :meth:`DataParallel.loss_function
+        <.data_parallel.DataParallel.loss_function>`, the loss reported the mean over processes (the
+        global batches' loss)."""
+        if self.data_parallel is None:
+            return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        loss_func = self.data_parallel.loss_function(loss_func or self.model.calculate_loss)
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        return distributed.mean_over_ranks(loss, self.device)
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's ``evaluate``; the best model (or ``model_file``) is read by rank 0 and sent to
+        every process (no process reads a file another is writing)."""
+        if load_best_model and eval_data:
+            self.load_model_file(model_file or self.saved_model_file)
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.train_data = train_data
