@@ -31,6 +31,21 @@ def parse_value(text):
     return text if value is None and text.strip() not in ("~", "null", "None") else value
 
 
+def parse_boolean(text):
+    """A flag value that must be True or False (YAML's spellings: ``True``, ``false``, ...)."""
+    value = parse_value(text)
+    if not isinstance(value, bool):
+        raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
+    return value
+
+
+def add_protocol_flag(parser):
+    """``--exclude_seen``: the evaluation protocol of a command that scores a trained run's test split."""
+    parser.add_argument("--exclude_seen", type=parse_boolean, default=None,
+                        help="True: each user's seen items are excluded from the ranking; False: ranked, RecBole's "
+                             "protocol (default: the run's own)")
+
+
 def shown_default(value):
     """A default as ``--help`` prints it: strings that are empty or hold spaces quoted."""
     if isinstance(value, str) and (not value or any(c.isspace() for c in value)):

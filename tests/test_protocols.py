@@ -13,6 +13,7 @@ from recbole.trainer import Trainer
 from recbole_fmrl.config import Config
 from recbole_fmrl.data import SeenExcludingEvalDataLoader, data_preparation
 from recbole_fmrl.data.loading import create_dataset
+from recbole_fmrl.deploy.evaluate import evaluate
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.model import LRURec, SASRec, fMRLRec
 from recbole_fmrl.model.layers import nested_cross_entropy, sampled_cross_entropy
@@ -212,11 +213,24 @@ def test_per_user_ndcg_averages_to_recboles_and_the_paired_test_compares_the_sam
         recbole_ndcg = sasrec["test_result_by_protocol"][protocol]["ndcg@10"]
         assert sum(a["ndcg@10"].values()) / 40 == pytest.approx(recbole_ndcg, abs=1e-4)  # RecBole rounds to 4 places
         assert (a["seen_in_top10"] == 0) == exclude_seen  # 6-12 seen items of 30: some reach a top 10
+        evaluated = evaluate(sasrec["checkpoint"], exclude_seen=exclude_seen)
+        assert evaluated["exclude_seen"] is exclude_seen
+        assert evaluated["test_result"] == sasrec["test_result_by_protocol"][protocol]
         b = model_per_user(lrurec["checkpoint"], exclude_seen)
         paired = paired_test(a, b)
         assert paired["users"] == 40 and paired["difference"] == pytest.approx(paired["ndcg@10_a"] - paired["ndcg@10_b"])
         assert paired["ndcg@10_b"] == pytest.approx(lrurec["test_result_by_protocol"][protocol]["ndcg@10"], abs=1e-4)
         assert 0 <= paired["t_test_p"] <= 1 and 0 <= paired["wilcoxon_p"] <= 1
+
+
+def test_the_protocol_flag_takes_true_or_false_and_names_the_flag_otherwise(capsys):
+    from recbole_fmrl.deploy.evaluate import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["x.pth", "--exclude_seen=maybe"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--exclude_seen" in error[0] and "expected True or False, got 'maybe'" in error[0]
 
 
 def test_seen_before_target_is_each_pairs_history_without_its_target():

@@ -1,12 +1,13 @@
 """Evaluate any checkpoint or size-m export on the test split of its dataset; the last line
 printed is the metrics as JSON.
 
-    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth [--dataset=NAME] [--size=M]
+    python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth [--dataset=NAME] [--size=M] [--exclude_seen=True]
     python -m recbole_fmrl.deploy.evaluate fMRLRec-64.pth --funnel=16,200 [--index=hnsw | --index_file=F]
 
 ``--funnel m,K`` scores through Matryoshka funnel retrieval (``recbole_fmrl.deploy.funnel``): every item at
 size m through a faiss index, the top K reranked at the evaluated size, the rest ranked last; the
-metrics are RecBole's, as for exact scoring.
+metrics are RecBole's, as for exact scoring. ``--exclude_seen`` picks the protocol (default: the run's
+own): True leaves each user's seen items out of the ranking, False ranks them (RecBole's).
 """
 
 import argparse
@@ -18,14 +19,15 @@ from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.deploy.funnel import INDEX_KINDS, FunnelIndex, check_funnel_size, model_index, shortlist_and_rerank
 from recbole_fmrl.deploy.trained import item_tokens, load_trained_run
 from recbole_fmrl.errors import PluginError, main_guarded
-from recbole_fmrl.flags import FlagParser
+from recbole_fmrl.flags import FlagParser, add_protocol_flag
 from recbole_fmrl.model.layers import check_size, count_parameters
 from recbole_fmrl.model.protocol import eval_size, nested_sizes
 from recbole_fmrl.trainer import get_trainer
 
 
-def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_file=None):
-    """Test metrics of the model stored in ``path`` (at nested size ``size`` if given).
+def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_file=None, exclude_seen=None):
+    """Test metrics of the model stored in ``path`` (at nested size ``size`` if given), with each
+    user's seen items excluded or ranked as ``exclude_seen`` says (None: as the run was evaluated).
 
     ``funnel=(m, K)`` scores through the funnel with an index of kind ``index`` built from the
     model, or the one saved at ``index_file`` (refused unless built for this catalogue).
@@ -34,6 +36,8 @@ def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_fil
     if dataset and dataset != checkpoint["dataset"]:
         raise PluginError(f"{path} was trained on '{checkpoint['dataset']}', not '{dataset}'")
     config, model, _, (_, _, test_data) = load_trained_run(checkpoint, path)
+    if exclude_seen is not None:
+        test_data.exclude_seen = exclude_seen
     if size is not None:
         model.eval_size = check_size(size, nested_sizes(model), "--size")
     if funnel is not None:
@@ -46,6 +50,7 @@ def evaluate(path, dataset=None, size=None, funnel=None, index="flat", index_fil
         "model": checkpoint["model"],
         "dataset": checkpoint["dataset"],
         "size": eval_size(model, config["hidden_size"]),
+        "exclude_seen": test_data.exclude_seen,
         "num_params": count_parameters(model),
         **({"funnel": {"size": funnel[0], "shortlist": funnel[1], "index": funnel_index.kind}} if funnel else {}),
         "test_result": {k: float(v) for k, v in result.items()},
@@ -103,12 +108,13 @@ def build_parser():
     parser.add_argument("--index", choices=INDEX_KINDS, default="flat", help="funnel index kind (flat: exact search)")
     parser.add_argument("--index_file", default=None,
                         help="a saved funnel index to reuse, from python -m recbole_fmrl.deploy.funnel (default: build one)")
+    add_protocol_flag(parser)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    print(json.dumps(evaluate(args.file, args.dataset, args.size, args.funnel, args.index, args.index_file)))
+    print(json.dumps(evaluate(args.file, args.dataset, args.size, args.funnel, args.index, args.index_file, args.exclude_seen)))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from recbole_fmrl.checkpoint import read_checkpoint
 from recbole_fmrl.deploy.trained import load_trained_run
 from recbole_fmrl.errors import PluginError, main_guarded
-from recbole_fmrl.flags import FlagParser, parse_value
+from recbole_fmrl.flags import FlagParser, add_protocol_flag
 from recbole_fmrl.model.layers import check_size
 from recbole_fmrl.model.protocol import nested_sizes
 from recbole_fmrl.trainer import get_trainer
@@ -93,8 +93,7 @@ def build_parser():
     parser = FlagParser(prog="python -m recbole_fmrl.experiments.paired", description=__doc__)
     parser.add_argument("a", help="a checkpoint or export")
     parser.add_argument("b", nargs="?", default=None, help="a second one, on the same dataset (default: none)")
-    parser.add_argument("--exclude_seen", type=parse_value, default=None,
-                        help="True: seen items excluded; False: ranked (default: each run's own protocol)")
+    add_protocol_flag(parser)
     parser.add_argument("--size_a", type=int, default=None, help="nested size of a, fMRLRec (default: its eval_size)")
     parser.add_argument("--size_b", type=int, default=None, help="nested size of b, fMRLRec (default: its eval_size)")
     return parser
@@ -102,8 +101,6 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.exclude_seen not in (None, True, False):
-        raise PluginError(f"--exclude_seen must be True or False, got {args.exclude_seen!r}")
     a = model_per_user(args.a, args.exclude_seen, args.size_a)
     summary = {"a": without_users(a)}
     if args.b:
