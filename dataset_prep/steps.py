@@ -73,7 +73,7 @@ def image_features_step(folder, name, items, image_model, image_pretrained, imag
     seconds = time.perf_counter() - started
     manifest = atomic_files.write_features(
         npy, features, encoder=encoder, items_file=atomic_files.items_path(folder, name),
-        source_column="image_url", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
+        source_column="image_url", source_sha256=source, n_zero_rows=n_zero)
     logger.info("image features: %d items x %d dims with %s in %.1f s, %d zero rows "
                 "(no photo or unreadable)", len(items), features.shape[1], encoder, seconds, n_zero)
     return manifest

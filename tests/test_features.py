@@ -18,6 +18,7 @@ from recbole_fmrl.data import atomic_files
 from recbole_fmrl.dataset_prep import features
 from recbole_fmrl.dataset_prep.__main__ import main
 from recbole_fmrl.data.encoders import PACKAGED_MINILM, encode_texts, load_text_encoder
+from recbole_fmrl.deploy.evaluate import evaluate
 
 IMAGE_MODEL = "ViT-S-32"  # random weights (--image_pretrained=none): fast to build on CPU
 ML_100K = Path(recbole.__file__).resolve().parent / "dataset_example" / "ml-100k"
@@ -168,5 +169,10 @@ def test_ml100k_slice_features_train_fmrlrec_text(tmp_path, monkeypatch, capsys)
     checkpoint = torch.load(result["checkpoint"], weights_only=True)  # trained on the written text vectors:
     manifest = (folder / "ml-100k.text.npy.json").read_bytes()
     assert checkpoint["identity"]["feature_manifest_sha256"] == {"text": hashlib.sha256(manifest).hexdigest()}
+    # written again (another folder, another day), the manifest is the same bytes: the checkpoint still fits
+    assert main(["features", "--dataset=ml-100k", f"--data_path={tmp_path}", "--text_fields=movie_title,release_year,class",
+                 "--batch_size=256", "--force"]) == 0
+    assert (folder / "ml-100k.text.npy.json").read_bytes() == manifest
+    assert evaluate(result["checkpoint"])["test_result"] == result["test_result"]
     assert checkpoint["state_dict"]["item_encoder.projection.weight"].shape == (16, 384)
     assert "item_encoder.id_embedding.weight" not in checkpoint["state_dict"]

@@ -144,10 +144,12 @@ def read_manifest(npy_path):
         return json.load(f)
 
 
-def write_features(npy_path, features, *, encoder, items_file, source_column, source_sha256, n_zero_rows,
-                   extra=None):
+def write_features(npy_path, features, *, encoder, items_file, source_column, source_sha256, n_zero_rows):
     """Save a float32 feature matrix, then its manifest (the manifest marks the step as done: it is
-    removed first, so a matrix whose save was interrupted never has a manifest that vouches for it)."""
+    removed first, so a matrix whose save was interrupted never has a manifest that vouches for it).
+    The manifest says what the matrix holds and nothing of how it was made (no timing): written again
+    from the same items, text and encoder it is the same bytes, so a checkpoint bound to its sha256
+    loads in either dataset folder."""
     features = np.ascontiguousarray(features, dtype=np.float32)
     if os.path.exists(manifest_path(npy_path)):
         os.remove(manifest_path(npy_path))
@@ -162,6 +164,5 @@ def write_features(npy_path, features, *, encoder, items_file, source_column, so
         "n_zero_rows": int(n_zero_rows),
         "dtype": "float32",
     }
-    manifest.update(extra or {})
     write_json_atomic(manifest_path(npy_path), manifest)
     return manifest

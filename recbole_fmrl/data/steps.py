@@ -106,7 +106,7 @@ def text_features_step(folder, name, items, text_encoder, batch_size, device, fo
     seconds = time.perf_counter() - started
     manifest = atomic_files.write_features(
         npy, features, encoder=text_encoder, items_file=atomic_files.items_path(folder, name),
-        source_column="text", source_sha256=source, n_zero_rows=n_zero, extra={"seconds": round(seconds, 1)})
+        source_column="text", source_sha256=source, n_zero_rows=n_zero)
     logger.info("text features: %d items x %d dims with %s in %.1f s, %d zero rows (no text)",
                 len(items), features.shape[1], text_encoder, seconds, n_zero)
     return manifest
