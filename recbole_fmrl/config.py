@@ -55,9 +55,6 @@ def get_model(name):
             f"unknown model '{name}': not a plugin model ({', '.join(plugin_model_names())}) "
             "nor a RecBole 1.2.1 model"
         ) from None
-    # Importing any RecBole sequential model imports sine.py, which switches on autograd anomaly
-    # detection for the whole process (a stack trace recorded per op: training runs many times slower).
-    torch.autograd.set_detect_anomaly(False)
     return model_class
 
 

@@ -283,6 +283,20 @@ def test_nested_loss_stays_finite_for_rows_of_very_different_scale():
     assert torch.isfinite(loss) and loss.item() == pytest.approx(expected.item(), rel=1e-12)
 
 
+def test_nested_loss_of_a_target_far_below_the_top_is_the_exact_log_sum_exp():
+    """float32: a target 220 below its row's top has softmax probability 0 (its −log would be inf), one
+    80 below a tiny but normal one: losses and gradients are those of the float64 per-size sum."""
+    hidden = torch.tensor([[20.0, 0.0, 0.0, 0.0], [7.3, 0.0, 0.0, 0.0], [0.5, -1.0, 0.3, 0.2]], requires_grad=True)
+    table = torch.tensor([[10.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 2.0], [-1.0, 0.0, 1.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([2, 2, 1])  # rows 0 and 1: the target scores 220 and 80 below the top at both sizes
+    reference = [v.detach().double().requires_grad_(True) for v in (hidden, table)]
+    naive = sum(F.cross_entropy(reference[0][:, :m] @ reference[1][:, :m].T, targets) for m in (2, 4))
+    fused = nested_cross_entropy(hidden, table, targets, [2, 4])
+    assert torch.isfinite(fused) and fused.item() == pytest.approx(naive.item(), rel=1e-6)
+    for got, expected in zip(torch.autograd.grad(fused, (hidden, table)), torch.autograd.grad(naive, reference)):
+        torch.testing.assert_close(got.double(), expected, atol=1e-6, rtol=1e-5)
+
+
 def test_nested_layer_norm_refuses_sizes_that_do_not_nest():
     with pytest.raises(ConfigError) as caught:
         NestedLayerNorm([8, 4])

@@ -25,6 +25,16 @@ def test_recbole_models_resolve_to_recbole_and_config_is_numpy2_safe(tiny_config
     assert config["train_neg_sample_args"]["distribution"] == "none"  # CE: no negative sampling
 
 
+def test_importing_the_plugin_models_leaves_autograd_anomaly_detection_off():
+    """RecBole's sine.py switches anomaly detection on when its sequential models are imported; the
+    plugin's models (which import them) switch it off, so plugin models train and benchmark without it."""
+    code = ("import torch, recbole_fmrl.model, recbole.model.sequential_recommender; "
+            "from recbole_fmrl.benchmarks.common import build_model; print(torch.is_anomaly_enabled())")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False"]
+
+
 @pytest.mark.parametrize("model", ["SASRec", "BERT4Rec"])
 def test_recbole_model_trains_and_checkpoint_loads_weights_only(tiny_config, model):
     result = run(model, "tiny", config_dict=tiny_config)

@@ -42,7 +42,9 @@ def measure_many(fns, device, warmup, repeats):
     Each gets ``warmup`` untimed runs, then ``repeats`` timed runs, each timed by
     ``torch.utils.benchmark.Timer`` (CUDA synchronised around it, torch's current thread count); the
     rounds alternate between the functions (rotating which goes first), so a slow phase of a shared
-    machine hits all of them alike. Returns ``{name: {median_s, min_s, max_s, ...}}``.
+    machine hits all of them alike. Returns ``{name: {median_s, min_s, max_s, cpu_median_s, ...}}``,
+    ``cpu_median_s`` the median of the process's CPU seconds per run (with one thread: its compute,
+    whatever else the machine runs; meaningless for CUDA work).
     """
     names = list(fns)
     for name in names:
@@ -51,17 +53,20 @@ def measure_many(fns, device, warmup, repeats):
     synchronize(device)
     timers = {name: benchmark.Timer("fn()", globals={"fn": fns[name]}, num_threads=torch.get_num_threads())
               for name in names}
-    samples = {name: [] for name in names}
+    samples, cpu_samples = {name: [] for name in names}, {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             synchronize(device)
+            cpu_started = time.process_time()
             samples[name].append(timers[name].timeit(1).median)
+            cpu_samples[name].append(time.process_time() - cpu_started)
     return {
         name: {
             "median_s": statistics.median(times),
             "min_s": min(times),
             "max_s": max(times),
+            "cpu_median_s": statistics.median(cpu_samples[name]),
             "repeats": repeats,
             "warmup": warmup,
         }

@@ -8,6 +8,11 @@ processed in chunks, so the K score matrices of a chunk stay in cache and the [N
 matrices of the whole batch are never stored. The loss is the last operation of a training step,
 so the gradients are computed in the same pass as the loss (softmax − one-hot, while the chunk's
 scores are in cache) and the backward pass only scales them: no score is computed twice.
+
+Each size's softmax is one fused ``torch.softmax`` (one exponential per score, the row kept in
+cache), and its cross-entropy is read off it, −log p(target); a row whose target probability
+underflows (its score far below the row's largest) takes the exact log-sum-exp instead. What the
+sizes cannot share is one softmax over the catalogue each: |M| exponentials per score.
 """
 
 import torch
@@ -17,6 +22,17 @@ ROWS_PER_CHUNK = 32
 
 def _blocks(sizes):
     return list(zip([0] + list(sizes[:-1]), sizes))
+
+
+def _target_nll(probs, scores, rows, targets):
+    """Σ_i −log ``probs[i, targets[i]]`` (the softmax of ``scores``); a row whose target probability is
+    below the smallest normal float (inexact or 0) takes log-sum-exp(scores) − its target's score."""
+    picked = probs[rows, targets]
+    nll = picked.log().neg_()
+    low = picked < torch.finfo(probs.dtype).tiny
+    if low.any():
+        nll[low] = torch.logsumexp(scores[low], dim=1) - scores[rows[low], targets[low]]
+    return nll.sum()
 
 
 class NestedCrossEntropy(torch.autograd.Function):
@@ -40,11 +56,9 @@ class NestedCrossEntropy(torch.autograd.Function):
                         scores.scatter_(1, chunk_seen, float("-inf"))
                 else:
                     scores.addmm_(chunk[:, a:b], table_t[a:b])
-                top = scores.amax(dim=1, keepdim=True)
-                probs = torch.sub(scores, top).exp_()
-                normaliser = probs.sum(dim=1, keepdim=True)
-                total += weight * ((top + normaliser.log()).sum() - scores[index, chunk_targets].sum())
-                probs.div_(normaliser)[index, chunk_targets] -= 1.0  # d CE / d scores = softmax − one-hot
+                probs = torch.softmax(scores, dim=1)
+                total += weight * _target_nll(probs, scores, index, chunk_targets)
+                probs[index, chunk_targets] -= 1.0  # d CE / d scores = softmax − one-hot
                 if weight != 1.0:
                     probs.mul_(weight)
                 grads.append(probs)
