@@ -14,9 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-import ray._private.services
 
-from recbole_fmrl.experiments import tune as tuning
 
 from conftest import read_csv
 
@@ -25,6 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 # to the machine's outward address (services.resolve_ip_for_localhost), which this test must never contact.
 RAY_START = ("import sys, ray._private.services as services; services.resolve_ip_for_localhost = lambda host: host; "
              "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()")
+# The sweep's driver, in a process of its own (a user's `python -m recbole_fmrl.experiments.tune --address=...`,
+# with the same loopback patch): Ray state left in this process by earlier tests must not decide the sweep.
+DRIVER = ("import sys, ray._private.services as services; services.resolve_ip_for_localhost = lambda host: host; "
+          "from recbole_fmrl.experiments.tune import main; sys.exit(main(sys.argv[1:]))")
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 
 
@@ -101,15 +103,12 @@ def stop(starts, root):
 
 
 @pytest.fixture
-def ray_cluster(monkeypatch):
-    """A head and a worker node on 127.0.0.1; yields ``(address, {node_id: gpu id}, processes)``."""
+def ray_cluster():
+    """A head and a worker node on 127.0.0.1; yields ``(address, {node_id: gpu id}, processes, environment)``."""
     root = tempfile.mkdtemp(prefix="fmrl-ray-", dir="/tmp")  # short: Ray's socket paths are limited to 107 bytes
     gcs_port = free_ports(1)[0]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0"}
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    monkeypatch.setattr(ray._private.services, "resolve_ip_for_localhost", lambda host: host)  # the driver, as RAY_START
     starts, logs, gpus = [], [], {"head": "2", "worker": "3"}  # each node's one GPU id, as CUDA_VISIBLE_DEVICES names it
     try:
         for name, gpu in gpus.items():
@@ -128,7 +127,7 @@ def ray_cluster(monkeypatch):
             raylet = [p for p in tree(start.pid) if p.name() == "raylet"]
             node_id = next(a for a in raylet[0].cmdline() if a.startswith("--node_id=")).split("=", 1)[1]
             node_gpus[node_id] = gpu
-        yield f"127.0.0.1:{gcs_port}", node_gpus, starts
+        yield f"127.0.0.1:{gcs_port}", node_gpus, starts, env
     finally:
         left = stop(starts, root)
         shutil.rmtree(root, ignore_errors=True)
@@ -136,14 +135,17 @@ def ray_cluster(monkeypatch):
 
 
 def test_a_two_trial_sweep_runs_on_both_nodes_of_a_ray_cluster(tiny_config, tmp_path, ray_cluster):
-    address, node_gpus, starts = ray_cluster
+    address, node_gpus, starts, env = ray_cluster
     space = tmp_path / "space.yaml"
     space.write_text("hidden_size: {grid: [8, 16]}\n")
     flags = {**{k: v for k, v in tiny_config.items() if k not in ("hidden_size", "epochs", "use_gpu")},
              "modalities": "[id]", "n_layers": 1, "state": "warning", "use_gpu": True}  # no CUDA here: trials train on the CPU
-    assert tuning.main(["--model=fMRLRec", "--dataset=tiny", f"--space={space}", "--num_samples=1", "--epochs=1",
-                        "--scheduler=fifo", f"--address={address}", f"--out={tmp_path / 'results'}",
-                        f"--storage={tmp_path / 'shared'}", *(f"--{k}={v}" for k, v in flags.items())]) == 0
+    driver = subprocess.run(
+        [sys.executable, "-c", DRIVER, "--model=fMRLRec", "--dataset=tiny", f"--space={space}", "--num_samples=1",
+         "--epochs=1", "--scheduler=fifo", f"--address={address}", f"--out={tmp_path / 'results'}",
+         f"--storage={tmp_path / 'shared'}", *(f"--{k}={v}" for k, v in flags.items())],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert driver.returncode == 0, driver.stderr[-3000:]
 
     table = read_csv(tmp_path / "results" / "tiny" / "tune.csv")
     assert sorted(row["hidden_size"] for row in table) == ["16", "8"]
