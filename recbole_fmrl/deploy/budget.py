@@ -21,7 +21,6 @@ import statistics
 import time
 
 import torch
-from torch.utils import benchmark
 
 from recbole_fmrl.deploy.funnel import INDEX_KINDS
 from recbole_fmrl.errors import PluginError, main_guarded
@@ -39,27 +38,30 @@ def synchronize(device):
 def measure_many(fns, device, warmup, repeats):
     """Time several functions that are compared with each other, interleaved round-robin.
 
-    Each gets ``warmup`` untimed runs, then ``repeats`` timed runs, each timed by
-    ``torch.utils.benchmark.Timer`` (CUDA synchronised around it, torch's current thread count); the
-    rounds alternate between the functions (rotating which goes first), so a slow phase of a shared
-    machine hits all of them alike. Returns ``{name: {median_s, min_s, max_s, cpu_median_s, ...}}``,
-    ``cpu_median_s`` the median of the process's CPU seconds per run (with one thread: its compute,
-    whatever else the machine runs; meaningless for CUDA work).
+    Each gets ``warmup`` untimed runs, then ``repeats`` timed samples; a sample is the third of three
+    consecutive calls (two warm ones first, as ``torch.utils.benchmark.Timer.timeit(1)`` does), timed
+    by the wall clock and by the process's CPU clock (CUDA synchronised around it). The rounds
+    alternate between the functions (rotating which goes first), so a slow phase of a shared machine
+    hits all of them alike. Returns ``{name: {median_s, min_s, max_s, cpu_median_s, ...}}`` (wall
+    seconds; ``cpu_median_s``: with one thread the call's compute whatever else the machine runs,
+    meaningless for CUDA work).
     """
     names = list(fns)
     for name in names:
         for _ in range(warmup):
             fns[name]()
     synchronize(device)
-    timers = {name: benchmark.Timer("fn()", globals={"fn": fns[name]}, num_threads=torch.get_num_threads())
-              for name in names}
     samples, cpu_samples = {name: [] for name in names}, {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
+            for _ in range(2):
+                fns[name]()
             synchronize(device)
-            cpu_started = time.process_time()
-            samples[name].append(timers[name].timeit(1).median)
+            started, cpu_started = time.perf_counter(), time.process_time()
+            fns[name]()
+            synchronize(device)
+            samples[name].append(time.perf_counter() - started)
             cpu_samples[name].append(time.process_time() - cpu_started)
     return {
         name: {
