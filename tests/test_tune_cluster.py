@@ -19,14 +19,13 @@ import pytest
 from conftest import read_csv
 
 REPO = Path(__file__).resolve().parents[1]
-# `ray start`, except that 127.0.0.1 stays 127.0.0.1: Ray rewrites a loopback --node-ip-address or --address
+# 127.0.0.1 stays 127.0.0.1 (for `ray start` and the driver): Ray rewrites a loopback --node-ip-address or --address
 # to the machine's outward address (services.resolve_ip_for_localhost), which this test must never contact.
-RAY_START = ("import sys, ray._private.services as services; services.resolve_ip_for_localhost = lambda host: host; "
-             "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()")
+LOOPBACK_KEPT = "import sys, ray._private.services as services; services.resolve_ip_for_localhost = lambda host: host; "
+RAY_START = LOOPBACK_KEPT + "from ray.scripts.scripts import main; sys.argv[0] = 'ray'; main()"
 # The sweep's driver, in a process of its own (a user's `python -m recbole_fmrl.experiments.tune --address=...`,
 # with the same loopback patch): Ray state left in this process by earlier tests must not decide the sweep.
-DRIVER = ("import sys, ray._private.services as services; services.resolve_ip_for_localhost = lambda host: host; "
-          "from recbole_fmrl.experiments.tune import main; sys.exit(main(sys.argv[1:]))")
+DRIVER = LOOPBACK_KEPT + "from recbole_fmrl.experiments.tune import main; sys.exit(main(sys.argv[1:]))"
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
 
 
