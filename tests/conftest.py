@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import random
+import socket
 import threading
 from pathlib import Path
 
@@ -132,3 +133,27 @@ def image_server(tmp_path_factory):
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+def free_ports(count, span=1):
+    """``count`` distinct ports free on 127.0.0.1, each the start of ``span`` free ports."""
+    held, ports = [], []
+    while len(ports) < count:
+        block = []
+        try:
+            first = socket.socket()
+            first.bind(("127.0.0.1", 0))
+            block.append(first)
+            for offset in range(1, span):
+                extra = socket.socket()
+                block.append(extra)
+                extra.bind(("127.0.0.1", first.getsockname()[1] + offset))
+        except (OSError, OverflowError):  # taken, or past port 65535
+            for sock in block:
+                sock.close()
+            continue
+        held += block
+        ports.append(block[0].getsockname()[1])
+    for sock in held:
+        sock.close()
+    return ports

@@ -4,7 +4,6 @@ test starts its processes once and leaves none behind."""
 
 import json
 import multiprocessing
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from recbole_fmrl.errors import ConfigError, PluginError
 from recbole_fmrl.runner import build, run
 from recbole_fmrl.trainer import get_trainer
 
+from conftest import free_ports
 from test_checkpoints import assert_same_weights, run_cli, stop_after_epoch
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
@@ -34,12 +34,6 @@ CASES = {
 }
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def two_processes(tiny_config, monkeypatch):
     """``spawn(fn, *args)`` on 2 processes of this machine; no process is left when the test ends."""
@@ -47,7 +41,7 @@ def two_processes(tiny_config, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     def spawn(fn, *args):
-        return distributed.spawn(fn, args, nproc=2, ip="127.0.0.1", port=free_port())
+        return distributed.spawn(fn, args, nproc=2, ip="127.0.0.1", port=free_ports(1)[0])
 
     yield spawn
     leftover = multiprocessing.active_children()
@@ -95,7 +89,7 @@ def run_flags(settings):
 
 def test_a_run_on_two_processes_writes_one_run_with_the_metrics_of_one_process(tiny_config, two_processes, tmp_path, capsys):
     settings = {**tiny_config, **NO_DROPOUT, **FMRL, "epochs": 3, "train_batch_size": 8}
-    run_recbole_fmrl.main(["--model=fMRLRec", "--dataset=tiny", "--nproc=2", "--ip=127.0.0.1", f"--port={free_port()}",
+    run_recbole_fmrl.main(["--model=fMRLRec", "--dataset=tiny", "--nproc=2", "--ip=127.0.0.1", f"--port={free_ports(1)[0]}",
                            *run_flags({**settings, "dist_backend": "gloo"})])
     saved = tmp_path / "saved"
     stem = next(saved.glob("*.results.json")).name[: -len(".results.json")]

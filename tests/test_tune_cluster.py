@@ -5,7 +5,6 @@ process id and nothing is left running."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ import psutil
 import pytest
 
 
-from conftest import read_csv
+from conftest import free_ports, read_csv
 
 REPO = Path(__file__).resolve().parents[1]
 # 127.0.0.1 stays 127.0.0.1 (for `ray start` and the driver): Ray rewrites a loopback --node-ip-address or --address
@@ -27,30 +26,6 @@ RAY_START = LOOPBACK_KEPT + "from ray.scripts.scripts import main; sys.argv[0] =
 # with the same loopback patch): Ray state left in this process by earlier tests must not decide the sweep.
 DRIVER = LOOPBACK_KEPT + "from recbole_fmrl.experiments.tune import main; sys.exit(main(sys.argv[1:]))"
 LOOPBACK = {"127.0.0.1", "::ffff:127.0.0.1"}
-
-
-def free_ports(count, span=1):
-    """``count`` distinct ports free on 127.0.0.1, each the start of ``span`` free ports."""
-    held, ports = [], []
-    while len(ports) < count:
-        block = []
-        try:
-            first = socket.socket()
-            first.bind(("127.0.0.1", 0))
-            block.append(first)
-            for offset in range(1, span):
-                extra = socket.socket()
-                block.append(extra)
-                extra.bind(("127.0.0.1", first.getsockname()[1] + offset))
-        except (OSError, OverflowError):  # taken, or past port 65535
-            for sock in block:
-                sock.close()
-            continue
-        held += block
-        ports.append(block[0].getsockname()[1])
-    for sock in held:
-        sock.close()
-    return ports
 
 
 def node_command(temp_dir, gcs_port, head):
