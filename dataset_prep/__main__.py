@@ -4,17 +4,18 @@
 * ``amazon2023`` -- one category of Amazon Reviews 2023 as RecBole atomic files + features
   (:mod:`recbole_fmrl.dataset_prep.amazon2023`);
 * ``amazon2014`` -- the paper's Amazon 2014 datasets from their raw files or the embedded tables
-  (:mod:`recbole_fmrl.dataset_prep.amazon2014`).
+  (:mod:`recbole_fmrl.dataset_prep.amazon2014`);
+* ``embedded`` -- an embedded dataset written ahead of its first run (:mod:`recbole_fmrl.dataset_prep.embedded`).
 """
 
 import logging
 import sys
 
-from recbole_fmrl.dataset_prep import amazon2014, amazon2023, features
+from recbole_fmrl.dataset_prep import amazon2014, amazon2023, embedded, features
 from recbole_fmrl.errors import exit_status
 from recbole_fmrl.flags import FlagParser
 
-COMMANDS = {"features": features, "amazon2023": amazon2023, "amazon2014": amazon2014}
+COMMANDS = {"features": features, "amazon2023": amazon2023, "amazon2014": amazon2014, "embedded": embedded}
 
 
 def build_parser():

@@ -236,6 +236,18 @@ def test_ensure_embedded_dataset_writes_once(tmp_path):
     assert len(atomic_files.read_items(folder / "toys.items.tsv")) == 11924
 
 
+def test_the_embedded_command_writes_what_a_first_run_would(tmp_path, capsys):
+    from recbole_fmrl.dataset_prep.__main__ import main
+
+    assert main(["embedded", "--dataset=toys", f"--out={tmp_path}"]) == 0
+    assert capsys.readouterr().out.strip() == f"embedded: toys written to {tmp_path}/toys"
+    assert ensure_embedded_dataset("toys", str(tmp_path)) is False  # a run finds nothing left to do
+    assert main(["embedded", "--dataset=toys", f"--out={tmp_path}"]) == 0
+    assert capsys.readouterr().out.strip() == f"embedded: toys already complete in {tmp_path}/toys"
+    assert main(["embedded", "--dataset=toys", "--features=text", f"--out={tmp_path}"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --features: toys has no text features (it has: none)"
+
+
 def test_clothing_inter_has_no_timestamp_column(tmp_path):
     assert ensure_embedded_dataset("clothing", str(tmp_path))
     with open(tmp_path / "clothing" / "clothing.inter", encoding="utf-8") as f:
