@@ -133,6 +133,9 @@ def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defau
     assert reports.run_label({"model": "UniSRec", "table_label": "UniSRec (text)", "config": {}}) == "UniSRec (text)"
     record = {"model": "fMRLRec", "config": {"encoder": "transformer", "mrl_hidden_sizes": [8]}, "modalities": ["id"]}
     assert reports.run_label(record) == "fMRLRec-Transformer [id] (one size, not nested)"
+    assert reports.run_label({"model": "BERT4Rec", "config": {"train_mode": "sequence"}}) == \
+        "BERT4Rec (one masked sequence per user)"
+    assert reports.run_label({"model": "BERT4Rec", "config": {}}) == "BERT4Rec"
 
 
 def test_rerun_skips_cached_models_and_force_runs_them_again(compared, tmp_path):

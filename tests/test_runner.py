@@ -16,9 +16,12 @@ REPO = Path(__file__).resolve().parent.parent
 def test_recbole_models_resolve_to_recbole_and_config_is_numpy2_safe(tiny_config):
     from recbole.model.sequential_recommender import BERT4Rec, SASRec
 
+    from recbole_fmrl.model import BERT4Rec as PluginBERT4Rec
     from recbole_fmrl.model import SASRec as PluginSASRec
 
-    assert Config(model="BERT4Rec", dataset="tiny", config_dict=tiny_config).model_class is BERT4Rec
+    config = Config(model="BERT4Rec", dataset="tiny", config_dict=tiny_config)
+    assert config.model_class is PluginBERT4Rec and issubclass(PluginBERT4Rec, BERT4Rec)  # RecBole's, trainable masked
+    assert config["mask_ratio"] == 0.2 and config["transform"] == "mask_itemseq"
     config = Config(model="SASRec", dataset="tiny", config_dict=tiny_config)
     assert config.model_class is PluginSASRec and issubclass(PluginSASRec, SASRec)  # RecBole's, trainable per position
     assert config["valid_metric"] == "NDCG@10" and config["topk"] == [5, 10]
@@ -35,9 +38,9 @@ def test_importing_the_plugin_models_leaves_autograd_anomaly_detection_off():
     assert done.stdout.split() == ["False"]
 
 
-@pytest.mark.parametrize("model", ["SASRec", "BERT4Rec"])
-def test_recbole_model_trains_and_checkpoint_loads_weights_only(tiny_config, model):
-    result = run(model, "tiny", config_dict=tiny_config)
+@pytest.mark.parametrize("model,train_mode", [("SASRec", "prefix"), ("BERT4Rec", "prefix"), ("BERT4Rec", "sequence")])
+def test_recbole_model_trains_and_checkpoint_loads_weights_only(tiny_config, model, train_mode):
+    result = run(model, "tiny", config_dict={**tiny_config, "train_mode": train_mode})
     assert not torch.is_anomaly_enabled()  # RecBole's sine.py switches it on at import time
     test = result["test_result"]
     assert set(test) == {"ndcg@5", "ndcg@10", "recall@5", "recall@10"}

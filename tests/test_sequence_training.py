@@ -9,7 +9,7 @@ from recbole_fmrl.config import Config
 from recbole_fmrl.data import LengthGroupedTrainDataLoader, sequence_window_rows
 from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.errors import ConfigError
-from recbole_fmrl.model import LRURec, fMRLRec
+from recbole_fmrl.model import BERT4Rec, LRURec, fMRLRec
 from recbole_fmrl.model.next_item_training import next_item_targets
 from recbole_fmrl.runner import build as build_run
 from recbole_fmrl.trainer import PluginTrainer
@@ -154,6 +154,65 @@ def test_sequence_mode_is_refused_for_models_that_train_on_prefixes(data_path):
         build_run("GRU4Rec", "tiny", config_dict={"data_path": data_path, "use_gpu": False, "train_mode": "sequence"})
     with pytest.raises(ConfigError, match="train_mode must be one of"):
         build_run("LRURec", "tiny", config_dict={"data_path": data_path, "use_gpu": False, "train_mode": "rows"})
+
+
+def bert4rec(data_path, **overrides):
+    config = config_for("BERT4Rec", data_path, train_mode="sequence", **overrides)
+    dataset, sequence = train_split(config)
+    torch.manual_seed(0)
+    return BERT4Rec(config, dataset), sequence
+
+
+def test_bert4rec_sequence_rows_are_each_window_with_its_target_appended(data_path):
+    model, sequence = bert4rec(data_path)
+    items, lengths = model.cloze_rows(sequence.inter_feat)
+    for row, (seq, length, target) in enumerate(zip(sequence.inter_feat["item_id_list"], sequence.inter_feat["item_length"],
+                                                    sequence.inter_feat["item_id"])):
+        whole = (seq[:length].tolist() + [int(target)])[-MAX_LEN:]
+        assert items[row, : lengths[row]].tolist() == whole and not items[row, lengths[row]:].any()
+    users = sequence.inter_feat["user_id"]
+    assert len(torch.unique(users)) < len(users)  # some users have two windows (MAX_LEN is short)
+
+
+def test_bert4rec_masks_stay_on_real_items_and_every_row_masks_one_or_only_its_last(data_path):
+    model, _ = bert4rec(data_path)
+    lengths = torch.randint(1, 51, (4000,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(1)
+    masked = model.cloze_masks(lengths, 50)
+    real = torch.arange(50) < lengths[:, None]
+    last = torch.arange(50) == (lengths - 1)[:, None]
+    assert not (masked & ~real).any() and masked.any(dim=1).all()
+    only_last = (masked == last).all(dim=1)
+    # ft_ratio 0.5 of the rows mask only their last item, and so do the others whose mask_ratio 0.2 draw is
+    # empty or only the last item: probability 0.8^(length-1)
+    expected = 0.5 + 0.5 * (0.8 ** (lengths - 1.0)).mean()
+    assert abs(only_last.float().mean() - expected) < 0.03
+    drawn = ~only_last & (lengths > 20)  # rows of the mask_ratio draw (long enough to make the condition negligible)
+    assert abs(masked[drawn].sum() / real[drawn].sum() - 0.2) < 0.01
+    model.ft_ratio, model.mask_ratio = 0.0, 0.0
+    assert torch.equal(model.cloze_masks(lengths, 50), last)
+
+
+def test_bert4rec_sequence_loss_is_the_cloze_ce_of_each_masked_item_by_hand(data_path):
+    model, sequence = bert4rec(data_path, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+    model.eval()
+    batch = sequence.inter_feat
+    torch.manual_seed(3)
+    loss = model.calculate_loss(batch)
+    torch.manual_seed(3)
+    items, lengths = model.cloze_rows(batch)
+    masked = model.cloze_masks(lengths, items.size(1))
+    losses = []
+    for row in range(len(items)):  # one row at a time, cut to its length: padding changes nothing
+        inputs = items[row, : lengths[row]].clone()
+        inputs[masked[row, : lengths[row]]] = model.n_items  # the mask token
+        hidden = model.forward(inputs[None])[0]
+        for t in torch.nonzero(masked[row, : lengths[row]]).flatten():
+            logits = hidden[t] @ model.item_embedding.weight[: model.n_items].T + model.output_bias
+            losses.append(-torch.log_softmax(logits, 0)[items[row, t]])
+    assert len(losses) == int(masked.sum()) > len(items)
+    torch.testing.assert_close(loss, torch.stack(losses).mean(), atol=1e-5, rtol=1e-5)
+    assert model.training_pair_count(batch) == int(lengths.sum())
 
 
 def test_warmup_then_cosine_or_constant_multipliers():

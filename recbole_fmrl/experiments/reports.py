@@ -309,7 +309,8 @@ def run_label(record):
     mode = overrides.get("train_mode", default_mode)
     details = []
     if mode != default_mode or model == "SASRec":
-        details.append("every position" if mode == "sequence" else "prefixes")
+        details.append("prefixes" if mode == "prefix" else "one masked sequence per user" if model == "BERT4Rec"
+                       else "every position")
     negatives = overrides.get("softmax_negatives") or 0
     if negatives:
         details.append(f"sampled softmax {negatives}" + ("" if overrides.get("shared_negatives", True) else " per position"))

@@ -7,6 +7,7 @@ times slower); it is switched off again here, once RecBole's models are imported
 
 import torch
 
+from recbole_fmrl.model.bert4rec import BERT4Rec
 from recbole_fmrl.model.fmlprec import FMLPRec
 from recbole_fmrl.model.fmrlrec import fMRLRec
 from recbole_fmrl.model.lrurec import LRURec
@@ -16,4 +17,4 @@ from recbole_fmrl.model.vqrec import VQRec
 
 torch.autograd.set_detect_anomaly(False)
 
-__all__ = ["fMRLRec", "LRURec", "FMLPRec", "UniSRec", "VQRec", "SASRec"]
+__all__ = ["fMRLRec", "LRURec", "FMLPRec", "UniSRec", "VQRec", "SASRec", "BERT4Rec"]

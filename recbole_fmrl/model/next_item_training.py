@@ -20,8 +20,8 @@ def check_train_mode(train_mode, model_name, trains_on_sequences):
     choice("train_mode", train_mode, TRAIN_MODES)
     if train_mode == "sequence" and not trains_on_sequences:
         raise ConfigError(
-            f"train_mode 'sequence' needs a causal model that trains on every position "
-            f"(fMRLRec, LRURec, SASRec, UniSRec, VQRec); {model_name} trains on prefixes: set train_mode: prefix"
+            f"train_mode 'sequence' needs a model that trains on whole sequences (fMRLRec, LRURec, SASRec, "
+            f"UniSRec, VQRec on every position; BERT4Rec masked); {model_name} trains on prefixes: set train_mode: prefix"
         )
     return train_mode
 

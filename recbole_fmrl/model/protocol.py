@@ -39,7 +39,7 @@ class Declared:
 class PluginModel(Declared):
     """Every plugin model; the defaults are those of an ID model trained on prefixes."""
 
-    trains_on_sequences = False  # trains on every position of a sequence (``train_mode: sequence``)
+    trains_on_sequences = False  # trains on whole sequences (``train_mode: sequence``: every position, or masked)
 
     @classmethod
     def item_feature_modalities(cls, config):
