@@ -132,7 +132,7 @@ def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defau
     assert reports.run_label(record) == "fMRLRec [text, id] (sampled softmax 64, seen items out of the training softmax)"
     assert reports.run_label({"model": "UniSRec", "table_label": "UniSRec (text)", "config": {}}) == "UniSRec (text)"
     record = {"model": "fMRLRec", "config": {"encoder": "transformer", "mrl_hidden_sizes": [8]}, "modalities": ["id"]}
-    assert reports.run_label(record) == "fMRLRec-Transformer [id] (one size, not nested)"
+    assert reports.run_label(record) == "fMRLRec-Transformer [id] (one size 8, not nested)"
     assert reports.run_label({"model": "BERT4Rec", "config": {"train_mode": "sequence"}}) == \
         "BERT4Rec (one masked sequence per user)"
     assert reports.run_label({"model": "BERT4Rec", "config": {}}) == "BERT4Rec"

@@ -319,7 +319,7 @@ def run_label(record):
     if overrides.get("train_exclude_seen"):
         details.append("seen items out of the training softmax")
     if len(overrides.get("mrl_hidden_sizes") or ()) == 1:
-        details.append("one size, not nested")
+        details.append(f"one size {overrides['mrl_hidden_sizes'][0]}, not nested")
     return label + (f" ({', '.join(details)})" if details else "")
 
 
