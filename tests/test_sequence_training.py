@@ -215,6 +215,26 @@ def test_bert4rec_sequence_loss_is_the_cloze_ce_of_each_masked_item_by_hand(data
     assert model.training_pair_count(batch) == int(lengths.sum())
 
 
+def test_bert4rec_scores_are_recboles_and_masks_are_drawn_only_for_prefix_training(data_path):
+    from recbole.data.transform import Equal, MaskItemSequence
+    from recbole.model.sequential_recommender.bert4rec import BERT4Rec as RecBoleBERT4Rec
+
+    from recbole_fmrl.data.dataloader import data_preparation
+
+    model, _ = bert4rec(data_path, MAX_ITEM_LIST_LENGTH=20)
+    model.eval()
+    for train_mode in ("sequence", "prefix"):
+        config = config_for("BERT4Rec", data_path, train_mode=train_mode, MAX_ITEM_LIST_LENGTH=20)
+        train, valid, test = data_preparation(config, create_dataset(config))
+        assert isinstance(train.transform, Equal if train_mode == "sequence" else MaskItemSequence)
+        assert isinstance(valid.transform, Equal) and isinstance(test.transform, Equal)
+    batches = [batch for batch, *_ in test]
+    assert any(int(b["item_length"].max()) < 20 for b in batches)  # rows cut to their longest history
+    for batch in batches:  # RecBole's scores, computed on the rows padded to MAX_ITEM_LIST_LENGTH
+        torch.testing.assert_close(model.full_sort_predict(batch), RecBoleBERT4Rec.full_sort_predict(model, batch))
+        torch.testing.assert_close(model.predict(batch), RecBoleBERT4Rec.predict(model, batch))
+
+
 def test_warmup_then_cosine_or_constant_multipliers():
     cosine = warmup_then("cosine", warmup_steps=10, total_steps=110)
     assert [cosine(s) for s in (0, 5, 10, 60, 110, 200)] == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0, 0.0])

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 from recbole.data.interaction import Interaction
+from recbole.data.transform import Equal
 
 from recbole_fmrl import distributed
 from recbole_fmrl.errors import ConfigError
@@ -110,6 +111,12 @@ class SeenExcludingEvalDataLoader(FullSortEvalDataLoader):
         return interaction, history_index, positive_u, positive_i
 
 
+TRAINING_ONLY_TRANSFORMS = ("mask_itemseq",)
+"""RecBole transforms whose output only prefix training reads: BERT4Rec's masks (a Python loop over
+every row of a batch) are not drawn for evaluation, whose ``predict`` reads the unmasked history,
+nor for ``train_mode: sequence``, which masks in the model."""
+
+
 def check_exclude_seen(config):
     """``exclude_seen`` if valid: a bool, and True only with full ranking of a sequential model."""
     exclude_seen = boolean("exclude_seen", config["exclude_seen"])
@@ -122,7 +129,8 @@ def check_exclude_seen(config):
 def data_preparation(config, dataset):
     """RecBole's ``data_preparation``; with ``train_mode: sequence`` the training loader groups
     rows by length; full-ranking validation and test loaders are :class:`SeenExcludingEvalDataLoader`
-    (RecBole's, which also exclude seen items when ``exclude_seen`` is True). In a data-parallel run
+    (RecBole's, which also exclude seen items when ``exclude_seen`` is True); a transform of
+    :data:`TRAINING_ONLY_TRANSFORMS` runs only on prefix training batches. In a data-parallel run
     RecBole's training loader is a :class:`SplitTrainDataLoader`, and a model these loaders do not
     serve (not sequential, or not evaluated by full ranking) is refused with one line."""
     from recbole.data import data_preparation as recbole_data_preparation
@@ -136,6 +144,9 @@ def data_preparation(config, dataset):
     if isinstance(valid_data, FullSortEvalDataLoader) and valid_data.is_sequential:
         valid_data, test_data = (SeenExcludingEvalDataLoader(config, loader._dataset, loader._sampler)
                                  for loader in (valid_data, test_data))
+    if config["transform"] in TRAINING_ONLY_TRANSFORMS:
+        for loader in (valid_data, test_data) + ((train_data,) if config["train_mode"] == "sequence" else ()):
+            loader.transform = Equal(config)
     if distributed.is_distributed() and not (isinstance(train_data, SplitTrainDataLoader)
                                              and isinstance(valid_data, SeenExcludingEvalDataLoader)):
         raise ConfigError(

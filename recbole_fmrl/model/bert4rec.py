@@ -8,13 +8,14 @@ from recbole.model.sequential_recommender.bert4rec import BERT4Rec as RecBoleBER
 
 from recbole_fmrl.errors import ConfigError
 from recbole_fmrl.inputs import probability
+from recbole_fmrl.model.next_item_training import trim_padding
 from recbole_fmrl.model.protocol import PluginModel
 
 
 class BERT4Rec(PluginModel, RecBoleBERT4Rec):
     r"""RecBole's BERT4Rec, its architecture, initialisation and scoring untouched (``predict`` and
-    ``full_sort_predict`` are RecBole's: the mask token appended after the history); only what it is
-    trained on can change.
+    ``full_sort_predict`` are RecBole's: the mask token appended after the history, on rows cut to
+    their longest history); only what it is trained on can change.
 
     * ``train_mode: prefix`` (default): RecBole's training exactly (one prefix per row, masked by
       RecBole's ``mask_itemseq`` transform);
@@ -35,6 +36,11 @@ class BERT4Rec(PluginModel, RecBoleBERT4Rec):
         probability("mask_ratio", self.mask_ratio)
         if self.train_mode == "sequence" and self.loss_type != "CE":
             raise ConfigError(f"BERT4Rec with train_mode: sequence is trained with the CE loss, got loss_type={self.loss_type!r}")
+
+    def reconstruct_test_data(self, item_seq, item_seq_len):
+        """RecBole's (the mask token after each history) on the rows cut to their longest history:
+        the cut columns are padding, which no position attends to, so no output changes."""
+        return super().reconstruct_test_data(trim_padding(item_seq, item_seq_len), item_seq_len)
 
     def cloze_rows(self, interaction):
         """``(items [B, L], lengths [B])``: each row's history with its target appended, its last
