@@ -421,3 +421,32 @@ def test_an_interrupted_run_is_resumed_by_the_next_compare_and_equals_an_uninter
     calls.clear()
     compare.compare("tiny", ["SASRec"], overrides=overrides, out=str(out), force=True, runner=recording_run)
     assert calls == [None]
+
+
+def test_the_table2_script_queues_valid_compare_runs_of_every_model_on_every_dataset():
+    import os
+    import subprocess
+
+    from recbole_fmrl.config import config_keys, get_model
+
+    done = subprocess.run(["bash", "scripts/table2_runs.sh"], cwd=REPO, env={**os.environ, "DRY_RUN": "1"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    runs, logs = set(), []
+    for line in done.stdout.splitlines():
+        command, log = line.split(" > ")
+        argv = shlex.split(command)
+        assert argv[1:3] == ["-m", "recbole_fmrl.experiments.compare"]
+        args = compare.build_parser().parse_args(argv[3:])
+        assert set(args.overrides) <= config_keys() and args.overrides["exclude_seen"] is True
+        assert args.overrides["torch_num_threads"] == 1 and args.out == "results/table2"
+        model = compare.parse_model_entry(args.models)[0]
+        get_model(model)
+        runs.add((args.dataset, model, args.models))
+        assert log.startswith(f"results/table2/logs/{args.dataset}-") and log.endswith(".log 2>&1")
+        logs.append(log)
+    for dataset in ("beauty", "sports", "toys", "clothing"):
+        assert {model for d, model, _ in runs if d == dataset} >= {"SASRec", "BERT4Rec", "FMLPRec", "LRURec", "fMRLRec"}
+    assert {model for d, model, _ in runs if d == "beauty"} == {"SASRec", "BERT4Rec", "FMLPRec", "LRURec", "fMRLRec",
+                                                                "UniSRec", "VQRec"}
+    assert len(set(logs)) == len(logs) == len(runs) == 23  # one log per run

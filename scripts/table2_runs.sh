@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every run of Table 2 (docs/table2.md), LANES one-thread runs at a time (default 2). Each is a
+# `compare` run into results/table2/: a finished one is skipped, an interrupted one resumes from its
+# -last.pth, so rerunning this script continues where it stopped. Usage: scripts/table2_runs.sh [LANES]
+# (DRY_RUN=1: print the commands only).
+# Every model is trained with its Beauty setting on every dataset, early-stopped on validation with
+# seen items excluded and tested both ways; logs in results/table2/logs/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LANES=${1:-2}
+PY=${PYTHON:-.venv/bin/python}
+export OMP_NUM_THREADS=1
+[ -n "${DRY_RUN:-}" ] || mkdir -p results/table2/logs
+COMMON="--out=results/table2 --hidden_size=64 --hidden_dropout_prob=0.2 --attn_dropout_prob=0.2 --exclude_seen=True"
+COMMON="$COMMON --torch_num_threads=1 --show_progress=False"
+run() {  # run NAME DATASET ARGS...: one line of the queue
+  local name=$1 dataset=$2; shift 2
+  echo "$name $dataset $*"
+}
+{
+  for dataset in beauty sports toys clothing; do
+    case $dataset in beauty) modalities="[text,id]";; sports) modalities="[attributes,id]";; *) modalities="[id]";; esac
+    run SASRec $dataset --models=SASRec@train_mode=sequence --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
+    run BERT4Rec $dataset --models=BERT4Rec@train_mode=sequence --mask_ratio=0.6 --stopping_step=50 --epochs=400
+    run FMLPRec $dataset --models=FMLPRec
+    run LRURec $dataset --models=LRURec
+    run fMRLRec $dataset --models=fMRLRec "--modalities=$modalities" --mrl_lr_exponent=1.5 "--mrl_loss_weights=[8,4,2,1]"
+  done
+  run SASRec-prefix beauty --models=SASRec --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
+  run UniSRec beauty --models=UniSRec@train_stage=inductive_ft --train_mode=sequence
+  run VQRec beauty --models=VQRec --train_mode=sequence
+} | while read -r name dataset args; do
+  # shellcheck disable=SC2086  # args and COMMON are split into flags on purpose; each flag is quoted
+  echo "$PY -m recbole_fmrl.experiments.compare --dataset=$dataset $(printf '%q ' $args $COMMON)> results/table2/logs/$dataset-$name.log 2>&1"
+done | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || echo "table2_runs: failed, see its log: {}"'; fi
