@@ -5,7 +5,7 @@
 # (DRY_RUN=1: print the commands only).
 # Every model is trained with its Beauty setting on every dataset, early-stopped on validation with
 # seen items excluded and tested both ways; logs in results/table2/logs/.
-set -euo pipefail
+set -euo pipefail -f  # -f: no filename expansion of flags such as --modalities=[text,id]
 cd "$(dirname "$0")/.."
 LANES=${1:-2}
 PY=${PYTHON:-.venv/bin/python}
@@ -31,5 +31,5 @@ run() {  # run NAME DATASET ARGS...: one line of the queue
   run VQRec beauty --models=VQRec --train_mode=sequence
 } | while read -r name dataset args; do
   # shellcheck disable=SC2086  # args and COMMON are split into flags on purpose; each flag is quoted
-  echo "$PY -m recbole_fmrl.experiments.compare --dataset=$dataset $(printf '%q ' $args $COMMON)> results/table2/logs/$dataset-$name.log 2>&1"
-done | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || echo "table2_runs: failed, see its log: {}"'; fi
+  echo "$(printf '%q ' "$PY" -m recbole_fmrl.experiments.compare "--dataset=$dataset" $args $COMMON)>> results/table2/logs/$dataset-$name.log 2>&1"
+done | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || { echo "table2_runs: failed, see its log: {}"; exit 1; }'; fi

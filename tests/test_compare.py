@@ -434,7 +434,7 @@ def test_the_table2_script_queues_valid_compare_runs_of_every_model_on_every_dat
     assert done.returncode == 0, done.stderr
     runs, logs = set(), []
     for line in done.stdout.splitlines():
-        command, log = line.split(" > ")
+        command, log = line.split(" >> ")
         argv = shlex.split(command)
         assert argv[1:3] == ["-m", "recbole_fmrl.experiments.compare"]
         args = compare.build_parser().parse_args(argv[3:])
@@ -450,3 +450,24 @@ def test_the_table2_script_queues_valid_compare_runs_of_every_model_on_every_dat
     assert {model for d, model, _ in runs if d == "beauty"} == {"SASRec", "BERT4Rec", "FMLPRec", "LRURec", "fMRLRec",
                                                                 "UniSRec", "VQRec"}
     assert len(set(logs)) == len(logs) == len(runs) == 23  # one log per run
+
+
+def test_the_table2_script_runs_every_queued_command_and_fails_when_one_fails(tmp_path):
+    import os
+    import subprocess
+
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "table2_runs.sh", tmp_path / "scripts")
+    (tmp_path / "--modalities=t").touch()  # a file a flag could glob to
+    stub = tmp_path / "python"
+    stub.write_text('#!/bin/bash\ncase "$*" in *BERT4Rec*) exit 3;; esac\necho "$@"\n')
+    stub.chmod(0o755)
+    done = subprocess.run(["bash", "scripts/table2_runs.sh", "3"], cwd=tmp_path, env={**os.environ, "PYTHON": str(stub)},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stdout.count("table2_runs: failed") == 4  # BERT4Rec on each dataset
+    logs = tmp_path / "results" / "table2" / "logs"
+    assert len(list(logs.iterdir())) == 23
+    assert "--modalities=[id] --mrl_lr_exponent=1.5 --mrl_loss_weights=[8,4,2,1]" in (logs / "toys-fMRLRec.log").read_text()
+    subprocess.run(["bash", "scripts/table2_runs.sh"], cwd=tmp_path, env={**os.environ, "PYTHON": str(stub)},
+                   capture_output=True, timeout=120)
+    assert len((logs / "toys-fMRLRec.log").read_text().splitlines()) == 2  # a rerun appends to each log

@@ -163,15 +163,22 @@ def bert4rec(data_path, **overrides):
     return BERT4Rec(config, dataset), sequence
 
 
-def test_bert4rec_sequence_rows_are_each_window_with_its_target_appended(data_path):
-    model, sequence = bert4rec(data_path)
-    items, lengths = model.cloze_rows(sequence.inter_feat)
-    for row, (seq, length, target) in enumerate(zip(sequence.inter_feat["item_id_list"], sequence.inter_feat["item_length"],
-                                                    sequence.inter_feat["item_id"])):
-        whole = (seq[:length].tolist() + [int(target)])[-MAX_LEN:]
-        assert items[row, : lengths[row]].tolist() == whole and not items[row, lengths[row]:].any()
+@pytest.mark.parametrize("max_length", [MAX_LEN, 20])
+def test_bert4rec_sequence_rows_are_each_window_with_its_target_appended(data_path, max_length):
+    """Rows as the training loader gives them (cut to the batch's longest history) and padded ones."""
+    model, sequence = bert4rec(data_path, MAX_ITEM_LIST_LENGTH=max_length, train_batch_size=4)
+    config = config_for("BERT4Rec", data_path, train_mode="sequence", MAX_ITEM_LIST_LENGTH=max_length, train_batch_size=4)
+    batches = list(LengthGroupedTrainDataLoader(config, sequence)) + [sequence.inter_feat]
+    widths = [b["item_id_list"].size(1) for b in batches[:-1]]
+    assert min(widths) < max_length and (max(widths) == max_length) == (max_length == MAX_LEN)  # cut batches, full ones
+    for batch in batches:
+        items, lengths = model.cloze_rows(batch)
+        assert items.size(1) <= max_length
+        for row, (seq, length, target) in enumerate(zip(batch["item_id_list"], batch["item_length"], batch["item_id"])):
+            whole = (seq[:length].tolist() + [int(target)])[-max_length:]
+            assert items[row, : lengths[row]].tolist() == whole and not items[row, lengths[row]:].any()
     users = sequence.inter_feat["user_id"]
-    assert len(torch.unique(users)) < len(users)  # some users have two windows (MAX_LEN is short)
+    assert (len(torch.unique(users)) < len(users)) == (max_length == MAX_LEN)  # long users: one row per window
 
 
 def test_bert4rec_masks_stay_on_real_items_and_every_row_masks_one_or_only_its_last(data_path):
@@ -193,10 +200,14 @@ def test_bert4rec_masks_stay_on_real_items_and_every_row_masks_one_or_only_its_l
     assert torch.equal(model.cloze_masks(lengths, 50), last)
 
 
-def test_bert4rec_sequence_loss_is_the_cloze_ce_of_each_masked_item_by_hand(data_path):
-    model, sequence = bert4rec(data_path, hidden_dropout_prob=0.0, attn_dropout_prob=0.0)
+@pytest.mark.parametrize("max_length", [MAX_LEN, 20])
+def test_bert4rec_sequence_loss_is_the_cloze_ce_of_each_masked_item_by_hand(data_path, max_length):
+    model, sequence = bert4rec(data_path, hidden_dropout_prob=0.0, attn_dropout_prob=0.0, MAX_ITEM_LIST_LENGTH=max_length)
     model.eval()
     batch = sequence.inter_feat
+    batch = batch[batch["item_length"] < batch["item_length"].max()]  # as the loader cuts rows: width < MAX when 20
+    batch = batch.__class__({k: v[:, : int(batch["item_length"].max())] if k == "item_id_list" else v
+                             for k, v in batch.interaction.items()})
     torch.manual_seed(3)
     loss = model.calculate_loss(batch)
     torch.manual_seed(3)
@@ -230,9 +241,15 @@ def test_bert4rec_scores_are_recboles_and_masks_are_drawn_only_for_prefix_traini
         assert isinstance(valid.transform, Equal) and isinstance(test.transform, Equal)
     batches = [batch for batch, *_ in test]
     assert any(int(b["item_length"].max()) < 20 for b in batches)  # rows cut to their longest history
-    for batch in batches:  # RecBole's scores, computed on the rows padded to MAX_ITEM_LIST_LENGTH
-        torch.testing.assert_close(model.full_sort_predict(batch), RecBoleBERT4Rec.full_sort_predict(model, batch))
-        torch.testing.assert_close(model.predict(batch), RecBoleBERT4Rec.predict(model, batch))
+    for batch in batches:  # RecBole's scores: its reconstruct_test_data on the rows padded to MAX_ITEM_LIST_LENGTH
+        assert batch["item_id_list"].size(1) == 20
+        lengths = batch["item_length"]
+        hidden = model.forward(RecBoleBERT4Rec.reconstruct_test_data(model, batch["item_id_list"], lengths))
+        last = hidden[torch.arange(len(lengths)), lengths - 1]
+        expected = last @ model.item_embedding.weight[: model.n_items].T + model.output_bias
+        torch.testing.assert_close(model.full_sort_predict(batch), expected, atol=1e-5, rtol=1e-5)
+        items = batch["item_id"]
+        torch.testing.assert_close(model.predict(batch), expected[torch.arange(len(items)), items], atol=1e-5, rtol=1e-5)
 
 
 def test_warmup_then_cosine_or_constant_multipliers():

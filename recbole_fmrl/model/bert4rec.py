@@ -17,12 +17,14 @@ class BERT4Rec(PluginModel, RecBoleBERT4Rec):
     ``full_sort_predict`` are RecBole's: the mask token appended after the history, on rows cut to
     their longest history); only what it is trained on can change.
 
-    * ``train_mode: prefix`` (default): RecBole's training exactly (one prefix per row, masked by
-      RecBole's ``mask_itemseq`` transform);
+    * ``train_mode: prefix`` (default): RecBole's training (one prefix per row, masked by RecBole's
+      ``mask_itemseq`` transform; evaluation draws no masks, so later epochs draw other ones than a
+      RecBole run of the same seed);
     * ``train_mode: sequence``: the paper's training (§3.6): each row is a user's whole sequence
       (one row per window of ``MAX_ITEM_LIST_LENGTH`` items, the row's target appended to its
-      history: :meth:`cloze_rows`); with probability ``ft_ratio`` a row masks only its last item
-      (the paper's samples that "only mask the last item"), else each item is masked with probability
+      history: :meth:`cloze_rows`); with probability ``ft_ratio``, drawn per row, a row masks only its
+      last item (the paper's samples that "only mask the last item"; RecBole draws it once per batch
+      and masks the last history item), else each item is masked with probability
       ``mask_ratio`` (a row whose draw masks nothing masks its last item). The loss is the CE over
       every item at the masked positions, their mean over the batch.
     """
@@ -49,8 +51,9 @@ class BERT4Rec(PluginModel, RecBoleBERT4Rec):
         rows = torch.arange(len(item_seq), device=item_seq.device)
         items = F.pad(item_seq, (0, 1))
         items[rows, lengths] = interaction[self.POS_ITEM_ID]
-        full = lengths + 1 > self.max_seq_length
-        items = torch.where(full[:, None], items[:, 1:], items[:, :-1])
+        if items.size(1) > self.max_seq_length:  # a row of MAX_ITEM_LIST_LENGTH items drops its first
+            full = lengths + 1 > self.max_seq_length
+            items = torch.where(full[:, None], items[:, 1:], items[:, :-1])
         return items, (lengths + 1).clamp_max(self.max_seq_length)
 
     def cloze_masks(self, lengths, width):
