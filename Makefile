@@ -10,6 +10,8 @@ install: .venv/.installed
 
 demo: install
 	$(PY) run_recbole_fmrl.py --model=fMRLRec --dataset=beauty --config_files=properties/demo.yaml
+	@echo "demo: a CPU-sized run (D = 64, 2 epochs, lr 1e-2). The main command, without properties/demo.yaml, runs the paper's setting" \
+	      "(properties/model/fMRLRec.yaml: text and image features, D = 1024, up to 300 epochs, patience 10): a GPU's job."
 
 test: install
 	$(PY) -m pytest tests
