@@ -98,7 +98,7 @@ def test_table2_has_one_row_per_run_and_protocol_with_the_command_that_trains_it
     rows = read_csv(folder / "table2.csv")
     assert list(rows[0]) == list(reports.TABLE2_COLUMNS)
     by_key = {(row["model"], row["exclude_seen"]): row for row in rows}
-    assert set(by_key) == {(label, protocol) for label in ("SASRec (prefixes)", "fMRLRec [id]")
+    assert set(by_key) == {(label, protocol) for label in ("SASRec (prefixes, 1 block)", "fMRLRec [id] (1 block)")
                            for protocol in ("True", "False")}
     for (label, protocol), row in by_key.items():
         record = records["SASRec" if label.startswith("SASRec") else "fMRLRec"]
@@ -133,6 +133,10 @@ def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defau
     assert reports.run_label({"model": "UniSRec", "table_label": "UniSRec (text)", "config": {}}) == "UniSRec (text)"
     record = {"model": "fMRLRec", "config": {"encoder": "transformer", "mrl_hidden_sizes": [8]}, "modalities": ["id"]}
     assert reports.run_label(record) == "fMRLRec-Transformer [id] (one size 8, not nested)"
+    record["config"] = {"encoder": "transformer", "n_layers": 1, "mrl_loss_weights": [8, 4, 2, 1], "mrl_lr_exponent": 1.5}
+    assert reports.run_label(record) == "fMRLRec-Transformer [id] (1 block, loss weights [8, 4, 2, 1], rate exponent 1.5)"
+    record["config"] = {"n_layers": 2, "mrl_lr_exponent": 0}
+    assert reports.run_label(record) == "fMRLRec [id] (2 blocks)"
     assert reports.run_label({"model": "BERT4Rec", "config": {"train_mode": "sequence"}}) == \
         "BERT4Rec (one masked sequence per user)"
     assert reports.run_label({"model": "BERT4Rec", "config": {}}) == "BERT4Rec"

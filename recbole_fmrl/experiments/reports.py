@@ -318,6 +318,12 @@ def run_label(record):
         details.append("full CE")
     if overrides.get("train_exclude_seen"):
         details.append("seen items out of the training softmax")
+    if overrides.get("n_layers") is not None:
+        details.append(f"{overrides['n_layers']} block{'s' if overrides['n_layers'] != 1 else ''}")
+    if overrides.get("mrl_loss_weights") is not None:
+        details.append(f"loss weights {overrides['mrl_loss_weights']}")
+    if overrides.get("mrl_lr_exponent"):
+        details.append(f"rate exponent {overrides['mrl_lr_exponent']}")
     if len(overrides.get("mrl_hidden_sizes") or ()) == 1:
         details.append(f"one size {overrides['mrl_hidden_sizes'][0]}, not nested")
     return label + (f" ({', '.join(details)})" if details else "")
