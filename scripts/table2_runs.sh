@@ -5,17 +5,17 @@
 # (DRY_RUN=1: print the commands only).
 # Every model is trained with its Beauty setting on every dataset, early-stopped on validation with
 # seen items excluded and tested both ways; logs in results/table2/logs/.
-set -euo pipefail -f  # -f: no filename expansion of flags such as --modalities=[text,id]
+set -euo pipefail -f  # -f: no filename expansion, should a flag such as --modalities=[text,id] lose its quotes
 cd "$(dirname "$0")/.."
 LANES=${1:-2}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1
 [ -n "${DRY_RUN:-}" ] || mkdir -p results/table2/logs
-COMMON="--out=results/table2 --hidden_size=64 --hidden_dropout_prob=0.2 --attn_dropout_prob=0.2 --exclude_seen=True"
-COMMON="$COMMON --torch_num_threads=1 --show_progress=False"
-run() {  # run NAME DATASET ARGS...: one line of the queue
+COMMON=(--out=results/table2 --hidden_size=64 --hidden_dropout_prob=0.2 --attn_dropout_prob=0.2 --exclude_seen=True
+        --torch_num_threads=1 --show_progress=False)
+run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every word quoted), its log appended to
   local name=$1 dataset=$2; shift 2
-  echo "$name $dataset $*"
+  echo "$(printf '%q ' "$PY" -m recbole_fmrl.experiments.compare "--dataset=$dataset" "$@" "${COMMON[@]}")>> results/table2/logs/$dataset-$name.log 2>&1"
 }
 {
   for dataset in beauty sports toys clothing; do
@@ -29,7 +29,4 @@ run() {  # run NAME DATASET ARGS...: one line of the queue
   run SASRec-prefix beauty --models=SASRec --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
   run UniSRec beauty --models=UniSRec@train_stage=inductive_ft --train_mode=sequence
   run VQRec beauty --models=VQRec --train_mode=sequence
-} | while read -r name dataset args; do
-  # shellcheck disable=SC2086  # args and COMMON are split into flags on purpose; each flag is quoted
-  echo "$(printf '%q ' "$PY" -m recbole_fmrl.experiments.compare "--dataset=$dataset" $args $COMMON)>> results/table2/logs/$dataset-$name.log 2>&1"
-done | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || { echo "table2_runs: failed, see its log: {}"; exit 1; }'; fi
+} | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || { echo "table2_runs: failed, see its log: {}"; exit 1; }'; fi

@@ -2,14 +2,16 @@
 and parameter counts of freshly built models (Figure 4)."""
 
 import json
+import os
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from recbole_fmrl.config import REPORTED_METRICS, Config
+from recbole_fmrl.config import REPORTED_METRICS, Config, config_keys, get_model
 from recbole_fmrl.errors import PluginError, main_guarded
 from recbole_fmrl.experiments import compare, params, reports
 from recbole_fmrl.files import write_json_atomic
@@ -428,11 +430,6 @@ def test_an_interrupted_run_is_resumed_by_the_next_compare_and_equals_an_uninter
 
 
 def test_the_table2_script_queues_valid_compare_runs_of_every_model_on_every_dataset():
-    import os
-    import subprocess
-
-    from recbole_fmrl.config import config_keys, get_model
-
     done = subprocess.run(["bash", "scripts/table2_runs.sh"], cwd=REPO, env={**os.environ, "DRY_RUN": "1"},
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -457,9 +454,6 @@ def test_the_table2_script_queues_valid_compare_runs_of_every_model_on_every_dat
 
 
 def test_the_table2_script_runs_every_queued_command_and_fails_when_one_fails(tmp_path):
-    import os
-    import subprocess
-
     (tmp_path / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "table2_runs.sh", tmp_path / "scripts")
     (tmp_path / "--modalities=t").touch()  # a file a flag could glob to

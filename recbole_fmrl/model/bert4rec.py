@@ -54,7 +54,11 @@ class BERT4Rec(PluginModel, RecBoleBERT4Rec):
         if items.size(1) > self.max_seq_length:  # a row of MAX_ITEM_LIST_LENGTH items drops its first
             full = lengths + 1 > self.max_seq_length
             items = torch.where(full[:, None], items[:, 1:], items[:, :-1])
-        return items, (lengths + 1).clamp_max(self.max_seq_length)
+        return items, self.cloze_lengths(lengths)
+
+    def cloze_lengths(self, item_seq_len):
+        """The lengths of :meth:`cloze_rows`: each history and its target, at most ``MAX_ITEM_LIST_LENGTH``."""
+        return (item_seq_len + 1).clamp_max(self.max_seq_length)
 
     def cloze_masks(self, lengths, width):
         """Which positions of rows of ``lengths`` [B] (``width`` columns) are masked, [B, width] bool."""
@@ -78,4 +82,4 @@ class BERT4Rec(PluginModel, RecBoleBERT4Rec):
         weighted by its real positions (the masks' expected count is proportional to them)."""
         if self.train_mode == "prefix":
             return len(interaction)
-        return int((interaction[self.ITEM_SEQ_LEN] + 1).clamp_max(self.max_seq_length).sum())
+        return int(self.cloze_lengths(interaction[self.ITEM_SEQ_LEN]).sum())
