@@ -2,6 +2,7 @@
 protocols (seen items ranked, RecBole's; seen items excluded, a deployment's)."""
 
 import csv
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from recbole_fmrl.config import Config
 from recbole_fmrl.data import SeenExcludingEvalDataLoader, data_preparation
 from recbole_fmrl.data.loading import create_dataset
 from recbole_fmrl.deploy.evaluate import evaluate
-from recbole_fmrl.errors import ConfigError
+from recbole_fmrl.errors import ConfigError, PluginError
 from recbole_fmrl.model import LRURec, SASRec, fMRLRec
 from recbole_fmrl.model.layers import nested_cross_entropy, sampled_cross_entropy
 from recbole_fmrl.runner import build as build_run
@@ -201,8 +202,8 @@ def test_a_run_tests_its_best_model_under_both_protocols(tiny_config):
     assert result["stopped_early"] is False and result["epochs_run"] == 2 and result["seconds_per_epoch"] > 0
 
 
-def test_per_user_ndcg_averages_to_recboles_and_the_paired_test_compares_the_same_users(tiny_config):
-    from recbole_fmrl.experiments.paired import model_per_user, paired_test
+def test_per_user_ndcg_averages_to_recboles_and_the_paired_test_compares_the_same_users(tiny_config, tmp_path):
+    from recbole_fmrl.experiments.paired import PAIRED_COLUMNS, main, model_per_user, paired_test
 
     settings = {**tiny_config, "train_mode": "sequence", "MAX_ITEM_LIST_LENGTH": 4, "epochs": 1}
     sasrec = run("SASRec", "tiny", config_dict={**settings, "n_layers": 1, "n_heads": 1})
@@ -221,6 +222,18 @@ def test_per_user_ndcg_averages_to_recboles_and_the_paired_test_compares_the_sam
         assert paired["users"] == 40 and paired["difference"] == pytest.approx(paired["ndcg@10_a"] - paired["ndcg@10_b"])
         assert paired["ndcg@10_b"] == pytest.approx(lrurec["test_result_by_protocol"][protocol]["ndcg@10"], abs=1e-4)
         assert 0 <= paired["t_test_p"] <= 1 and 0 <= paired["wilcoxon_p"] <= 1
+        # --csv appends the same test as a row naming both checkpoints and the protocol
+        table = tmp_path / "paired.csv"
+        main([sasrec["checkpoint"], lrurec["checkpoint"], f"--exclude_seen={exclude_seen}", f"--csv={table}"])
+        row = list(csv.DictReader(table.open()))[-1]
+        assert (row["a"], row["b"]) == (Path(sasrec["checkpoint"]).name, Path(lrurec["checkpoint"]).name)
+        assert row["exclude_seen"] == str(exclude_seen) and row["dataset"] == "tiny" and row["users"] == "40"
+        assert float(row["t_test_p"]) == pytest.approx(paired["t_test_p"])
+        assert float(row["difference"]) == pytest.approx(paired["difference"])
+        assert "--csv=" in row["command"] and row["command"].startswith("python -m recbole_fmrl.experiments.paired")
+    assert table.read_text().splitlines()[0] == ",".join(PAIRED_COLUMNS) and len(table.read_text().splitlines()) == 3
+    with pytest.raises(PluginError, match="--csv needs a second checkpoint"):
+        main([sasrec["checkpoint"], f"--csv={table}"])
 
 
 def test_the_protocol_flag_takes_true_or_false_and_names_the_flag_otherwise(capsys):

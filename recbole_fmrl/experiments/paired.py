@@ -1,14 +1,20 @@
 """Per-user test metrics of trained models: the paired test between two of them (Table 2's
 p-values) and how many of a model's top-10 slots go to items its user has already seen.
 
-    python -m recbole_fmrl.experiments.paired A.pth B.pth [--exclude_seen=True] [--size_a=M] [--size_b=M]
+    python -m recbole_fmrl.experiments.paired A.pth B.pth [--exclude_seen=True] [--size_a=M] [--size_b=M] [--csv=FILE]
     python -m recbole_fmrl.experiments.paired A.pth [--size_a=M]          # one model: its per-user numbers
 
 Both models are scored on the test split of the dataset they were trained on, with RecBole's
-evaluator (:func:`per_user_ranks`); the last line printed is the result as JSON.
+evaluator (:func:`per_user_ranks`); the last line printed is the result as JSON. ``--csv`` appends
+the paired test as a row (:data:`PAIRED_COLUMNS`; ``a`` and ``b`` are checkpoint file names, as in
+the ``checkpoint`` column of ``table2.csv``) to FILE, e.g. ``docs/results/table2_<dataset>_paired.csv``.
 """
 
+import csv
 import json
+import shlex
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,6 +28,8 @@ from recbole_fmrl.model.protocol import nested_sizes
 from recbole_fmrl.trainer import get_trainer
 
 TOP_K = 10
+PAIRED_COLUMNS = ("dataset", "a", "size_a", "b", "size_b", "exclude_seen", "users", "ndcg@10_a", "ndcg@10_b",
+                  "difference", "t_test_p", "wilcoxon_p", "command")
 
 
 @torch.no_grad()
@@ -89,6 +97,22 @@ def without_users(result):
     return summary
 
 
+def append_paired_row(path, a, b, paired, command):
+    """One :data:`PAIRED_COLUMNS` row for the paired test of ``a`` and ``b`` (:func:`model_per_user`)
+    appended to the CSV ``path`` (written with its header when new)."""
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    if new:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    row = [a["dataset"], Path(a["file"]).name, a["size"], Path(b["file"]).name, b["size"], a["exclude_seen"],
+           *(paired[key] for key in PAIRED_COLUMNS[6:12]), command]
+    with path.open("a", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        if new:
+            writer.writerow(PAIRED_COLUMNS)
+        writer.writerow(["" if value is None else value for value in row])
+
+
 def build_parser():
     parser = FlagParser(prog="python -m recbole_fmrl.experiments.paired", description=__doc__)
     parser.add_argument("a", help="a checkpoint or export")
@@ -96,17 +120,23 @@ def build_parser():
     add_protocol_flag(parser)
     parser.add_argument("--size_a", type=int, default=None, help="nested size of a, fMRLRec (default: its eval_size)")
     parser.add_argument("--size_b", type=int, default=None, help="nested size of b, fMRLRec (default: its eval_size)")
+    parser.add_argument("--csv", default=None, help="append the paired test of a and b as a row to this CSV (default: none)")
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.csv and not args.b:
+        raise PluginError("--csv needs a second checkpoint b to test against")
     a = model_per_user(args.a, args.exclude_seen, args.size_a)
     summary = {"a": without_users(a)}
     if args.b:
         b = model_per_user(args.b, args.exclude_seen, args.size_b)
         summary["b"] = without_users(b)
         summary["paired"] = paired_test(a, b)
+        if args.csv:
+            command = shlex.join(["python", "-m", "recbole_fmrl.experiments.paired", *(argv if argv is not None else sys.argv[1:])])
+            append_paired_row(args.csv, a, b, summary["paired"], command)
     print(json.dumps(summary))
     return summary
 
