@@ -35,6 +35,10 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
   # a larger D (the eSASRec study's leave-one-out config has 256): SASRec and fMRLRec's Transformer, M = [8..256]
   run SASRec-D256 beauty --models=SASRec@train_mode=sequence@hidden_size=256 --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
   run fMRLRec-Transformer-D256 beauty --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0@n_layers=1@hidden_size=256 "--modalities=[text,id]"
+  # SASRec trained alone at each small size: what a nested slice of that size is compared with
+  for size in 8 16 32; do
+    run SASRec-D$size beauty --models=SASRec@train_mode=sequence@hidden_size=$size --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
+  done
   run SASRec-prefix beauty --models=SASRec --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
   run UniSRec beauty --models=UniSRec@train_stage=inductive_ft --train_mode=sequence
   run VQRec beauty --models=VQRec --train_mode=sequence
