@@ -25,16 +25,16 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
     run FMLPRec $dataset --models=FMLPRec
     run LRURec $dataset --models=LRURec
     run fMRLRec $dataset --models=fMRLRec "--modalities=$modalities" --mrl_lr_exponent=1.5 "--mrl_loss_weights=[8,4,2,1]"
-    run fMRLRec-Transformer $dataset --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0@n_layers=1 "--modalities=$modalities"
+    run fMRLRec-Transformer $dataset --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0.75@n_layers=1 "--modalities=$modalities"
   done
   # second seeds of the best models under each protocol (Beauty: LRURec and SASRec excluded, fMRLRec's two encoders ranked)
   run LRURec-seed2021 beauty --models=LRURec@seed=2021
   run SASRec-seed2021 beauty --models=SASRec@train_mode=sequence@seed=2021 --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
   run fMRLRec-seed2021 beauty --models=fMRLRec@seed=2021 "--modalities=[text,id]" --mrl_lr_exponent=1.5 "--mrl_loss_weights=[8,4,2,1]"
-  run fMRLRec-Transformer-seed2021 beauty --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0@n_layers=1@seed=2021 "--modalities=[text,id]"
+  run fMRLRec-Transformer-seed2021 beauty --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0.75@n_layers=1@seed=2021 "--modalities=[text,id]"
   # a larger D (the eSASRec study's leave-one-out config has 256): SASRec and fMRLRec's Transformer, M = [8..256]
   run SASRec-D256 beauty --models=SASRec@train_mode=sequence@hidden_size=256 --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
-  run fMRLRec-Transformer-D256 beauty --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0@n_layers=1@hidden_size=256 "--modalities=[text,id]"
+  run fMRLRec-Transformer-D256 beauty --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0.75@n_layers=1@hidden_size=256 "--modalities=[text,id]"
   # SASRec trained alone at each small size: what a nested slice of that size is compared with
   for size in 8 16 32; do
     run SASRec-D$size beauty --models=SASRec@train_mode=sequence@hidden_size=$size --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
