@@ -13,6 +13,9 @@ export OMP_NUM_THREADS=1
 [ -n "${DRY_RUN:-}" ] || mkdir -p results/table2/logs
 COMMON=(--out=results/table2 --hidden_size=64 --hidden_dropout_prob=0.2 --attn_dropout_prob=0.2 --exclude_seen=True
         --torch_num_threads=1 --show_progress=False)
+SASREC=(--n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200)  # the eSASRec study's recipe
+LRU_RECIPE=(--mrl_lr_exponent=1.5 "--mrl_loss_weights=[8,4,2,1]")   # fMRLRec's LRU encoder: its best recipe
+TRANSFORMER=fMRLRec@encoder=transformer@mrl_lr_exponent=0.75@n_layers=1  # fMRLRec's Transformer: its best recipe
 run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every word quoted), its log appended to
   local name=$1 dataset=$2; shift 2
   echo "$(printf '%q ' "$PY" -m recbole_fmrl.experiments.compare "--dataset=$dataset" "$@" "${COMMON[@]}")>> results/table2/logs/$dataset-$name.log 2>&1"
@@ -20,26 +23,26 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
 {
   for dataset in beauty sports toys clothing; do
     case $dataset in beauty) modalities="[text,id]";; sports) modalities="[attributes,id]";; *) modalities="[id]";; esac
-    run SASRec $dataset --models=SASRec@train_mode=sequence --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
+    run SASRec $dataset --models=SASRec@train_mode=sequence "${SASREC[@]}"
     run BERT4Rec $dataset --models=BERT4Rec@train_mode=sequence --mask_ratio=0.6 --stopping_step=50 --epochs=400
     run FMLPRec $dataset --models=FMLPRec
     run LRURec $dataset --models=LRURec
-    run fMRLRec $dataset --models=fMRLRec "--modalities=$modalities" --mrl_lr_exponent=1.5 "--mrl_loss_weights=[8,4,2,1]"
-    run fMRLRec-Transformer $dataset --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0.75@n_layers=1 "--modalities=$modalities"
+    run fMRLRec $dataset --models=fMRLRec "--modalities=$modalities" "${LRU_RECIPE[@]}"
+    run fMRLRec-Transformer $dataset "--models=$TRANSFORMER" "--modalities=$modalities"
   done
   # second seeds of the best models under each protocol (Beauty: LRURec and SASRec excluded, fMRLRec's two encoders ranked)
   run LRURec-seed2021 beauty --models=LRURec@seed=2021
-  run SASRec-seed2021 beauty --models=SASRec@train_mode=sequence@seed=2021 --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
-  run fMRLRec-seed2021 beauty --models=fMRLRec@seed=2021 "--modalities=[text,id]" --mrl_lr_exponent=1.5 "--mrl_loss_weights=[8,4,2,1]"
-  run fMRLRec-Transformer-seed2021 beauty --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0.75@n_layers=1@seed=2021 "--modalities=[text,id]"
+  run SASRec-seed2021 beauty --models=SASRec@train_mode=sequence@seed=2021 "${SASREC[@]}"
+  run fMRLRec-seed2021 beauty --models=fMRLRec@seed=2021 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
+  run fMRLRec-Transformer-seed2021 beauty "--models=$TRANSFORMER@seed=2021" "--modalities=[text,id]"
   # a larger D (the eSASRec study's leave-one-out config has 256): SASRec and fMRLRec's Transformer, M = [8..256]
-  run SASRec-D256 beauty --models=SASRec@train_mode=sequence@hidden_size=256 --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
-  run fMRLRec-Transformer-D256 beauty --models=fMRLRec@encoder=transformer@mrl_lr_exponent=0.75@n_layers=1@hidden_size=256 "--modalities=[text,id]"
+  run SASRec-D256 beauty --models=SASRec@train_mode=sequence@hidden_size=256 "${SASREC[@]}"
+  run fMRLRec-Transformer-D256 beauty "--models=$TRANSFORMER@hidden_size=256" "--modalities=[text,id]"
   # SASRec trained alone at each small size: what a nested slice of that size is compared with
   for size in 8 16 32; do
-    run SASRec-D$size beauty --models=SASRec@train_mode=sequence@hidden_size=$size --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
+    run SASRec-D$size beauty --models=SASRec@train_mode=sequence@hidden_size=$size "${SASREC[@]}"
   done
-  run SASRec-prefix beauty --models=SASRec --n_layers=1 --n_heads=1 --stopping_step=50 --epochs=200
+  run SASRec-prefix beauty --models=SASRec "${SASREC[@]}"
   run UniSRec beauty --models=UniSRec@train_stage=inductive_ft --train_mode=sequence
   run VQRec beauty --models=VQRec --train_mode=sequence
 } | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || { echo "table2_runs: failed, see its log: {}"; exit 1; }'; fi

@@ -104,13 +104,13 @@ def append_paired_row(path, a, b, paired, command):
     new = not path.exists() or path.stat().st_size == 0
     if new:
         path.parent.mkdir(parents=True, exist_ok=True)
-    row = [a["dataset"], Path(a["file"]).name, a["size"], Path(b["file"]).name, b["size"], a["exclude_seen"],
-           *(paired[key] for key in PAIRED_COLUMNS[6:12]), command]
+    row = {"dataset": a["dataset"], "a": Path(a["file"]).name, "size_a": a["size"], "b": Path(b["file"]).name,
+           "size_b": b["size"], "exclude_seen": a["exclude_seen"], **paired, "command": command}
     with path.open("a", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
+        writer = csv.DictWriter(handle, PAIRED_COLUMNS, lineterminator="\n")
         if new:
-            writer.writerow(PAIRED_COLUMNS)
-        writer.writerow(["" if value is None else value for value in row])
+            writer.writeheader()
+        writer.writerow(row)
 
 
 def build_parser():
