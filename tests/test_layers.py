@@ -23,6 +23,7 @@ from recbole_fmrl.model.layers import (
     linear_scan,
     sliced_state_dict,
 )
+from recbole_fmrl.model.layers.fmrl import TILED_MIN_WIDTH
 from recbole_fmrl.model.layers.nested_loss import nested_cross_entropy
 
 from conftest import perturb_outside_slice
@@ -72,6 +73,33 @@ def test_fmrl_linear_prefix_outputs_ignore_later_inputs(shape):
         changed = x.clone()
         changed[:, in_size:] = torch.randn_like(changed[:, in_size:]) * 100
         assert torch.equal(layer(x)[:, :out_size], layer(changed)[:, :out_size])
+
+
+@pytest.mark.parametrize("in_sizes, out_sizes", [
+    ([32, 64, 128, 256], [96, 192, 384, 768]),  # up by 3 (attention's q, k, v)
+    ([64, 128, 256, 512], [32, 64, 128, 256]),  # down by 2
+    ([128, 256], [128, 256]),  # two blocks: one tile each
+])
+def test_fmrl_linear_row_tiles_equal_the_dense_product(in_sizes, out_sizes):
+    layer = FMRLLinear(in_sizes, out_sizes)
+    assert layer.in_features >= TILED_MIN_WIDTH and len(layer.row_tiles) == min(len(in_sizes), 3)
+    x = torch.randn(3, 5, layer.in_features)
+    with torch.no_grad():  # without autograd the tiles run
+        tiled = layer(x)
+    dense = layer(x)  # with autograd: the one dense product
+    assert dense.requires_grad and not tiled.requires_grad
+    torch.testing.assert_close(tiled, dense, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(tiled, per_block_reference(layer, x).detach(), atol=1e-5, rtol=1e-5)
+    # the tiles cover every row once and every entry a row may read
+    rows = torch.zeros(layer.out_features, dtype=torch.long)
+    for start, end, columns in layer.row_tiles:
+        rows[start:end] += 1
+        assert layer.row_fan_in[start:end].max() <= columns
+    assert torch.equal(rows, torch.ones_like(rows))
+
+
+def test_fmrl_linear_narrow_layer_keeps_one_product():
+    assert FMRLLinear(M, M).row_tiles == [(0, M[-1], M[-1])]
 
 
 def test_count_parameters_skips_structural_zeros():

@@ -304,7 +304,7 @@ def test_kv_cache_update_is_one_query_below_the_window_and_leaves_the_old_state_
             rec.update(state, 3)
         logs.append(log.calls)
         queries.append({shapes[0][-2] for name, shapes in log.calls if name == "scaled_dot_product_attention"})
-        assert ("matmul", ((1, MAX_LEN, 16), (16, 4))) in log.calls  # one query's products summed per head (4 heads)
+        assert ("matmul", ((1, MAX_LEN, 16), (1, 16, 4))) in log.calls  # one query's scores per head (4 heads)
         assert torch.equal(state.encoder_state.kv, before[0]) and torch.equal(state.encoder_state.inputs, before[1])
         assert torch.equal(state.hidden, before[2]) and state.encoder_state.lengths.tolist() == [length]
     assert logs[0] == logs[1] == logs[2] and len(logs[0]) > 0

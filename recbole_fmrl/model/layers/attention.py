@@ -83,12 +83,13 @@ class NestedAttention(nn.Module):
 
     def attend_one(self, query, key, value, future):
         """One query per row, ``query`` [B, D], against ``key``, ``value`` [B, C, D] but where ``future``
-        [B, C] is True: every head at once (a head's scores are its dims' products summed by
-        ``head_of_dim``), output map applied, [B, D]."""
-        scores = ((query * self.dim_scale)[:, None] * key) @ self.head_of_dim  # [B, C, heads]
-        weights = scores.masked_fill(future[..., None], float("-inf")).softmax(dim=1)
+        [B, C] is True: every head at once, as two batched products: a head's scores are its dims'
+        products, ``key @ (query spread over the heads by head_of_dim)``, and each dim's output is its
+        head's row of ``weightsᵀ @ value``; output map applied, [B, D]."""
+        queries = (query * self.dim_scale)[..., None] * self.head_of_dim  # [B, D, heads]
+        weights = (key @ queries).masked_fill(future[..., None], float("-inf")).softmax(dim=1)  # [B, C, heads]
         weights = F.dropout(weights, self.dropout, self.training)
-        return self.out_proj(((weights @ self.head_of_dim.T) * value).sum(dim=1))
+        return self.out_proj(((weights.transpose(1, 2) @ value) * self.head_of_dim.T).sum(dim=1))
 
 
 class AttentionBlock(FeedForwardResidual, nn.Module):

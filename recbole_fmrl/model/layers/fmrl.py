@@ -77,6 +77,20 @@ def count_parameters(module):
     return total - sum(int(layer.zero_mask.sum()) for layer in module.modules() if isinstance(layer, FMRLLinear))
 
 
+TILED_MIN_WIDTH = 256  # FMRLLinear's inference runs in row tiles from this input width on
+
+
+def row_tiles(in_sizes, out_sizes):
+    """``[(row_start, row_end, columns)]`` covering an fMRL weight's rows: the last two blocks one tile
+    each (rows ``out_sizes[j-1]:out_sizes[j]`` read ``in_sizes[j]`` columns), every block before them
+    one tile reading ``in_sizes[-3]`` columns (few products, most zero entries skipped)."""
+    starts = [0] + list(out_sizes[:-1])
+    tiles = [(starts[j], out_sizes[j], in_sizes[j]) for j in range(max(len(out_sizes) - 2, 0), len(out_sizes))]
+    if len(out_sizes) > 2:
+        tiles.insert(0, (0, out_sizes[-3], in_sizes[-3]))
+    return tiles
+
+
 class FMRLLinear(nn.Module):
     """fMRL operator (eq. 4-5): one linear layer holding K nested linear maps.
 
@@ -88,6 +102,11 @@ class FMRLLinear(nn.Module):
     Masked-out weights are zero from initialisation and their gradient is zeroed by a hook, so
     (decoupled) weight decay, momentum and Adam all keep them exactly zero; forward needs no mask.
     With ``in_sizes == [n]`` and ``out_sizes == [n']`` this is ``nn.Linear(n, n')`` (same init).
+
+    Without autograd (serving, evaluation) and from ``TILED_MIN_WIDTH`` input dims on, the product
+    runs per row tile (:func:`row_tiles`), each reading only the columns its rows may read, so most
+    zero blocks are skipped (at the doubling series 69 % of the weight's products are done); below
+    that width the three products cost more than they save (docs/performance.md).
     """
 
     def __init__(self, in_sizes, out_sizes, bias=True):
@@ -107,6 +126,8 @@ class FMRLLinear(nn.Module):
         self.register_buffer("row_fan_in", torch.tensor(self.in_sizes)[row_block], persistent=False)
         zero_mask = torch.arange(self.in_features)[None, :] >= self.row_fan_in[:, None]
         self.register_buffer("zero_mask", zero_mask, persistent=False)
+        wide = self.in_features >= TILED_MIN_WIDTH
+        self.row_tiles = row_tiles(self.in_sizes, self.out_sizes) if wide else [(0, self.out_features, self.in_features)]
         self.reset_parameters()
         self._register_gradient_mask()
 
@@ -127,7 +148,12 @@ class FMRLLinear(nn.Module):
         self._register_gradient_mask()
 
     def forward(self, x):
-        return F.linear(x, self.weight, self.bias)
+        if len(self.row_tiles) == 1 or (torch.is_grad_enabled() and self.weight.requires_grad):
+            return F.linear(x, self.weight, self.bias)
+        return torch.cat([
+            F.linear(x[..., :cols], self.weight[start:end, :cols], None if self.bias is None else self.bias[start:end])
+            for start, end, cols in self.row_tiles
+        ], dim=-1)
 
     def sliced_parameters(self, index):
         """Weight and bias of the nested layer ``in_sizes[index] -> out_sizes[index]``."""
