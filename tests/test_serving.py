@@ -14,6 +14,7 @@ from recbole_fmrl.deploy.serving import Recommender
 from recbole_fmrl.errors import PluginError
 from recbole_fmrl.files import torch_save_atomic
 from recbole_fmrl.model import LRURec, fMRLRec
+from recbole_fmrl.model.layers import fmrl as fmrl_layers
 
 from conftest import write_multimodal_tiny
 
@@ -271,6 +272,28 @@ def test_kv_cache_serving_equals_the_full_pass_at_every_size_and_past_the_window
         assert state.encoder_state.lengths.tolist() == [min(n, MAX_LEN)] and state.length == (n,)
     long_start = rec.start(events)  # start keeps the last window too
     assert torch.allclose(rec.scores(long_start), rec.scores(state), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("encoder", ["lru", "transformer"])
+def test_scoring_and_serving_in_row_tiles_equal_the_dense_products(data_path, monkeypatch, encoder):
+    """Every fMRL map in row tiles (the width threshold lowered): without autograd, full_sort_predict
+    and a served state score as the one dense product per map does (autograd on)."""
+    monkeypatch.setattr(fmrl_layers, "TILED_MIN_WIDTH", 1)
+    config = Config("fMRLRec", "tiny", config_dict={"data_path": data_path, **OVERRIDES, "encoder": encoder,
+                                                    "attention_head_size": 4})
+    torch.manual_seed(0)
+    model = fMRLRec(config, create_dataset(config)).eval()
+    layers = [layer for layer in model.modules() if isinstance(layer, fmrl_layers.FMRLLinear)]
+    assert layers and all(len(layer.row_tiles) == len(layer.in_sizes) for layer in layers)  # K = 3 blocks: a tile each
+    events = random_history(MAX_LEN - 2, seed=5)
+    seq = torch.zeros(1, model.max_seq_length, dtype=torch.long)
+    seq[0, : len(events)] = torch.tensor(events)
+    dense = model.full_sort_predict({model.ITEM_SEQ: seq, model.ITEM_SEQ_LEN: torch.tensor([len(events)])})[0]
+    assert dense.requires_grad  # autograd on: the dense products
+    rec = Recommender(model)
+    served = rec.scores(rec.update(rec.start(events[:-1]), events[-1]))
+    torch.testing.assert_close(full_forward_scores(model, events), dense.detach(), atol=1e-5, rtol=0)
+    torch.testing.assert_close(served, dense.detach(), atol=1e-5, rtol=0)
 
 
 def test_kv_cache_start_equals_updates_and_batched_states_equal_one_user_states(data_path):
