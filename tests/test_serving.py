@@ -274,15 +274,12 @@ def test_kv_cache_serving_equals_the_full_pass_at_every_size_and_past_the_window
     assert torch.allclose(rec.scores(long_start), rec.scores(state), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("encoder", ["lru", "transformer"])
-def test_scoring_and_serving_in_row_tiles_equal_the_dense_products(data_path, monkeypatch, encoder):
+@pytest.mark.parametrize("builder", [lambda path: build(path)[0], build_transformer], ids=["lru", "transformer"])
+def test_scoring_and_serving_in_row_tiles_equal_the_dense_products(data_path, monkeypatch, builder):
     """Every fMRL map in row tiles (the width threshold lowered): without autograd, full_sort_predict
     and a served state score as the one dense product per map does (autograd on)."""
     monkeypatch.setattr(fmrl_layers, "TILED_MIN_WIDTH", 1)
-    config = Config("fMRLRec", "tiny", config_dict={"data_path": data_path, **OVERRIDES, "encoder": encoder,
-                                                    "attention_head_size": 4})
-    torch.manual_seed(0)
-    model = fMRLRec(config, create_dataset(config)).eval()
+    model = builder(data_path)
     layers = [layer for layer in model.modules() if isinstance(layer, fmrl_layers.FMRLLinear)]
     assert layers and all(len(layer.row_tiles) == len(layer.in_sizes) for layer in layers)  # K = 3 blocks: a tile each
     events = random_history(MAX_LEN - 2, seed=5)

@@ -84,11 +84,10 @@ def row_tiles(in_sizes, out_sizes):
     """``[(row_start, row_end, columns)]`` covering an fMRL weight's rows: the last two blocks one tile
     each (rows ``out_sizes[j-1]:out_sizes[j]`` read ``in_sizes[j]`` columns), every block before them
     one tile reading ``in_sizes[-3]`` columns (few products, most zero entries skipped)."""
-    starts = [0] + list(out_sizes[:-1])
-    tiles = [(starts[j], out_sizes[j], in_sizes[j]) for j in range(max(len(out_sizes) - 2, 0), len(out_sizes))]
-    if len(out_sizes) > 2:
-        tiles.insert(0, (0, out_sizes[-3], in_sizes[-3]))
-    return tiles
+    blocks = list(zip([0] + list(out_sizes[:-1]), out_sizes, in_sizes))
+    if len(blocks) <= 2:
+        return blocks
+    return [(0, out_sizes[-3], in_sizes[-3])] + blocks[-2:]
 
 
 class FMRLLinear(nn.Module):
