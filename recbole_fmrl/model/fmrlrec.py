@@ -270,7 +270,7 @@ class fMRLRec(NextItemTraining, NestedModel, StatefulModel, SequentialRecommende
             return {}
         factors = torch.tensor([(self.hidden_size / m) ** self.mrl_lr_exponent for m in self.mrl_hidden_sizes])
         indices = first_size_index(self, len(self.mrl_hidden_sizes))
-        return {p: factors[indices[name]].to(p) for name, p in self.named_parameters() if p.requires_grad}
+        return {p: factors.to(p)[indices[name]] for name, p in self.named_parameters() if p.requires_grad}
 
     def _size_index(self, size):
         return self.mrl_hidden_sizes.index(check_size(size, self.mrl_hidden_sizes))
