@@ -105,6 +105,12 @@ def format_table(rows, first_column):
     return "\n".join(lines)
 
 
+def device_name(device):
+    """What a run trained on, for its seconds per epoch: ``cpu`` or e.g. ``cuda (NVIDIA H200)``."""
+    device = torch.device(device)
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+
+
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, resume=None, callback=None,
         on_start=None):
     """Train ``model`` on ``dataset``, test the best checkpoint and return every result.
@@ -113,7 +119,8 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
     ``exclude_seen``), ``test_result_by_protocol`` (``seen_ranked`` and ``seen_excluded``: the best
     model tested both ways), ``sizes`` (per nested size, for fMRL models), ``epochs_run``,
     ``best_epoch``, ``stopped_early`` (early stopping ended it, not the ``epochs`` cap),
-    ``seconds_per_epoch``, ``seed``, ``wall_time``, ``num_params`` and ``checkpoint``.
+    ``seconds_per_epoch``, ``device`` (what it trained on: :func:`device_name`), ``seed``, ``wall_time``,
+    ``num_params`` and ``checkpoint``.
     ``callback(epoch, valid_score)`` runs after every validation (Ray Tune reports through it).
     ``on_start(last_checkpoint)`` runs once before training with the ``-last.pth`` path that
     ``resume`` would continue from (compare records it to resume an interrupted run).
@@ -160,6 +167,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, res
         "best_epoch": trainer.best_epoch,
         "stopped_early": len(trainer.valid_history) < config["epochs"],
         "seconds_per_epoch": trainer.seconds_per_epoch,
+        "device": device_name(config["device"]),
         "seed": config["seed"],
         "wall_time": round(time.time() - started, 2),
         "num_params": count_parameters(model),

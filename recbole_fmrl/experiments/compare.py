@@ -22,7 +22,7 @@ interrupted after an epoch from its ``-last.pth``. Written under ``<out>/<datase
   per model, overrides, epochs run, best epoch, wall time, parameters, commit;
 * ``table2.csv`` — every run cached under ``runs/``, one row per run and protocol (seen items ranked,
   RecBole's; seen items excluded), with epochs, best epoch, whether early stopping ended it, seed,
-  seconds per epoch and the command that trains it again;
+  seconds per epoch, the device it trained on and the command that trains it again;
 * ``sizes.csv`` / ``sizes.png`` — Figure 3, whenever fMRLRec runs (or from ``--sizes_from``);
 * ``ablation.md`` / ``ablation.csv`` — Table 3, one fMRLRec run per modality set of ``--ablation``;
   a set whose features the dataset lacks gets the row ``not available: <reason>``;

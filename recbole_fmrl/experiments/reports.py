@@ -277,7 +277,7 @@ def write_params(rows, out_dir, title=None):
 
 
 TABLE2_COLUMNS = ("model", "dataset", *REPORTED_METRICS, "exclude_seen", "valid_exclude_seen", "epochs", "best_epoch",
-                  "converged", "seed", "seconds_per_epoch", "hidden_size", "num_params", "git_commit", "checkpoint",
+                  "converged", "seed", "seconds_per_epoch", "device", "hidden_size", "num_params", "git_commit", "checkpoint",
                   "command")
 TRAINS_ON_SEQUENCES_BY_DEFAULT = ("LRURec", "fMRLRec")  # their YAML's train_mode: sequence
 
@@ -357,7 +357,7 @@ def table2_rows(records, out):
                 run_label(record), record["dataset"], *(test.get(m) for m in REPORTED_METRICS),
                 protocol == "seen_excluded", bool(record.get("exclude_seen")), record.get("epochs_run"),
                 record.get("best_epoch"), bool(record.get("stopped_early")), record.get("seed"),
-                record.get("seconds_per_epoch"), overrides.get("hidden_size"), record.get("num_params"),
+                record.get("seconds_per_epoch"), record.get("device"), overrides.get("hidden_size"), record.get("num_params"),
                 record.get("git_commit"), record.get("checkpoint") and Path(record["checkpoint"]).name,
                 reproducing_command(record, out),
             ])
