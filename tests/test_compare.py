@@ -139,6 +139,8 @@ def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defau
     assert reports.run_label(record) == "fMRLRec-Transformer [id] (1 block, loss weights [8, 4, 2, 1], rate exponent 1.5)"
     record["config"] = {"n_layers": 2, "mrl_lr_exponent": 0}
     assert reports.run_label(record) == "fMRLRec [id] (2 blocks)"
+    record["config"] = {"r_min": 0.8, "r_max": 0.99}
+    assert reports.run_label(record) == "fMRLRec [id] (ring r_min 0.8, r_max 0.99)"
     assert reports.run_label({"model": "BERT4Rec", "config": {"train_mode": "sequence"}}) == \
         "BERT4Rec (one masked sequence per user)"
     assert reports.run_label({"model": "BERT4Rec", "config": {}}) == "BERT4Rec"

@@ -327,6 +327,8 @@ def run_label(record):
         details.append(f"rate exponent {overrides['mrl_lr_exponent']}")
     if len(overrides.get("mrl_hidden_sizes") or ()) == 1:
         details.append(f"one size {overrides['mrl_hidden_sizes'][0]}, not nested")
+    if overrides.get("r_min") is not None or overrides.get("r_max") is not None:
+        details.append(f"ring r_min {overrides.get('r_min', 'default')}, r_max {overrides.get('r_max', 'default')}")
     return label + (f" ({', '.join(details)})" if details else "")
 
 
