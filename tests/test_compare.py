@@ -141,6 +141,10 @@ def test_run_labels_of_the_causal_models_name_only_what_differs_from_their_defau
     assert reports.run_label(record) == "fMRLRec [id] (2 blocks)"
     record["config"] = {"r_min": 0.8, "r_max": 0.99}
     assert reports.run_label(record) == "fMRLRec [id] (ring r_min 0.8, r_max 0.99)"
+    record["config"] = {"hidden_dropout_prob": 0.2}
+    assert reports.run_label(record) == "fMRLRec [id]"
+    record["config"] = {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5}
+    assert reports.run_label(record) == "fMRLRec [id] (dropout 0.5)"
     assert reports.run_label({"model": "BERT4Rec", "config": {"train_mode": "sequence"}}) == \
         "BERT4Rec (one masked sequence per user)"
     assert reports.run_label({"model": "BERT4Rec", "config": {}}) == "BERT4Rec"

@@ -297,9 +297,12 @@ def model_label(record):
     return None
 
 
+TABLE2_DROPOUT = 0.2  # the dropout every Table 2 run shares (the eSASRec recipe, docs/table2.md); labels name another
+
+
 def run_label(record):
     """A run's row label: its model (with its :func:`model_label` or modalities) and how it was trained
-    where that is not the model's default, e.g. ``SASRec (every position, sampled softmax 256)``."""
+    where that is not the model's default (dropout: not Table 2's), e.g. ``SASRec (every position, sampled softmax 256)``."""
     model, overrides = record["model"], record.get("config") or {}
     label = model_label(record) or model
     if overrides.get("encoder") == "transformer":
@@ -329,6 +332,8 @@ def run_label(record):
         details.append(f"one size {overrides['mrl_hidden_sizes'][0]}, not nested")
     if overrides.get("r_min") is not None or overrides.get("r_max") is not None:
         details.append(f"ring r_min {overrides.get('r_min', 'default')}, r_max {overrides.get('r_max', 'default')}")
+    if overrides.get("hidden_dropout_prob", TABLE2_DROPOUT) != TABLE2_DROPOUT:
+        details.append(f"dropout {overrides['hidden_dropout_prob']}")
     return label + (f" ({', '.join(details)})" if details else "")
 
 
