@@ -24,7 +24,9 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
 {
   for dataset in beauty sports toys clothing; do
     case $dataset in beauty) modalities="[text,id]";; sports) modalities="[attributes,id]";; *) modalities="[id]";; esac
-    run SASRec $dataset --models=SASRec@train_mode=sequence "${SASREC[@]}"
+    # Clothing: patience 10 (the entry's @stopping_step=10; on Sports patience 10 and 50 gave the same run)
+    sasrec=SASRec@train_mode=sequence; [ $dataset != clothing ] || sasrec+=@stopping_step=10
+    run SASRec $dataset --models=$sasrec "${SASREC[@]}"
     run BERT4Rec $dataset --models=BERT4Rec@train_mode=sequence --mask_ratio=0.6 --stopping_step=50 --epochs=400
     run FMLPRec $dataset --models=FMLPRec
     run LRURec $dataset --models=LRURec
@@ -43,6 +45,10 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
     run SASRec-D$size beauty --models=SASRec@train_mode=sequence@hidden_size=$size@stopping_step=10 "${SASREC[@]}"
   done
   run fMRLRec-Transformer-D128 beauty "--models=$TRANSFORMER@hidden_size=128" "--modalities=[text,id]"
+  # the hypotheses of "Why fMRLRec gains less" (docs/table2.md): dropout 0.5 (the paper's), LRURec's ring
+  run LRURec-dropout0.5 beauty --models=LRURec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5
+  run fMRLRec-dropout0.5 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
+  run fMRLRec-ring beauty --models=fMRLRec@r_min=0.8@r_max=0.99 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run SASRec-prefix beauty --models=SASRec "${SASREC[@]}"
   run UniSRec beauty --models=UniSRec@train_stage=inductive_ft --train_mode=sequence
   run VQRec beauty --models=VQRec --train_mode=sequence
