@@ -47,6 +47,7 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
   run fMRLRec-Transformer-D128 beauty "--models=$TRANSFORMER@hidden_size=128" "--modalities=[text,id]"
   # the hypotheses of "Why fMRLRec gains less" (docs/table2.md): dropout 0.5 (the paper's), LRURec's ring
   run LRURec-dropout0.5 beauty --models=LRURec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5
+  run LRURec-dropout0.5-seed2021 beauty --models=LRURec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5@seed=2021
   run fMRLRec-dropout0.5 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run fMRLRec-ring beauty --models=fMRLRec@r_min=0.8@r_max=0.99 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run SASRec-prefix beauty --models=SASRec "${SASREC[@]}"
