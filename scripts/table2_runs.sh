@@ -38,6 +38,11 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
   run SASRec-seed2021 beauty --models=SASRec@train_mode=sequence@seed=2021 "${SASREC[@]}"
   run fMRLRec-seed2021 beauty --models=fMRLRec@seed=2021 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run fMRLRec-Transformer-seed2021 beauty "--models=$TRANSFORMER@seed=2021" "--modalities=[text,id]"
+  run fMRLRec-dropout0.5-seed2021 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5@seed=2021 \
+      "--modalities=[text,id]" "${LRU_RECIPE[@]}"
+  # the other datasets: their best baselines (Toys FMLP-Rec and LRURec, Sports and Clothing LRURec)
+  for dataset in sports toys clothing; do run LRURec-seed2021 $dataset --models=LRURec@seed=2021; done
+  run FMLPRec-seed2021 toys --models=FMLPRec@seed=2021
   # SASRec alone at each other size (the nested slices' and a larger D's comparison) and fMRLRec's Transformer at
   # D = 128 (M = [8..128]); patience 10 as fMRLRec's, the entry's @stopping_step=10 overriding the recipe's 50 (at D = 64
   # SASRec's best came at epoch 14 and patience 50 found nothing later)
@@ -51,6 +56,6 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
   run fMRLRec-dropout0.5 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run fMRLRec-ring beauty --models=fMRLRec@r_min=0.8@r_max=0.99 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run SASRec-prefix beauty --models=SASRec "${SASREC[@]}"
-  run UniSRec beauty --models=UniSRec@train_stage=inductive_ft --train_mode=sequence
+  run UniSRec beauty --models=UniSRec@train_stage=transductive_ft --train_mode=sequence  # text + ID, its better variant
   run VQRec beauty --models=VQRec --train_mode=sequence
 } | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || { echo "table2_runs: failed, see its log: {}"; exit 1; }'; fi
