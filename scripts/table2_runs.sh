@@ -40,9 +40,12 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
   run fMRLRec-Transformer-seed2021 beauty "--models=$TRANSFORMER@seed=2021" "--modalities=[text,id]"
   run fMRLRec-dropout0.5-seed2021 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5@seed=2021 \
       "--modalities=[text,id]" "${LRU_RECIPE[@]}"
-  # the other datasets: their best baselines (Toys FMLP-Rec and LRURec, Sports and Clothing LRURec)
+  # the other datasets: their best baselines (Toys FMLP-Rec and LRURec, Sports and Clothing LRURec) and, best with
+  # seen items ranked on Sports and Toys, fMRLRec
   for dataset in sports toys clothing; do run LRURec-seed2021 $dataset --models=LRURec@seed=2021; done
   run FMLPRec-seed2021 toys --models=FMLPRec@seed=2021
+  run fMRLRec-seed2021 sports --models=fMRLRec@seed=2021 "--modalities=[attributes,id]" "${LRU_RECIPE[@]}"
+  run fMRLRec-seed2021 toys --models=fMRLRec@seed=2021 "--modalities=[id]" "${LRU_RECIPE[@]}"
   # SASRec alone at each other size (the nested slices' and a larger D's comparison) and fMRLRec's Transformer at
   # D = 128 (M = [8..128]); patience 10 as fMRLRec's, the entry's @stopping_step=10 overriding the recipe's 50 (at D = 64
   # SASRec's best came at epoch 14 and patience 50 found nothing later)
