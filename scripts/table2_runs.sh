@@ -33,17 +33,18 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
     run fMRLRec $dataset --models=fMRLRec "--modalities=$modalities" "${LRU_RECIPE[@]}"
     run fMRLRec-Transformer $dataset "--models=$TRANSFORMER" "--modalities=$modalities"
   done
-  # second seeds of the best models under each protocol (Beauty: LRURec and SASRec excluded, fMRLRec's two encoders ranked)
+  # second seeds of the best models under each protocol (Beauty: LRURec, FMLP-Rec and SASRec excluded, fMRLRec's two
+  # encoders ranked)
   run LRURec-seed2021 beauty --models=LRURec@seed=2021
   run SASRec-seed2021 beauty --models=SASRec@train_mode=sequence@seed=2021 "${SASREC[@]}"
   run fMRLRec-seed2021 beauty --models=fMRLRec@seed=2021 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run fMRLRec-Transformer-seed2021 beauty "--models=$TRANSFORMER@seed=2021" "--modalities=[text,id]"
   run fMRLRec-dropout0.5-seed2021 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5@seed=2021 \
       "--modalities=[text,id]" "${LRU_RECIPE[@]}"
-  # the other datasets: their best baselines (Toys FMLP-Rec and LRURec, Sports and Clothing LRURec) and, best with
-  # seen items ranked on Sports and Toys, fMRLRec
+  # the other datasets: their best baselines (FMLP-Rec and LRURec on each) and, best with seen items ranked on Sports
+  # and Toys, fMRLRec
   for dataset in sports toys clothing; do run LRURec-seed2021 $dataset --models=LRURec@seed=2021; done
-  run FMLPRec-seed2021 toys --models=FMLPRec@seed=2021
+  for dataset in beauty sports toys clothing; do run FMLPRec-seed2021 $dataset --models=FMLPRec@seed=2021; done
   run fMRLRec-seed2021 sports --models=fMRLRec@seed=2021 "--modalities=[attributes,id]" "${LRU_RECIPE[@]}"
   run fMRLRec-seed2021 toys --models=fMRLRec@seed=2021 "--modalities=[id]" "${LRU_RECIPE[@]}"
   # SASRec alone at each other size (the nested slices' and a larger D's comparison) and fMRLRec's Transformer at
@@ -58,7 +59,8 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
   run LRURec-dropout0.5-seed2021 beauty --models=LRURec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5@seed=2021
   run fMRLRec-dropout0.5 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run fMRLRec-ring beauty --models=fMRLRec@r_min=0.8@r_max=0.99 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
-  run SASRec-prefix beauty --models=SASRec "${SASREC[@]}"
+  # RecBole's prefix training, the reference row: ~350 s an epoch here, so patience 10 (the entry's @stopping_step=10)
+  run SASRec-prefix beauty --models=SASRec@stopping_step=10 "${SASREC[@]}"
   run UniSRec beauty --models=UniSRec@train_stage=transductive_ft --train_mode=sequence  # text + ID, its better variant
   run VQRec beauty --models=VQRec --train_mode=sequence
 } | if [ -n "${DRY_RUN:-}" ]; then cat; else tr "\n" "\0" | xargs -0 -P "$LANES" -I{} bash -c 'echo "table2_runs: $(date +%H:%M) {}" | cut -c1-160; {} || { echo "table2_runs: failed, see its log: {}"; exit 1; }'; fi

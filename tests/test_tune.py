@@ -61,6 +61,16 @@ def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path
     config = Config(model="fMRLRec", dataset="tiny", config_file_list=[str(best_file)], config_dict=dict(base))
     assert config["r_max"] == best["r_max"] and config["hidden_size"] == best["hidden_size"]
 
+    # --resume continues the newest search of the model: a finished one keeps every trial, none runs again
+    again_rows = tuning.tune_model("fMRLRec", "tiny", str(space), num_samples=2, epochs=1, overrides=overrides,
+                                   out=str(tmp_path / "results"), resume=True)
+    assert [(r["trial_id"], r["ndcg@10"], r["time_total_s"]) for r in again_rows] == \
+        [(r["trial_id"], r["ndcg@10"], r["time_total_s"]) for r in rows]
+    assert len(list((tmp_path / "results" / "tiny" / "ray_tune").glob("fMRLRec-*"))) == 1
+    with pytest.raises(PluginError, match="no fMRLRec search to continue in .*elsewhere"):
+        tuning.tune_model("fMRLRec", "tiny", str(space), num_samples=1, epochs=1, overrides=overrides,
+                          out=str(tmp_path / "results"), storage=str(tmp_path / "elsewhere"), resume=True)
+
     # the best trial's validation score is reproduced by a plain run with the best YAML
     again = run("fMRLRec", "tiny", [str(best_file)], {**overrides, "epochs": 1}, saved=False)  # 1 thread, as the trial
     assert again["best_valid_score"] == pytest.approx(float(top["ndcg@10"]), abs=1e-4)

@@ -2,7 +2,7 @@
 
     python -m recbole_fmrl.experiments.tune --model=fMRLRec --dataset=beauty [--space=FILE] [--num_samples=N]
         [--scheduler=asha|fifo] [--epochs=E] [--address=ADDR] [--cpus_per_trial=C] [--gpus_per_trial=G]
-        [--max_concurrent=K] [--config_files="a.yaml b.yaml"] [--out=DIR] [--key=value ...]
+        [--max_concurrent=K] [--config_files="a.yaml b.yaml"] [--out=DIR] [--resume] [--key=value ...]
 
 Each trial is one ``runner.run`` (no checkpoints) in one process on at most one GPU, whose per-epoch
 validation score is reported to Ray Tune, so ASHA stops bad trials early. ``--key=value`` pairs and
@@ -15,6 +15,11 @@ never from files a trial wrote on its node. Writes
 * ``<out>/<dataset>/tune_best_<model>.yaml`` — the best trial's tuned keys, for ``--config_files``;
 * Ray's experiment folder under ``<out>/<dataset>/ray_tune/`` (``--storage`` to change: a folder or a
   URI such as ``s3://bucket/path`` that every node of a cluster can write).
+
+``--resume`` continues the newest ``<model>-<time>`` experiment of that folder (Ray's ``Tuner.restore``)
+instead of starting a new one: finished trials are kept, a trial that was running when the search stopped
+starts again from its first epoch (trials keep no checkpoints), and the trials not yet started run.
+The search space, scheduler and concurrency are the interrupted search's.
 
 The search space (``--space``) is a RecBole hyper file, as ``run_hyper.py`` reads it (one line per
 key: ``learning_rate loguniform -8,0`` (e^-8 … e^0), ``hidden_size choice [64,128]``,
@@ -324,10 +329,23 @@ def storage_location(storage, out_dir):
     return storage if "://" in storage else str(Path(storage).resolve())
 
 
+def latest_experiment(storage, model):
+    """The newest ``<model>-<time>`` experiment folder Ray can restore in the local folder ``storage``."""
+    tune = require("ray.tune")
+
+    if "://" in storage:
+        raise PluginError(f"--resume reads a local experiment folder, not {storage}")
+    folders = sorted(p for p in Path(storage).glob(f"{model}-*") if p.is_dir() and tune.Tuner.can_restore(str(p)))
+    if not folders:
+        raise PluginError(f"--resume: no {model} search to continue in {storage}")
+    return str(folders[-1])
+
+
 def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", address=None, epochs=None,
                config_files=(), overrides=None, out="results", cpus_per_trial=None, gpus_per_trial=None,
-               max_concurrent=None, storage=None):
-    """Run the search; write tune.csv and tune_best_<model>.yaml; return the sorted trial rows."""
+               max_concurrent=None, storage=None, resume=False):
+    """Run the search (``resume``: continue the newest one of ``model`` in the storage folder); write
+    tune.csv and tune_best_<model>.yaml; return the sorted trial rows."""
     ray = require("ray")
     tune = require("ray.tune")
     schedulers = require("ray.tune.schedulers")
@@ -357,6 +375,7 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
                           "shares one); docs/tuning.md, Ray cluster")
     out_dir = output_folder(Path(out).resolve(), dataset)
     storage = storage_location(storage, out_dir)
+    experiment = latest_experiment(storage, model) if resume else None
     scheduler_obj = (
         schedulers.ASHAScheduler(metric=metric, mode=mode, grace_period=1, max_t=int(config["epochs"]), time_attr="training_iteration")
         if scheduler == "asha"
@@ -378,16 +397,25 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
             trainable, model=model, dataset=dataset, config_files=config_files, overrides=overrides,
             derived=derived, metric=metric, mode=mode, threads=int(cpus_per_trial),
         )
-        tuner = tune.Tuner(
-            tune.with_resources(trial, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
-            param_space=ray_space(space),
-            tune_config=tune.TuneConfig(
-                num_samples=num_samples, scheduler=scheduler_obj,
-                max_concurrent_trials=concurrency,
-            ),
-            run_config=tune.RunConfig(name=f"{model}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage, verbose=0),
-        )
+        trial = tune.with_resources(trial, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+        if experiment:
+            logger.info(f"continuing the search in {experiment}")
+            tuner = tune.Tuner.restore(experiment, trial, resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trial,
+                param_space=ray_space(space),
+                tune_config=tune.TuneConfig(
+                    num_samples=num_samples, scheduler=scheduler_obj,
+                    max_concurrent_trials=concurrency,
+                ),
+                run_config=tune.RunConfig(name=f"{model}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage, verbose=0),
+            )
         result_grid = tuner.fit()
+        unfinished = len(result_grid) - result_grid.num_terminated - result_grid.num_errors
+        if unfinished:
+            logger.warning(f"the search stopped with {unfinished} of {len(result_grid)} trials unfinished; "
+                           "--resume continues it")
         rows = trial_rows(result_grid, metric, mode, derived)
     finally:
         ray.shutdown()
@@ -427,6 +455,7 @@ def build_parser():
     parser.add_argument("--max_concurrent", type=int, default=None, help="trials at a time (default: as many as fit on the cluster's nodes)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every trial")
     parser.add_argument("--out", default="results", help="output folder (<out>/<dataset>/tune.csv, tune_best_<model>.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue the newest search of this model in the storage folder (finished trials kept)")
     parser.add_argument("--storage", default=None, help="Ray's experiment folder, or a URI such as s3://bucket/path; on a cluster one every node can write (default: <out>/<dataset>/ray_tune)")
     return parser
 
@@ -442,7 +471,7 @@ def main(argv=None):
     check_config_files(config_files)
     tune_model(args.model, args.dataset, space, args.num_samples, args.scheduler, args.address, args.epochs,
                config_files, args.overrides, args.out, args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent,
-               args.storage)
+               args.storage, args.resume)
     return 0
 
 
