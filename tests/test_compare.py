@@ -456,7 +456,7 @@ def test_the_table2_script_queues_valid_compare_runs_of_every_model_on_every_dat
         assert {model for d, model, _ in runs if d == dataset} >= {"SASRec", "BERT4Rec", "FMLPRec", "LRURec", "fMRLRec"}
     assert {model for d, model, _ in runs if d == "beauty"} == {"SASRec", "BERT4Rec", "FMLPRec", "LRURec", "fMRLRec",
                                                                 "UniSRec", "VQRec"}
-    assert len(set(logs)) == len(logs) == len(runs) == 47  # one log per run (43 of the table, 4 of the hypotheses on Beauty)
+    assert len(set(logs)) == len(logs) == len(runs) == 50  # one log per run (46 of the table, 4 of the hypotheses on Beauty)
 
 
 def test_the_table2_script_runs_every_queued_command_and_fails_when_one_fails(tmp_path):
@@ -470,7 +470,7 @@ def test_the_table2_script_runs_every_queued_command_and_fails_when_one_fails(tm
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and done.stdout.count("table2_runs: failed") == 4  # BERT4Rec on each dataset
     logs = tmp_path / "results" / "table2" / "logs"
-    assert len(list(logs.iterdir())) == 47
+    assert len(list(logs.iterdir())) == 50
     assert "--modalities=[id] --mrl_lr_exponent=1.5 --mrl_loss_weights=[8,4,2,1]" in (logs / "toys-fMRLRec.log").read_text()
     subprocess.run(["bash", "scripts/table2_runs.sh"], cwd=tmp_path, env={**os.environ, "PYTHON": str(stub)},
                    capture_output=True, timeout=120)
