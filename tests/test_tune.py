@@ -38,7 +38,7 @@ def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path
                              out=str(tmp_path / "results"))
     assert not ray.is_initialized()  # Ray was shut down
 
-    table = read_csv(tmp_path / "results" / "tiny" / "tune.csv")
+    table = read_csv(tmp_path / "results" / "tiny" / "tune_fMRLRec.csv")
     assert len(table) == 2 and [r["trial_id"] for r in table] == [r["trial_id"] for r in rows]
     scores = [float(r["ndcg@10"]) for r in table]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
@@ -184,7 +184,7 @@ def test_a_recbole_hyper_file_runs_a_two_trial_sweep(tiny_config, tmp_path, caps
              "state": "warning"}
     assert tuning.main(["--model=fMRLRec", "--dataset=tiny", f"--space={hyper}", "--num_samples=2", "--epochs=1",
                         "--max_concurrent=1", f"--out={tmp_path / 'results'}", *(f"--{k}={v}" for k, v in flags.items())]) == 0
-    table = read_csv(tmp_path / "results" / "tiny" / "tune.csv")
+    table = read_csv(tmp_path / "results" / "tiny" / "tune_fMRLRec.csv")
     assert len(table) == 2 and all(row["epochs"] == "1" and row["error"] == "" for row in table)
     for row in table:
         assert math.exp(-8) <= float(row["learning_rate"]) <= 1.0 and 0.1 <= float(row["hidden_dropout_prob"]) <= 0.5

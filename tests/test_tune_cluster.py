@@ -121,7 +121,7 @@ def test_a_two_trial_sweep_runs_on_both_nodes_of_a_ray_cluster(tiny_config, tmp_
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert driver.returncode == 0, driver.stderr[-3000:]
 
-    table = read_csv(tmp_path / "results" / "tiny" / "tune.csv")
+    table = read_csv(tmp_path / "results" / "tiny" / "tune_fMRLRec.csv")
     assert sorted(row["hidden_size"] for row in table) == ["16", "8"]
     assert all(row["error"] == "" and row["epochs"] == "1" and 0 <= float(row["ndcg@10"]) <= 1 for row in table)
     # 1 CPU per trial (the default on 1-CPU nodes) on two 1-CPU nodes: one trial on each, on its node's GPU id

@@ -11,7 +11,7 @@ folders, on a cluster on any node). Trial resources and concurrency come from th
 (a local Ray, or ``--address``), and the driver writes its tables from the results Ray sends back,
 never from files a trial wrote on its node. Writes
 
-* ``<out>/<dataset>/tune.csv`` — one row per trial, best first (best validation score over its epochs);
+* ``<out>/<dataset>/tune_<model>.csv`` — one row per trial, best first (best validation score over its epochs);
 * ``<out>/<dataset>/tune_best_<model>.yaml`` — the best trial's tuned keys, for ``--config_files``;
 * Ray's experiment folder under ``<out>/<dataset>/ray_tune/`` (``--storage`` to change: a folder or a
   URI such as ``s3://bucket/path`` that every node of a cluster can write).
@@ -345,7 +345,7 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
                config_files=(), overrides=None, out="results", cpus_per_trial=None, gpus_per_trial=None,
                max_concurrent=None, storage=None, resume=False):
     """Run the search (``resume``: continue the newest one of ``model`` in the storage folder); write
-    tune.csv and tune_best_<model>.yaml; return the sorted trial rows."""
+    tune_<model>.csv and tune_best_<model>.yaml; return the sorted trial rows."""
     ray = require("ray")
     tune = require("ray.tune")
     schedulers = require("ray.tune.schedulers")
@@ -423,10 +423,11 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
 
     header = ["trial_id", metric, f"last_{metric}", "epochs", "time_total_s", "node_id", "gpu_id", "error", *space,
               *(k for k in derived if k not in space)]
-    reports.write_csv(out_dir / "tune.csv", header, [[_cell(row.get(h)) for h in header] for row in rows])
-    logger.info(f"trials written to {out_dir / 'tune.csv'}")
+    table = out_dir / f"tune_{model}.csv"
+    reports.write_csv(table, header, [[_cell(row.get(h)) for h in header] for row in rows])
+    logger.info(f"trials written to {table}")
     if not rows or rows[0][metric] is None:
-        raise PluginError(f"no trial reported {metric}; see the trial errors in {out_dir / 'tune.csv'}")
+        raise PluginError(f"no trial reported {metric}; see the trial errors in {table}")
     best = rows[0]
     params = resolve(best["result"].config, derived)
     best_file = out_dir / f"tune_best_{model}.yaml"
@@ -454,7 +455,7 @@ def build_parser():
     parser.add_argument("--gpus_per_trial", type=float, default=None, help="GPUs per trial, at most 1 (default: 1 when the config uses GPUs and the cluster has some, else 0)")
     parser.add_argument("--max_concurrent", type=int, default=None, help="trials at a time (default: as many as fit on the cluster's nodes)")
     parser.add_argument("--config_files", default="", help="space-separated YAML files, used for every trial")
-    parser.add_argument("--out", default="results", help="output folder (<out>/<dataset>/tune.csv, tune_best_<model>.yaml)")
+    parser.add_argument("--out", default="results", help="output folder (<out>/<dataset>/tune_<model>.csv, tune_best_<model>.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue the newest search of this model in the storage folder (finished trials kept)")
     parser.add_argument("--storage", default=None, help="Ray's experiment folder, or a URI such as s3://bucket/path; on a cluster one every node can write (default: <out>/<dataset>/ray_tune)")
     return parser
