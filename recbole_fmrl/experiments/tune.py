@@ -19,7 +19,8 @@ never from files a trial wrote on its node. Writes
 ``--resume`` continues the newest ``<model>-<time>`` experiment of that folder (Ray's ``Tuner.restore``)
 instead of starting a new one: finished trials are kept, a trial that was running when the search stopped
 starts again from its first epoch (trials keep no checkpoints), and the trials not yet started run.
-The search space, scheduler and concurrency are the interrupted search's.
+The search space, scheduler and concurrency are the interrupted search's. A search stopped with Ctrl-C
+writes its tables from the trials it has so far; the resumed search writes them again from all of them.
 
 The search space (``--space``) is a RecBole hyper file, as ``run_hyper.py`` reads it (one line per
 key: ``learning_rate loguniform -8,0`` (e^-8 … e^0), ``hidden_size choice [64,128]``,
@@ -412,10 +413,6 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
                 run_config=tune.RunConfig(name=f"{model}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage, verbose=0),
             )
         result_grid = tuner.fit()
-        unfinished = len(result_grid) - result_grid.num_terminated - result_grid.num_errors
-        if unfinished:
-            logger.warning(f"the search stopped with {unfinished} of {len(result_grid)} trials unfinished; "
-                           "--resume continues it")
         rows = trial_rows(result_grid, metric, mode, derived)
     finally:
         ray.shutdown()
