@@ -59,7 +59,7 @@ run() {  # run NAME DATASET FLAGS...: one compare command of the queue (every wo
   run LRURec-dropout0.5-seed2021 beauty --models=LRURec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5@seed=2021
   run fMRLRec-dropout0.5 beauty --models=fMRLRec@hidden_dropout_prob=0.5@attn_dropout_prob=0.5 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
   run fMRLRec-ring beauty --models=fMRLRec@r_min=0.8@r_max=0.99 "--modalities=[text,id]" "${LRU_RECIPE[@]}"
-  # RecBole's prefix training, the reference row: ~350 s an epoch here, so patience 10 (the entry's @stopping_step=10)
+  # RecBole's prefix training, the reference row, with patience 10 (the entry's @stopping_step=10) as on Clothing
   run SASRec-prefix beauty --models=SASRec@stopping_step=10 "${SASREC[@]}"
   run UniSRec beauty --models=UniSRec@train_stage=transductive_ft --train_mode=sequence  # text + ID, its better variant
   run VQRec beauty --models=VQRec --train_mode=sequence
