@@ -43,7 +43,7 @@ def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path
     scores = [float(r["ndcg@10"]) for r in table]
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
     for row in table:
-        assert row["epochs"] == "1" and row["error"] == ""
+        assert row["epochs"] == "1" and row["error"] == "" and row["status"] == "done"
         assert row["last_ndcg@10"] == row["ndcg@10"]  # one epoch: best = last
         assert float(row["r_max"]) == pytest.approx(float(row["r_min"]) + 0.1, abs=1e-9)
         assert row["hidden_dropout_prob"] == row["attn_dropout_prob"]
@@ -53,6 +53,7 @@ def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path
         assert sizes[0] == 4 and sizes[-1] == int(row["hidden_size"]) in (8, 16)
 
     best_file = tmp_path / "results" / "tiny" / "tune_best_fMRLRec.yaml"
+    assert "partial" not in best_file.read_text().lower()
     best = yaml.safe_load(best_file.read_text())
     assert set(best) == {"hidden_size", "r_min", "r_max", "hidden_dropout_prob", "attn_dropout_prob", "mrl_hidden_sizes"}
     top = table[0]
@@ -74,6 +75,27 @@ def test_two_trials_give_sorted_csv_and_a_usable_best_yaml(tiny_config, tmp_path
     # the best trial's validation score is reproduced by a plain run with the best YAML
     again = run("fMRLRec", "tiny", [str(best_file)], {**overrides, "epochs": 1}, saved=False)  # 1 thread, as the trial
     assert again["best_valid_score"] == pytest.approx(float(top["ndcg@10"]), abs=1e-4)
+
+
+def test_a_stopped_search_is_marked_partial(tmp_path):
+    from types import SimpleNamespace as Result
+
+    def result(trial, score, done, error=None):
+        metrics = {"trial_id": trial, "ndcg@10": score, "best_ndcg@10": score, "training_iteration": 3}
+        return Result(metrics={**metrics, **({"done": True} if done else {})}, error=error, config={"n_layers": 1},
+                      path=str(tmp_path / trial))
+
+    grid = [result("a", 0.02, done=True), result("b", 0.05, done=False), result("c", None, False, RuntimeError("x"))]
+    rows = tuning.trial_rows(grid, "ndcg@10", "max", {})
+    assert [(r["trial_id"], r["status"]) for r in rows] == [("b", "unfinished"), ("a", "done"), ("c", "error")]
+    space = {"n_layers": {"grid": [1, 2]}, "lr": {"choice": [1, 2, 3]}, "epochs": 5}
+    assert tuning.trials_planned(space, 4) == 8 and tuning.trials_planned({"lr": {"choice": [1]}}, 4) == 4
+    note = tuning.unfinished_note(rows, planned=4)  # a, c ended; b stopped; one never started
+    assert note == "partial search: 2 of 4 trials ended, 1 unfinished (status column); --resume continues it"
+    assert tuning.unfinished_note([r for r in rows if r["status"] != "unfinished"], planned=2) == ""
+    best = tmp_path / "best.yaml"
+    tuning.write_best_yaml(best, {"n_layers": 1}, "LRURec", "beauty", "ndcg@10", 0.05, "b", note)
+    assert "# Partial search: 2 of 4 trials ended" in best.read_text() and yaml.safe_load(best.read_text()) == {"n_layers": 1}
 
 
 def test_default_spaces_load_and_only_set_keys_their_model_uses():

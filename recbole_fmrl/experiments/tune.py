@@ -19,8 +19,10 @@ never from files a trial wrote on its node. Writes
 ``--resume`` continues the newest ``<model>-<time>`` experiment of that folder (Ray's ``Tuner.restore``)
 instead of starting a new one: finished trials are kept, a trial that was running when the search stopped
 starts again from its first epoch (trials keep no checkpoints), and the trials not yet started run.
-The search space, scheduler and concurrency are the interrupted search's. A search stopped with Ctrl-C
-writes its tables from the trials it has so far; the resumed search writes them again from all of them.
+The search space, scheduler and concurrency are the interrupted search's (give the same ``--num_samples``:
+it counts the trials the search must end). A search stopped with Ctrl-C writes its tables from the trials
+it has so far, marked partial (the CSV's ``status`` column, a line in the best YAML and the log); the resumed
+search writes them again from all of them.
 
 The search space (``--space``) is a RecBole hyper file, as ``run_hyper.py`` reads it (one line per
 key: ``learning_rate loguniform -8,0`` (e^-8 … e^0), ``hidden_size choice [64,128]``,
@@ -237,16 +239,25 @@ def model_keys(model, dataset):
     return Config(model=model, dataset=dataset, config_dict={"use_gpu": False}).known_keys()
 
 
+def trial_status(result):
+    """``done`` (ended by early stopping, the scheduler or its last epoch: Ray's final report carries
+    ``done``), ``error``, or ``unfinished`` (started or queued, not ended: the search was stopped)."""
+    if result.error:
+        return "error"
+    return "done" if (result.metrics or {}).get("done") else "unfinished"
+
+
 def trial_rows(result_grid, metric, mode, derived):
-    """One dict per trial, best first: id, best and last validation score, epochs, time, node, GPUs,
-    error, the sampled values and the derived keys (``"result"``: Ray's Result, not written out). Read
-    from each trial's last report as Ray sent it to the driver, not from files: on a cluster a trial's
-    files are on its node."""
+    """One dict per trial, best first: id, status (:func:`trial_status`), best and last validation
+    score, epochs, time, node, GPUs, error, the sampled values and the derived keys (``"result"``: Ray's
+    Result, not written out). Read from each trial's last report as Ray sent it to the driver, not from
+    files: on a cluster a trial's files are on its node."""
     rows = []
     for result in result_grid:
         metrics = result.metrics or {}
         row = {
             "trial_id": metrics.get("trial_id") or Path(result.path).name,
+            "status": trial_status(result),
             metric: metrics.get(f"best_{metric}"),
             f"last_{metric}": metrics.get(metric),
             "epochs": int(metrics.get("training_iteration", 0)),
@@ -264,11 +275,26 @@ def trial_rows(result_grid, metric, mode, derived):
     return rows
 
 
-def write_best_yaml(path, params, model, dataset, metric, value, trial_id):
+def trials_planned(space, num_samples):
+    """How many trials the search runs: ``num_samples`` times the size of every ``grid`` key's list."""
+    return num_samples * math.prod(len(spec["grid"]) for spec in space.values() if isinstance(spec, dict) and "grid" in spec)
+
+
+def unfinished_note(rows, planned):
+    """One line saying the search is partial (fewer than ``planned`` trials ended), or '' when it is not."""
+    ended = sum(row["status"] != "unfinished" for row in rows)
+    if ended >= planned:
+        return ""
+    return (f"partial search: {ended} of {planned} trials ended, {len(rows) - ended} unfinished "
+            "(status column); --resume continues it")
+
+
+def write_best_yaml(path, params, model, dataset, metric, value, trial_id, note=""):
     header = (
         f"# Best {model} trial on {dataset} by validation {metric} = {value:.4f} "
         f"(trial {trial_id}, commit {reports.git_commit()}, {time.strftime('%Y-%m-%d %H:%M')}).\n"
-        f"# Use: python run_recbole_fmrl.py --model={model} --dataset={dataset} --config_files={path}\n"
+        + (f"# {note[0].upper()}{note[1:]}: the best trial so far.\n" if note else "")
+        + f"# Use: python run_recbole_fmrl.py --model={model} --dataset={dataset} --config_files={path}\n"
     )
     write_text_atomic(path, header + yaml.safe_dump(to_primitive(params), sort_keys=True))
 
@@ -418,17 +444,20 @@ def tune_model(model, dataset, space_file, num_samples=10, scheduler="asha", add
         ray.shutdown()
     logger.info(f"{len(rows)} trials in {time.time() - started:.1f} s")
 
-    header = ["trial_id", metric, f"last_{metric}", "epochs", "time_total_s", "node_id", "gpu_id", "error", *space,
+    header = ["trial_id", "status", metric, f"last_{metric}", "epochs", "time_total_s", "node_id", "gpu_id", "error", *space,
               *(k for k in derived if k not in space)]
     table = out_dir / f"tune_{model}.csv"
     reports.write_csv(table, header, [[_cell(row.get(h)) for h in header] for row in rows])
     logger.info(f"trials written to {table}")
+    note = unfinished_note(rows, trials_planned(space, num_samples))
+    if note:
+        logger.warning(f"{note}; the tables hold the trials so far")
     if not rows or rows[0][metric] is None:
         raise PluginError(f"no trial reported {metric}; see the trial errors in {table}")
     best = rows[0]
     params = resolve(best["result"].config, derived)
     best_file = out_dir / f"tune_best_{model}.yaml"
-    write_best_yaml(best_file, params, model, dataset, metric, best[metric], best["trial_id"])
+    write_best_yaml(best_file, params, model, dataset, metric, best[metric], best["trial_id"], note)
     logger.info(f"best {metric} = {best[metric]:.4f} (trial {best['trial_id']}): {params}; written to {best_file}")
     return rows
 
